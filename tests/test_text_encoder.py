@@ -1,0 +1,91 @@
+"""The text encoder: corpus vocabularies, [UNK] accounting, in-graph tokenisation, MiniLM loading, the cache."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from towers.text_cache import TextVectorCache
+from towers.text_encoder import (EncoderError, TextEncoder, build_wordpiece_vocab, make_tiny_bert,
+                                 resolve_encoder, unk_report)
+
+CORPUS = ["Lightweight camping tent for two", "Stainless steel travel mug", "不锈钢保温杯 大容量",
+          "Camping stove, compact and lightweight"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    source = make_tiny_bert(tmp_path_factory.mktemp("tiny"), CORPUS * 2, seed=3)
+    return TextEncoder(source, max_length=32)
+
+
+def test_corpus_vocabulary_leaves_no_unknown_tokens(tiny):
+    shares = unk_report(tiny, {"text": CORPUS})
+    assert shares == {"text": 0.0}
+    vocab = build_wordpiece_vocab(CORPUS)
+    assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert "camping" in vocab and "保" in vocab and "##保" in vocab
+
+
+def test_unknown_share_counts_out_of_vocabulary_tokens(tiny):
+    unk, total = tiny.token_stats(["camping stoves"])  # "stoves" → known pieces: still no [UNK]
+    assert unk == 0 and total >= 2
+    unk, total = tiny.token_stats(["帐篷"])  # characters the corpus never had
+    assert (unk, total) == (2, 2)
+
+
+def test_in_graph_tokenizer_matches_python_tokenizer(tiny):
+    from transformers import BertTokenizer
+
+    python = BertTokenizer(str(tiny.source.directory / "vocab.txt"), do_lower_case=True)
+    for text in CORPUS:
+        graph_ids = tiny.tokenizer(tf.constant([text]))["input_ids"].numpy()[0].tolist()
+        assert graph_ids == python(text)["input_ids"]
+
+
+def test_encode_is_unit_length_and_order_independent(tiny):
+    vectors = tiny.encode(CORPUS, batch_size=2, progress=False)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    reversed_vectors = tiny.encode(CORPUS[::-1], batch_size=3, progress=False)[::-1]
+    np.testing.assert_allclose(vectors, reversed_vectors, atol=1e-5)
+
+
+def test_tiny_encoder_reloads_the_same_weights(tiny):
+    again = TextEncoder(tiny.source, max_length=32)
+    np.testing.assert_allclose(again.encode(CORPUS, progress=False), tiny.encode(CORPUS, progress=False),
+                               atol=1e-6)
+
+
+def test_minilm_loads_offline_and_is_semantic():
+    encoder = TextEncoder(resolve_encoder("minilm"), max_length=32)
+    tent, hiking, kettle = encoder.encode(["a red camping tent", "lightweight tent for hiking",
+                                           "stainless steel kettle"], progress=False)
+    assert tent @ hiking > tent @ kettle + 0.3
+    assert unk_report(encoder, {"zh": ["不锈钢保温杯"]})["zh"] > 0.05  # why Chinese needs another vocabulary
+
+
+def test_resolve_encoder_names_what_is_missing(tmp_path):
+    with pytest.raises(EncoderError, match="not found"):
+        resolve_encoder(str(tmp_path / "nope"))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(EncoderError, match="vocab.txt, model.safetensors or tf_model.h5"):
+        resolve_encoder(str(tmp_path))
+
+
+def test_cache_encodes_each_text_once(tmp_path):
+    calls = []
+
+    def encode(texts):
+        calls.append(list(texts))
+        return np.array([[len(t), 1.0] for t in texts], np.float32)
+
+    cache = TextVectorCache(tmp_path, "fp1")
+    vectors, new = cache.get(["ab", "abc", "ab"], encode)
+    assert new == 2 and calls == [["ab", "abc"]]
+    np.testing.assert_array_equal(vectors[:, 0], [2, 3, 2])
+    fresh = TextVectorCache(tmp_path, "fp1")  # a later run reads the shards back
+    vectors, new = fresh.get(["abc", "abcd"], encode)
+    assert new == 1 and calls[-1] == ["abcd"]
+    np.testing.assert_array_equal(vectors[:, 0], [3, 4])
+    other = TextVectorCache(tmp_path, "fp2")  # another encoder never sees these vectors
+    assert len(other) == 0
+    assert not list(tmp_path.rglob("*.tmp*"))

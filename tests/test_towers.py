@@ -1,0 +1,125 @@
+"""The tower building blocks and the towers: lookups with OOV, dropout, pooling, unit vectors, every input path."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from towers.config import TowerConfig
+from towers.feature_table import FeatureTable
+from towers.history_pooling import HistoryPooling
+from towers.id_embedding import IdEmbedding
+from towers.item_tower import ItemTower, price_statistics
+from towers.text_encoder import TextEncoder, make_tiny_bert
+from towers.text_fields import join_columns
+from towers.user_tower import UserTower
+
+ITEMS = ["a", "b", "c", "d"]
+TEXTS = ["red camping tent", "blue camping stove", "steel travel mug", "green tea leaves"]
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    return TextEncoder(make_tiny_bert(tmp_path_factory.mktemp("tiny"), TEXTS * 2, seed=1), max_length=16)
+
+
+def test_feature_table_returns_rows_and_defaults_for_unknown_keys():
+    table = FeatureTable(["x", "y"], {"vec": np.array([[1.0, 2.0], [3.0, 4.0]], np.float32),
+                                      "name": np.array(["ex", "why"], object)})
+    out = table(tf.constant([["y", "zzz"]]))
+    np.testing.assert_array_equal(out["vec"].numpy(), [[[3, 4], [0, 0]]])
+    assert out["name"].numpy().tolist() == [[b"why", b""]]
+    assert out["known"].numpy().tolist() == [[True, False]]
+    empty = FeatureTable([], {"vec": np.zeros((0, 2), np.float32)})
+    assert empty(tf.constant(["x"]))["known"].numpy().tolist() == [False]
+    with pytest.raises(ValueError, match="duplicate"):
+        FeatureTable(["x", "x"], {"vec": np.zeros((2, 1))})
+
+
+def test_id_embedding_maps_unknown_and_padding_to_the_oov_row():
+    layer = IdEmbedding(["u1", "u2"], 4)
+    out = layer(tf.constant(["u1", "nobody", "", "u2"])).numpy()
+    np.testing.assert_array_equal(out[1], out[2])  # unknown id and padding share row 0
+    assert not np.allclose(out[0], out[1]) and not np.allclose(out[0], out[3])
+
+
+def test_id_dropout_is_seeded_by_call_count():
+    ids = tf.constant(["u1"] * 2000)
+    first, second = IdEmbedding(["u1"], 4, dropout=0.3, seed=5), IdEmbedding(["u1"], 4, dropout=0.3, seed=5)
+    a = first(ids, training=True).numpy()
+    second(ids[:1])  # builds it; inference draws no mask
+    second.set_weights(first.get_weights())
+    second.calls.assign(0)  # as a resumed run whose checkpoint was taken before that call
+    b = second(ids, training=True).numpy()
+    oov = first(tf.constant(["?"])).numpy()[0]
+    dropped = np.all(np.isclose(a, oov), axis=1)
+    assert 0.25 < dropped.mean() < 0.35  # about the configured share goes to OOV
+    np.testing.assert_array_equal(a, b)  # same seed and call count → same mask (resume-safe)
+    assert not np.all(np.isclose(first(ids, training=False).numpy(), oov), axis=1).any()
+
+
+def test_history_pooling_masks_weights_recency_and_handles_empty():
+    vectors = tf.constant([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]], [[1.0, 1.0]] * 3])
+    mask = tf.constant([[True, True, False], [False, False, False]])
+    pooled, count = HistoryPooling(decay=0.5)(vectors, mask)
+    # positions 0 and 1 have ages 2 and 1: weights 0.25 and 0.5; position 2 is masked
+    np.testing.assert_allclose(pooled.numpy()[0], [0.25 / 0.75, 0.5 / 0.75], atol=1e-6)
+    np.testing.assert_array_equal(pooled.numpy()[1], [0.0, 0.0])
+    np.testing.assert_allclose(count.numpy()[:, 0], [np.log(3.0), 0.0], atol=1e-6)
+
+
+def test_join_columns_skips_empty_fields():
+    assert join_columns([["Tent.", "保温杯。"], ["", "steel"], ["Outdoor", ""]]) == ["Tent. Outdoor", "保温杯. steel"]
+
+
+def _towers(encoder, item_features=("text", "id", "category", "brand", "price"),
+            user_features=("text", "history", "id")):
+    config = TowerConfig(embedding_dim=8, hidden_units=(16,), id_dim=4, categorical_dim=3,
+                         text_projection_dim=8, item_features=item_features, user_features=user_features)
+    vectors = encoder.encode(TEXTS, progress=False)
+    catalog = FeatureTable(ITEMS, {"text_vec": vectors, "category": np.array(["x", "x", "y", "z"], object),
+                                   "brand": np.array(["p", "q", "", "p"], object),
+                                   "price": np.array([10.0, np.nan, 3.0, 0.0], np.float32)})
+    item = ItemTower(config, ITEMS[:3], ["x", "y", "z"], ["p", "q"], price_statistics(np.array([10.0, 3.0])),
+                     encoder.dim, encoder)
+    user = UserTower(config, ["u1"], item, catalog, encoder.dim, encoder)
+    return item, user, catalog, vectors
+
+
+def test_item_tower_text_vector_and_raw_text_paths_agree(encoder):
+    item, _, catalog, _ = _towers(encoder)
+    features = catalog(tf.constant(ITEMS))
+    features["item_id"] = tf.constant(ITEMS)
+    from_vectors = item(features).numpy()
+    raw = dict(features)
+    raw.pop("text_vec")
+    raw["text"] = tf.constant(TEXTS)
+    np.testing.assert_allclose(item(raw).numpy(), from_vectors, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(from_vectors, axis=1), 1.0, atol=1e-5)
+    assert np.isfinite(from_vectors).all()  # NaN and zero prices are "missing", not poison
+
+
+def test_user_tower_answers_every_kind_of_user(encoder):
+    _, user, _, vectors = _towers(encoder)
+    history = tf.constant([["", "a", "b"], ["", "", ""], ["", "", "nope"], ["", "", ""]])
+    out = user({"user_id": tf.constant(["u1", "new", "ghost", "u1"]), "history": history,
+                "user_text": tf.constant(["", "camping tent please", "", ""])}).numpy()
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(out[0], out[3])  # history moves the vector
+    # an unknown history item is masked out: the same as an empty history for the same (unknown) user
+    same = user({"user_id": tf.constant(["ghost"]), "history": tf.constant([["", "", ""]]),
+                 "user_text": tf.constant([""])}).numpy()
+    np.testing.assert_allclose(out[2], same[0], atol=1e-6)
+    # cached text vectors and raw text give the same user vector
+    cached = user({"user_id": tf.constant(["new"]), "history": tf.constant([["", "", ""]]),
+                   "user_text_vec": encoder.encode(["camping tent please"], progress=False)}).numpy()
+    np.testing.assert_allclose(cached[0], out[1], atol=1e-5)
+
+
+def test_id_only_towers_need_no_text(encoder):
+    item, user, catalog, _ = _towers(encoder, item_features=("id",), user_features=("id",))
+    assert item.encoder is None and user.item_tower is None
+    features = {"item_id": tf.constant(["a", "unseen"])}
+    out = item(features).numpy()
+    assert out.shape == (2, 8)
+    with pytest.raises(ValueError, match="unknown or empty"):
+        TowerConfig(item_features=("text", "colour"))

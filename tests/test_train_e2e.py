@@ -1,0 +1,132 @@
+"""End to end through the CLI, as a user runs it: generate a world, train, evaluate, kill and resume.
+
+Training runs use configs/smoke.yaml (tiny random-init BERT, cached text vectors) on a small generated world;
+they share one text cache, so the world's texts are encoded once.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ["--config", str(ROOT / "configs" / "smoke.yaml")]
+
+
+def cli(*args, check=True, cwd=None, **popen):
+    command = [sys.executable, "-m", "twotower.cli", "-q", *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=900, **popen)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world") / "shop"
+    cli("generate", "--out", out, "--users", 700, "--items", 500, "--seed", 7)
+    return out
+
+
+@pytest.fixture(scope="module")
+def settings(world, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return ["--set", f"data.path={world}", "--set", f"training.text_cache_dir={cache}",
+            "--set", "training.epochs=4", "--set", "training.early_stopping_patience=10"]
+
+
+@pytest.fixture(scope="module")
+def trained(settings, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "text"
+    result = cli("train", *SMOKE, *settings, "--run-dir", run)
+    return run, result
+
+
+def test_training_writes_a_complete_run(trained):
+    run, result = trained
+    for name in ("config.yaml", "state.json", "metrics.json", "train.log", "checkpoints/best.index",
+                 "artifacts/catalog.parquet", "encoder/vocab.txt"):
+        assert (run / name).exists(), name
+    assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
+    state = json.loads((run / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3, 4] and state["finished"]
+    assert "[test]" in result.stdout and "popularity" in result.stdout
+    log = (run / "train.log").read_text()
+    assert "[UNK] share in 'title'" in log  # the per-field [UNK] report runs at training start
+
+
+def test_text_two_tower_beats_popularity(trained):
+    metrics = json.loads((trained[0] / "metrics.json").read_text())
+    test = metrics["test"]
+    for key in ("recall@10", "ndcg@10", "recall@50", "ndcg@50", "mrr", "users"):
+        assert key in test and key in test["cold_items"] and key in test["new_users"]
+    popularity = test["baselines"]["popularity"]
+    assert test["recall@10"] > 1.5 * popularity["recall@10"] + 0.02, (test, popularity)
+    assert test["ndcg@10"] > 1.5 * popularity["ndcg@10"], (test, popularity)
+    assert test["users"] > 300 and test["cold_items"]["users"] > 30
+
+
+def test_text_tower_beats_id_only_two_tower_on_cold_items(trained, settings, tmp_path):
+    run = tmp_path / "id-only"
+    cli("train", *SMOKE, *settings, "--set", "model.item_features=[id]", "--set", "model.user_features=[id]",
+        "--run-dir", run)
+    id_only = json.loads((run / "metrics.json").read_text())["test"]["cold_items"]
+    text = json.loads((trained[0] / "metrics.json").read_text())["test"]["cold_items"]
+    assert text["recall@10"] > id_only["recall@10"] + 0.05, (text, id_only)
+
+
+def test_evaluate_writes_the_requested_split(trained):
+    run, _ = trained
+    before = json.loads((run / "metrics.json").read_text())
+    result = cli("evaluate", "--run-dir", run, "--split", "valid")
+    assert "[valid]" in result.stdout
+    after = json.loads((run / "metrics.json").read_text())
+    assert after["valid"]["recall@10"] == pytest.approx(before["valid"]["recall@10"], abs=1e-9)
+    assert after["test"] == before["test"]
+
+
+def test_resume_after_kill_loses_no_finished_epoch(trained, settings, tmp_path):
+    run = tmp_path / "killed"
+    command = [sys.executable, "-m", "twotower.cli", "-q", "train", *SMOKE, *settings, "--run-dir", str(run)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline:
+            state = run / "state.json"
+            if state.exists() and json.loads(state.read_text())["epochs_done"] >= 2:
+                break
+            assert process.poll() is None, "training ended before it could be killed"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    killed_at = json.loads((run / "state.json").read_text())["epochs_done"]
+    assert 2 <= killed_at < 4 and not (run / "metrics.json").exists()
+    result = cli("train", "--run-dir", run)  # no --config: resume
+    assert f"resuming {run} after epoch {killed_at}" in result.stderr
+    state = json.loads((run / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
+    # deterministic: the same numbers as the run that was never interrupted
+    resumed = json.loads((run / "metrics.json").read_text())["test"]
+    uninterrupted = json.loads((trained[0] / "metrics.json").read_text())["test"]
+    assert resumed["recall@10"] == pytest.approx(uninterrupted["recall@10"], abs=1e-6)
+    assert resumed["mrr"] == pytest.approx(uninterrupted["mrr"], abs=1e-4)
+
+
+def test_a_run_keeps_its_config(trained, settings):
+    run, _ = trained
+    result = cli("train", *SMOKE, *settings, "--set", "training.epochs=9", "--run-dir", run, check=False)
+    assert result.returncode == 2 and "different config (differs in: training.epochs)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_data_leaves_no_run_behind(world, tmp_path):
+    run = tmp_path / "bad"
+    result = cli("train", *SMOKE, "--set", f"data.path={tmp_path / 'nowhere'}", "--run-dir", run, check=False)
+    assert result.returncode == 2 and "nowhere" in result.stderr and "Traceback" not in result.stderr
+    assert not run.exists()

@@ -1,0 +1,33 @@
+"""The tower hyper-parameters, one typed place (the YAML `model:` block maps onto it field by field)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+ITEM_FEATURES = ("text", "id", "category", "brand", "price")
+USER_FEATURES = ("text", "history", "id")
+
+
+@dataclasses.dataclass
+class TowerConfig:
+    embedding_dim: int = 64
+    hidden_units: tuple[int, ...] = (256,)
+    id_dim: int = 32
+    categorical_dim: int = 16
+    text_projection_dim: int = 128
+    item_features: tuple[str, ...] = ITEM_FEATURES
+    user_features: tuple[str, ...] = USER_FEATURES
+    id_dropout: float = 0.1
+    history_len: int = 20
+    history_decay: float = 0.9
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.hidden_units = tuple(int(u) for u in self.hidden_units)
+        self.item_features = tuple(self.item_features)
+        self.user_features = tuple(self.user_features)
+        for name, allowed, given in (("model.item_features", ITEM_FEATURES, self.item_features),
+                                     ("model.user_features", USER_FEATURES, self.user_features)):
+            unknown = sorted(set(given) - set(allowed))
+            if unknown or not given:
+                raise ValueError(f"{name}: unknown or empty {unknown or given} (choose from {', '.join(allowed)})")

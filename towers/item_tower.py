@@ -1,0 +1,78 @@
+"""The item tower: an item's text vector ⊕ id embedding ⊕ category/brand/price features → unit vector.
+
+Why it exists: it is the one function from "what we know about an item" to its retrieval vector. It takes its
+text either as a precomputed vector (``text_vec``, the frozen-encoder fast path) or as a raw string (``text``,
+which it encodes itself), so training, evaluation and the exported model share the same weights and code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from towers.config import TowerConfig
+from towers.id_embedding import IdEmbedding
+from towers.mlp import ProjectionHead
+from towers.text_encoder import TextEncoder
+
+
+class ItemTower(tf_keras.Model):
+    """features {item_id, text_vec | text, category, brand, price} [B] → [B, embedding_dim]."""
+
+    def __init__(self, config: TowerConfig, id_vocabulary: Sequence[str], category_vocabulary: Sequence[str],
+                 brand_vocabulary: Sequence[str], price_log_mean_std: tuple[float, float],
+                 text_dim: int, encoder: TextEncoder | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        features = set(config.item_features)
+        self.encoder = encoder if "text" in features else None
+        self.text_projection = (tf_keras.layers.Dense(config.text_projection_dim, name="text_projection")
+                                if "text" in features else None)
+        self.text_dim = int(text_dim)
+        self.item_id = (IdEmbedding(id_vocabulary, config.id_dim, config.id_dropout, config.seed, name="item_id")
+                        if "id" in features else None)
+        self.category = (IdEmbedding(category_vocabulary, config.categorical_dim, name="category")
+                         if "category" in features else None)
+        self.brand = (IdEmbedding(brand_vocabulary, config.categorical_dim, name="brand")
+                      if "brand" in features else None)
+        self.price_log_mean_std = tuple(float(x) for x in price_log_mean_std)
+        self.use_price = "price" in features
+        self.head = ProjectionHead(config.hidden_units, config.embedding_dim, name="head")
+
+    def text_vector(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        if "text_vec" in features:
+            return features["text_vec"]
+        if self.encoder is None:
+            raise ValueError("item tower: features carry raw 'text' but the tower has no text encoder")
+        return self.encoder(features["text"])
+
+    def call(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
+        parts = []
+        if self.text_projection is not None:
+            parts.append(self.text_projection(self.text_vector(features)))
+        if self.item_id is not None:
+            parts.append(self.item_id(features["item_id"], training=training))
+        if self.category is not None:
+            parts.append(self.category(features["category"]))
+        if self.brand is not None:
+            parts.append(self.brand(features["brand"]))
+        if self.use_price:
+            price = tf.cast(features["price"], tf.float32)
+            missing = tf.math.is_nan(price) | (price <= 0)
+            mean, std = self.price_log_mean_std
+            scaled = (tf.math.log1p(tf.where(missing, tf.zeros_like(price), price)) - mean) / std
+            parts.append(tf.stack([tf.where(missing, tf.zeros_like(scaled), scaled),
+                                   tf.cast(missing, tf.float32)], axis=-1))
+        return self.head(tf.concat(parts, axis=-1))
+
+
+def price_statistics(prices: np.ndarray) -> tuple[float, float]:
+    """Mean and std of log1p(price) over the known, positive prices (0, 1 when there are none)."""
+    prices = np.asarray(prices, np.float64)
+    known = np.log1p(prices[np.isfinite(prices) & (prices > 0)])
+    if known.size == 0:
+        return 0.0, 1.0
+    return float(known.mean()), float(max(known.std(), 1e-3))

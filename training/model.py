@@ -1,0 +1,136 @@
+"""The retrieval model: user tower and item tower under ``tfrs.tasks.Retrieval``.
+
+Why it exists: it wires the towers to the catalogue tables and the loss. The loss is TFRS's in-batch softmax
+with a temperature, logQ correction (each candidate's log expected count in the batch is subtracted, so popular
+items are not over-penalised as negatives), accidental-hit removal (a batch's other copies of the target are not
+negatives), and optionally extra negatives drawn uniformly from the whole catalogue (mixed negative sampling;
+their logQ is the uniform draw's).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from towers.config import TowerConfig
+from towers.feature_table import FeatureTable
+from towers.item_tower import ItemTower
+from towers.text_encoder import TextEncoder
+from towers.user_tower import UserTower
+from training.artifacts import Artifacts
+
+
+class TwoTowerModel(tfrs.models.Model):
+    """Batches {user_id [B], history [B, H], target [B], weight [B]} → retrieval loss."""
+
+    def __init__(self, user_tower: UserTower, item_tower: ItemTower, catalog: FeatureTable,
+                 user_table: FeatureTable, item_probability: np.ndarray, temperature: float,
+                 logq_correction: bool, remove_accidental_hits: bool, uniform_negatives: int, seed: int):
+        super().__init__()
+        self.user_tower = user_tower
+        self.item_tower = item_tower
+        self.catalog = catalog
+        self.user_table = user_table
+        # Per catalogue row (row 0 = unknown): probability that a batch slot holds that item.
+        self.item_probability = tf.constant(np.concatenate([[1.0], item_probability]), tf.float32)
+        self.logq_correction = logq_correction
+        self.uniform_negatives = int(uniform_negatives)
+        self.seed = int(seed)
+        self.negative_draws = tf.Variable(0, dtype=tf.int64, trainable=False, name="negative_draws")
+        self.task = tfrs.tasks.Retrieval(temperature=temperature, remove_accidental_hits=remove_accidental_hits)
+
+    def user_features(self, batch: dict) -> dict:
+        features = {"user_id": batch["user_id"], "history": batch["history"]}
+        row = self.user_table(batch["user_id"])
+        if "text_vec" in row:
+            features["user_text_vec"] = row["text_vec"]
+        elif "text" in row:
+            features["user_text"] = row["text"]
+        return features
+
+    def item_features(self, item_ids: tf.Tensor) -> dict:
+        features = self.catalog(item_ids)
+        features["item_id"] = item_ids
+        return features
+
+    def user_embeddings(self, batch: dict, training: bool = False) -> tf.Tensor:
+        return self.user_tower(self.user_features(batch), training=training)
+
+    def item_embeddings(self, item_ids: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return self.item_tower(self.item_features(item_ids), training=training)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def embed_items(self, item_ids: tf.Tensor) -> tf.Tensor:
+        """Inference-mode item vectors for catalogue ids, traced once per model."""
+        return self.item_embeddings(item_ids)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None, None], tf.string)])
+    def embed_users(self, user_id: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
+        """Inference-mode user vectors (text from the run's user table), traced once per model."""
+        return self.user_embeddings({"user_id": user_id, "history": history})
+
+    def compute_loss(self, batch: dict, training: bool = False) -> tf.Tensor:
+        queries = self.user_embeddings(batch, training=training)
+        targets = batch["target"]
+        candidates = self.item_embeddings(targets, training=training)
+        rows = self.catalog.lookup(targets)
+        batch_size = tf.cast(tf.shape(targets)[0], tf.float32)
+        expected = batch_size * tf.gather(self.item_probability, rows)
+        if self.uniform_negatives > 0:
+            seed = tf.stack([tf.constant(self.seed, tf.int64), self.negative_draws.assign_add(1)])
+            sampled = tf.random.stateless_uniform([self.uniform_negatives], seed=seed, minval=1,
+                                                  maxval=self.catalog.size + 1, dtype=tf.int64)
+            sampled_ids = self.catalog_ids(sampled)
+            candidates = tf.concat([candidates, self.item_embeddings(sampled_ids, training=training)], axis=0)
+            rows = tf.concat([rows, sampled], axis=0)
+            uniform = tf.fill([self.uniform_negatives],
+                              float(self.uniform_negatives) / float(max(self.catalog.size, 1)))
+            expected = tf.concat([expected, uniform], axis=0)
+        return self.task(queries, candidates, sample_weight=batch.get("weight"),
+                         candidate_sampling_probability=expected if self.logq_correction else None,
+                         candidate_ids=rows, compute_metrics=False, compute_batch_metrics=False)
+
+    def catalog_ids(self, rows: tf.Tensor) -> tf.Tensor:
+        """Catalogue rows (1-based) → item ids."""
+        return tf.gather(self.catalog.column_item_id, rows)
+
+
+def build_model(config: dict, artifacts: Artifacts, encoder: TextEncoder | None = None) -> TwoTowerModel:
+    """The towers and the model for a run's config and artifacts.
+
+    In ``frozen`` mode the catalogue and user tables carry cached text vectors and the towers never call the
+    encoder; in the fine-tune modes they carry the texts and the towers encode them through ``encoder``.
+    """
+    model_cfg, train_cfg = config["model"], config["training"]
+    tower_cfg = TowerConfig(
+        embedding_dim=model_cfg["embedding_dim"], hidden_units=tuple(model_cfg["hidden_units"]),
+        id_dim=model_cfg["id_dim"], categorical_dim=model_cfg["categorical_dim"],
+        text_projection_dim=model_cfg["text_projection_dim"], item_features=tuple(model_cfg["item_features"]),
+        user_features=tuple(model_cfg["user_features"]), id_dropout=model_cfg["id_dropout"],
+        history_len=model_cfg["history_len"], history_decay=model_cfg["history_decay"], seed=train_cfg["seed"])
+    frozen = model_cfg["encoder_mode"] == "frozen"
+    catalog = artifacts.catalog
+    columns = {"item_id": catalog["item_id"].to_numpy(object),
+               "category": catalog["category"].to_numpy(object), "brand": catalog["brand"].to_numpy(object),
+               "price": catalog["price"].to_numpy(np.float32)}
+    user_columns = {}
+    if frozen:
+        columns["text_vec"] = artifacts.item_text_vectors
+        user_columns["text_vec"] = artifacts.user_text_vectors
+    else:
+        columns["text"] = catalog["text"].to_numpy(object)
+        user_columns["text"] = artifacts.users["text"].to_numpy(object)
+    catalog_table = FeatureTable(catalog["item_id"].tolist(), columns, name="catalog")
+    user_table = FeatureTable(artifacts.users["user_id"].tolist(), user_columns, name="user_table")
+    text_dim = int(artifacts.encoder["dim"])
+    tower_encoder = None if frozen else encoder
+    item_tower = ItemTower(tower_cfg, artifacts.train_item_ids, artifacts.categories, artifacts.brands,
+                           artifacts.price_stats, text_dim, tower_encoder, name="item_tower")
+    user_tower = UserTower(tower_cfg, artifacts.train_user_ids, item_tower, catalog_table, text_dim,
+                           tower_encoder, name="user_tower")
+    counts = artifacts.item_counts + 1.0  # add-one: an item never seen in training is still a possible draw
+    return TwoTowerModel(user_tower, item_tower, catalog_table, user_table, counts / counts.sum(),
+                         temperature=train_cfg["temperature"], logq_correction=train_cfg["logq_correction"],
+                         remove_accidental_hits=train_cfg["remove_accidental_hits"],
+                         uniform_negatives=train_cfg["uniform_negatives"], seed=train_cfg["seed"])

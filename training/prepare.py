@@ -1,0 +1,115 @@
+"""Data, split, artifacts and text vectors for a run: the steps before the first gradient.
+
+Why it exists: ``train`` and ``evaluate`` both need the dataset split the same way and the same catalogue and
+text vectors. The first training run derives them (encoding texts through the on-disk cache, reporting [UNK]
+shares); every later call loads them from RUN/artifacts/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ingest.loaders import load_dataset
+from ingest.schema import Dataset
+from ingest.split import assign_split
+from towers.text_cache import TextVectorCache
+from towers.text_encoder import (BertSource, TextEncoder, environment_fingerprint, make_tiny_bert,
+                                 resolve_encoder, unk_report)
+from training import artifacts as artifacts_io
+from training.artifacts import Artifacts
+from training.run import RunDir
+
+log = logging.getLogger("twotower.prepare")
+UNK_WARN_SHARE = 0.05
+
+
+@dataclasses.dataclass
+class Prepared:
+    dataset: Dataset
+    labels: pd.Series
+    artifacts: Artifacts
+    source: BertSource | None
+
+
+def load_split(config: dict) -> tuple[Dataset, pd.Series]:
+    data = config["data"]
+    dataset = load_dataset(data)
+    labels = assign_split(dataset, data["split"], dataset.report)
+    counts = labels.value_counts().to_dict()
+    log.info("%s: %d items, %d users, %d interactions (train %d, valid %d, test %d)", dataset.name,
+             len(dataset.items), dataset.interactions["user_id"].nunique(), len(dataset.interactions),
+             counts.get("train", 0), counts.get("valid", 0), counts.get("test", 0))
+    if dataset.report.total:
+        log.info("dropped rows, by reason: %s", dataset.report.as_dict())
+    return dataset, labels
+
+
+def encoder_source(config: dict, run: RunDir, corpus: list[str] | None) -> BertSource:
+    """``tiny`` is materialised once in RUN/encoder (its vocabulary from the corpus); others are resolved."""
+    model = config["model"]
+    if model["encoder"] != "tiny":
+        return resolve_encoder(model["encoder"])
+    if (run.encoder / "tf_model.h5").exists():
+        return BertSource(run.encoder)
+    if corpus is None:
+        raise FileNotFoundError(f"{run.encoder}: the run's tiny encoder is missing")
+    return make_tiny_bert(run.encoder, corpus, seed=config["training"]["seed"],
+                          hidden=model["tiny_hidden"], layers=model["tiny_layers"])
+
+
+def prepare(config: dict, run: RunDir, progress: bool = True) -> Prepared:
+    dataset, labels = load_split(config)
+    if (run.artifacts / "vocab.json").exists():
+        derived = artifacts_io.load(run.artifacts)
+        return Prepared(dataset, labels, derived, encoder_source(config, run, None))
+    data = config["data"]
+    derived = artifacts_io.derive(dataset, labels, data["item_text_columns"], data["user_text_columns"])
+    corpus = derived.catalog["text"].tolist() + derived.users["text"].tolist()
+    source = encoder_source(config, run, corpus)
+    model = config["model"]
+    encoder = TextEncoder(source, max_length=model["max_seq_len"])
+    report_unknown_tokens(encoder, dataset, derived, config)
+    derived.encoder = {"name": model["encoder"], "directory": str(source.directory),
+                       "fingerprint": environment_fingerprint(source, model["max_seq_len"]), "dim": encoder.dim}
+    if model["encoder_mode"] == "frozen":
+        cache = TextVectorCache(config["training"]["text_cache_dir"], derived.encoder["fingerprint"])
+        batch = config["training"]["encode_batch_size"]
+
+        def encode(texts: list[str]) -> np.ndarray:
+            log.info("encoding %d new text(s) with %s (cached in %s)", len(texts), model["encoder"],
+                     cache.directory)
+            return encoder.encode(texts, batch_size=batch, progress=progress)
+
+        derived.item_text_vectors, _ = cache.get(derived.catalog["text"].tolist(), encode)
+        user_texts = derived.users["text"].tolist()
+        vectors, _ = cache.get(user_texts, encode) if user_texts else (np.zeros((0, encoder.dim)), 0)
+        empty = np.array([not t.strip() for t in user_texts], bool)
+        vectors = np.asarray(vectors, np.float32).reshape(len(user_texts), encoder.dim)
+        vectors[empty] = 0.0  # no text is "no text", not the encoding of an empty string
+        derived.user_text_vectors = vectors
+    artifacts_io.save(derived, run.artifacts)
+    return Prepared(dataset, labels, derived, source)
+
+
+def report_unknown_tokens(encoder: TextEncoder, dataset: Dataset, derived: Artifacts, config: dict) -> dict:
+    """Logs the share of [UNK] tokens per text field and warns above 5%, naming the option that fixes it."""
+    fields = {c: dataset.items[c].astype(str).tolist() for c in config["data"]["item_text_columns"]
+              if c in dataset.items.columns}
+    if len(derived.users):
+        fields["user_text"] = derived.users["text"].tolist()
+    shares = unk_report(encoder, fields)
+    for name, share in shares.items():
+        if share > UNK_WARN_SHARE:
+            log.warning("%.1f%% of the tokens in text field '%s' are [UNK] for encoder '%s' (its vocabulary does "
+                        "not cover this text, e.g. Chinese through an English vocabulary). Fix: set "
+                        "model.encoder to a local BERT directory whose vocabulary covers it (e.g. --set "
+                        "model.encoder=/path/to/bert-base-chinese), or model.encoder=tiny to build a vocabulary "
+                        "from this corpus.", 100 * share, name, config["model"]["encoder"])
+        else:
+            log.info("[UNK] share in '%s': %.2f%%", name, 100 * share)
+    return shares

@@ -1,0 +1,217 @@
+"""Training and evaluating a run: epochs under Keras' ``fit``, checkpoints, resume, early stopping, metrics.
+
+Why it exists: a training job must survive being killed (``train`` on an existing RUN resumes after the last
+finished epoch, with the same data order and dropout masks it would have had), stop when validation Recall@K
+stops improving, and leave RUN/metrics.json from the best epoch's weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from towers.text_encoder import TextEncoder
+from training import evaluate as ev
+from training.config import dump_config
+from training.examples import Examples, evaluation_cases, training_examples
+from training.model import TwoTowerModel, build_model
+from training.prepare import Prepared, prepare
+from training.run import RunDir, write_atomic
+
+log = logging.getLogger("twotower.train")
+KEEP_EPOCH_CHECKPOINTS = 2
+
+
+class RunConflict(ValueError):
+    """``train --config`` names a config different from the one an existing RUN was started with."""
+
+
+def _tower_encoder(config: dict, prepared: Prepared) -> TextEncoder | None:
+    model = config["model"]
+    if model["encoder_mode"] == "frozen":
+        return None
+    return TextEncoder(prepared.source, max_length=model["max_seq_len"], mode=model["encoder_mode"],
+                       top_n=model["finetune_top_n"])
+
+
+def _cases(config: dict, prepared: Prepared, split: str) -> Examples:
+    novel_only = config["data"]["split"]["type"] == "temporal"
+    cases, _ = evaluation_cases(prepared.dataset.interactions, prepared.labels, split,
+                                config["model"]["history_len"], novel_only)
+    return cases
+
+
+def _dataset(examples: Examples, batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
+    tensors = {"user_id": examples.user_id.astype(str), "history": examples.history.astype(str),
+               "target": examples.target.astype(str), "weight": examples.weight}
+    order = np.random.default_rng([seed, epoch]).permutation(len(examples))
+    tensors = {k: v[order] for k, v in tensors.items()}
+    return tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _optimizer(config: dict, total_steps: int) -> tf_keras.optimizers.Optimizer:
+    train = config["training"]
+    warmup = min(int(train["warmup_steps"]), max(total_steps - 1, 0))
+    schedule = tf_keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else train["learning_rate"], decay_steps=max(total_steps - warmup, 1),
+        alpha=0.05, warmup_target=train["learning_rate"] if warmup else None, warmup_steps=warmup)
+    return tf_keras.optimizers.AdamW(learning_rate=schedule, weight_decay=train["weight_decay"])
+
+
+def _checkpoint(model: TwoTowerModel, optimizer=None) -> tf.train.Checkpoint:
+    return tf.train.Checkpoint(model=model, **({"optimizer": optimizer} if optimizer is not None else {}))
+
+
+def evaluate_model(model: TwoTowerModel, prepared: Prepared, cases: Examples, config: dict,
+                   progress: bool = False) -> dict:
+    catalog_ids = prepared.artifacts.catalog["item_id"].tolist()
+    index = {item: row for row, item in enumerate(catalog_ids)}
+    batch = config["evaluation"]["batch_size"]
+    scorer = ev.model_scorer(model, catalog_ids, batch)
+    return ev.report(ev.ranks(scorer, cases, index, batch, progress), cases, config["evaluation"]["ks"])
+
+
+def evaluate_popularity(prepared: Prepared, cases: Examples, config: dict) -> dict:
+    catalog_ids = prepared.artifacts.catalog["item_id"].tolist()
+    index = {item: row for row, item in enumerate(catalog_ids)}
+    scorer = ev.popularity_scorer(prepared.artifacts.item_counts)
+    return ev.report(ev.ranks(scorer, cases, index, config["evaluation"]["batch_size"]), cases,
+                     config["evaluation"]["ks"])
+
+
+def start_or_resume(config: dict | None, run: RunDir) -> tuple[dict, bool]:
+    """The config to train with, and whether this is a resume. A RUN keeps the config it started with."""
+    if run.exists():
+        stored = run.read_config()
+        if config is not None and dump_config(config) != dump_config(stored):
+            changed = sorted(f"{s}.{k}" for s in stored for k in stored[s]
+                             if config.get(s, {}).get(k) != stored[s][k])
+            raise RunConflict(f"{run.path} was started with a different config (differs in: "
+                              f"{', '.join(changed) or 'layout'}); to resume, run `twotower train --run-dir "
+                              f"{run.path}` without --config/--set, or train into a new --run-dir")
+        return stored, True
+    if config is None:
+        raise RunConflict(f"{run.path} holds no run to resume; give --config")
+    return config, False
+
+
+def _prepare_fresh(config: dict, run: RunDir, progress: bool, created: bool) -> Prepared:
+    """A new run's first step. Its config.yaml is written only once data and text vectors are ready, and a
+    directory made for this run (``created``) is removed again if that fails: bad input leaves nothing
+    half-written."""
+    try:
+        prepared = prepare(config, run, progress=progress)
+    except BaseException:
+        if created:
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    write_atomic(run.config, dump_config(config))
+    return prepared
+
+
+def train(config: dict | None, run: RunDir, progress: bool = True, created: bool | None = None) -> dict:
+    """Trains a new run (``config``) or resumes the one in ``run``. ``created``: the caller made run.path for
+    this call (default: it did not exist before)."""
+    created = not run.path.exists() if created is None else created
+    config, resumed = start_or_resume(config, run)
+    train_cfg = config["training"]
+    seed = int(train_cfg["seed"])
+    tf_keras.utils.set_random_seed(seed)
+    if train_cfg["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+    state = run.read_json(run.state, {"epochs_done": 0, "history": [], "best_epoch": 0,
+                                      "best_value": None, "bad_epochs": 0, "finished": False})
+    if resumed:
+        log.info("resuming %s after epoch %d", run.path, state["epochs_done"])
+    prepared = prepare(config, run, progress=progress) if resumed else _prepare_fresh(config, run, progress, created)
+    examples = training_examples(prepared.dataset.interactions, prepared.labels, config["model"]["history_len"])
+    if len(examples) == 0:
+        raise ValueError("no training examples: every interaction fell outside the training split")
+    valid = _cases(config, prepared, "valid")
+    log.info("%d training examples, %d validation users", len(examples), len(valid))
+
+    model = build_model(config, prepared.artifacts, _tower_encoder(config, prepared))
+    steps_per_epoch = int(np.ceil(len(examples) / train_cfg["batch_size"]))
+    optimizer = _optimizer(config, steps_per_epoch * train_cfg["epochs"])
+    model.compile(optimizer=optimizer)
+    checkpoint = _checkpoint(model, optimizer)
+    if state["epochs_done"]:
+        checkpoint.read(str(run.checkpoints / f"epoch-{state['epochs_done']:04d}")).expect_partial()
+    metric = train_cfg["early_stopping_metric"]
+    writer = tf.summary.create_file_writer(str(run.tensorboard / "validation"))
+    tensorboard = tf_keras.callbacks.TensorBoard(log_dir=str(run.tensorboard), update_freq="epoch")
+
+    epoch = state["epochs_done"]
+    while not state["finished"] and epoch < train_cfg["epochs"]:
+        started = time.time()
+        fit = model.fit(_dataset(examples, train_cfg["batch_size"], seed, epoch), epochs=epoch + 1,
+                        initial_epoch=epoch, verbose=1 if progress else 2, callbacks=[tensorboard])
+        epoch += 1
+        seconds = time.time() - started
+        scores = evaluate_model(model, prepared, valid, config) if len(valid) else {metric: 0.0}
+        value = scores[metric]
+        with writer.as_default():
+            for key, number in scores.items():
+                if isinstance(number, float):
+                    tf.summary.scalar(f"valid/{key}", number, step=epoch)
+        improved = state["best_value"] is None or value > state["best_value"]
+        checkpoint.write(str(run.checkpoints / f"epoch-{epoch:04d}"))
+        if improved:
+            checkpoint.write(str(run.checkpoints / "best"))
+            state.update(best_epoch=epoch, best_value=value, bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        state["history"].append({"epoch": epoch, "loss": float(fit.history["loss"][-1]),
+                                 "examples_per_second": len(examples) / seconds, "valid": scores})
+        state["epochs_done"] = epoch
+        stop = state["bad_epochs"] >= train_cfg["early_stopping_patience"]
+        state["finished"] = stop or epoch >= train_cfg["epochs"]
+        state["stopped_early"] = stop
+        run.write_json(run.state, state)
+        _prune(run, epoch)
+        log.info("epoch %d/%d: loss %.4f, valid %s %.4f%s (%.1fs)", epoch, train_cfg["epochs"],
+                 fit.history["loss"][-1], metric, value, " (best)" if improved else "", seconds)
+        if stop:
+            log.info("early stopping: no %s improvement for %d epoch(s)", metric, state["bad_epochs"])
+    return finish(config, run, prepared, model, checkpoint, progress)
+
+
+def _prune(run: RunDir, epoch: int) -> None:
+    old = epoch - KEEP_EPOCH_CHECKPOINTS
+    for path in run.checkpoints.glob(f"epoch-{old:04d}.*"):
+        path.unlink()
+
+
+def finish(config: dict, run: RunDir, prepared: Prepared, model: TwoTowerModel,
+           checkpoint: tf.train.Checkpoint, progress: bool, splits: tuple[str, ...] = ("valid", "test")) -> dict:
+    """Restores the best epoch, evaluates the splits with the popularity baseline beside, writes metrics.json."""
+    checkpoint.read(str(run.checkpoints / "best")).expect_partial()
+    metrics = run.read_json(run.metrics, {})
+    state = run.read_json(run.state, {})
+    for split in splits:
+        cases = _cases(config, prepared, split)
+        if not len(cases):
+            log.warning("split '%s' has no evaluation users", split)
+            continue
+        block = evaluate_model(model, prepared, cases, config, progress)
+        block["baselines"] = {"popularity": evaluate_popularity(prepared, cases, config)}
+        block["best_epoch"] = state.get("best_epoch")
+        metrics[split] = block
+        print(ev.format_table(split, block, config["evaluation"]["ks"]))
+    run.write_json(run.metrics, metrics)
+    return metrics
+
+
+def evaluate_run(run: RunDir, splits: tuple[str, ...], progress: bool = True) -> dict:
+    """``twotower evaluate``: rebuilds the run's towers, loads its best checkpoint, ranks the full catalogue."""
+    config = run.read_config()
+    if not (run.checkpoints / "best.index").exists():
+        raise FileNotFoundError(f"{run.path} has no trained checkpoint yet (checkpoints/best); train it first")
+    prepared = prepare(config, run, progress=progress)
+    model = build_model(config, prepared.artifacts, _tower_encoder(config, prepared))
+    return finish(config, run, prepared, model, _checkpoint(model), progress, splits)

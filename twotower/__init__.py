@@ -1,0 +1,1 @@
+"""twotower: BERT two-tower retrieval for e-commerce. The command line lives in :mod:`twotower.cli`."""

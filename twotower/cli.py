@@ -1,0 +1,108 @@
+"""The ``twotower`` command line: one entry point for every stage.
+
+Bad input ends in one ``error: ...`` line naming the file, row, field or key, and exit status 2; never a
+traceback (set TWOTOWER_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from ingest.generate import generate_world
+
+    world = generate_world(args.out, users=args.users, items=args.items, seed=args.seed,
+                           progress=not args.quiet)
+    print(f"wrote {args.out}: {world['counts']}" if "counts" in world else f"wrote {args.out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.run import RunDir, setup_logging
+    from training.trainer import train
+
+    run = RunDir(args.run_dir)
+    config = load_config(args.config, args.set) if args.config or args.set else None
+    if config is None and not run.exists():
+        raise SystemExit(f"error: {run.path} holds no run to resume; give --config")
+    created = not run.path.exists()
+    setup_logging(run.log, args.verbose)
+    train(config, run, progress=not args.quiet, created=created)
+    print(f"run written to {run.path} (metrics: {run.metrics})")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from training.run import RunDir, setup_logging
+    from training.trainer import evaluate_run
+
+    run = RunDir(args.run_dir)
+    if not run.exists():
+        raise FileNotFoundError(f"{run.path} is not a run directory (no config.yaml); train one first")
+    setup_logging(run.log, args.verbose)
+    evaluate_run(run, tuple(args.split), progress=not args.quiet)
+    print(f"metrics written to {run.metrics}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    parser = argparse.ArgumentParser(prog="twotower", description=__doc__.splitlines()[0], parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True)
+    add = lambda name, **kw: commands.add_parser(name, parents=[common], **kw)  # noqa: E731
+
+    generate = add("generate", help="write the embedded synthetic shop (no download)")
+    generate.add_argument("--out", required=True, help="directory to write items/users/interactions into")
+    generate.add_argument("--users", type=int, default=2000)
+    generate.add_argument("--items", type=int, default=1500)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.set_defaults(func=_generate)
+
+    train = add("train", help="train (or resume) a run")
+    train.add_argument("--config", help="YAML config (configs/*.yaml); omit to resume an existing --run-dir")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set training.epochs=3 (repeatable)")
+    train.add_argument("--run-dir", required=True, help="where checkpoints, logs and metrics go")
+    train.set_defaults(func=_train)
+
+    evaluate = add("evaluate", help="full-catalogue ranking metrics of a run")
+    evaluate.add_argument("--run-dir", required=True)
+    evaluate.add_argument("--split", choices=("valid", "test"), action="append",
+                          help="split(s) to evaluate (default: test)")
+    evaluate.set_defaults(func=_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.verbose = getattr(args, "verbose", False)
+    args.quiet = getattr(args, "quiet", False)
+    if getattr(args, "split", None) is None and args.command == "evaluate":
+        args.split = ["test"]
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the one place that turns errors into messages
+        if os.environ.get("TWOTOWER_DEBUG"):
+            raise
+        from ingest.schema import DataError
+
+        known = (DataError, ValueError, FileNotFoundError, KeyError)
+        kind = "" if isinstance(err, known) else f"{type(err).__name__}: "
+        print(f"error: {kind}{err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
