@@ -18,9 +18,10 @@ class IdEmbedding(tf_keras.layers.Layer):
 
     def __init__(self, vocabulary: Sequence[str], dim: int, dropout: float = 0.0, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
-        vocabulary = [v for v in dict.fromkeys(vocabulary) if v != ""]
-        self.lookup = tf_keras.layers.StringLookup(vocabulary=vocabulary or None, num_oov_indices=1,
-                                                  mask_token=None, name=f"{self.name}_lookup")
+        # StringLookup needs a non-empty vocabulary; "\x00" stands in where there is none (e.g. no brands)
+        vocabulary = [v for v in dict.fromkeys(vocabulary) if v != ""] or ["\x00"]
+        self.lookup = tf_keras.layers.StringLookup(vocabulary=vocabulary, num_oov_indices=1, mask_token=None,
+                                                  name=f"{self.name}_lookup")
         self.embedding = tf_keras.layers.Embedding(len(vocabulary) + 1, dim, name=f"{self.name}_table")
         self.dropout = float(dropout)
         self.seed = int(seed)

@@ -1,0 +1,89 @@
+"""What a user sees when the input is bad: one error line naming file, line and field; no traceback; no run left
+behind; and every dropped row counted, with its reason, in the run log."""
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from training.config import load_config
+from training.prepare import load_split, report_unknown_tokens
+from training.run import setup_logging
+
+ITEMS = "item_id,title,category\nA1,Red mug,Kitchen\nA2,Blue mug,Kitchen\nA3,,Kitchen\n"
+INTERACTIONS = ("user_id,item_id,timestamp\nu1,A1,2024-01-01\nu1,A2,2024-01-02\nu1,A9,2024-01-03\n"
+                "u1,A3,2024-01-04\nu2,A1,yesterday-ish\nu2,A2,2024-01-05\nu2,A1,2024-01-06\nu1,A1,2024-01-07\n")
+
+
+def _config(tmp_path: Path, items: str = ITEMS, interactions: str = INTERACTIONS, **data) -> Path:
+    (tmp_path / "items.csv").write_text(items, encoding="utf-8")
+    (tmp_path / "interactions.csv").write_bytes(interactions.encode("utf-8") if isinstance(interactions, str)
+                                                else interactions)
+    extra = "".join(f"  {k}: {v}\n" for k, v in data.items())
+    path = tmp_path / "config.yaml"
+    path.write_text(f"data:\n  format: files\n  items: {tmp_path / 'items.csv'}\n"
+                    f"  interactions: {tmp_path / 'interactions.csv'}\n{extra}"
+                    f"model: {{encoder: tiny}}\ntraining: {{text_cache_dir: {tmp_path / 'cache'}}}\n")
+    return path
+
+
+def _train(config: Path, run: Path, *sets: str) -> subprocess.CompletedProcess:
+    args = [a for s in sets for a in ("--set", s)]
+    return subprocess.run([sys.executable, "-m", "twotower.cli", "-q", "train", "--config", str(config), *args,
+                           "--run-dir", str(run)], capture_output=True, text=True, timeout=300)
+
+
+def test_every_dropped_row_is_counted_with_its_reason_in_the_run_log(tmp_path):
+    config = load_config(_config(tmp_path))
+    log_file = tmp_path / "run" / "train.log"
+    setup_logging(log_file)
+    dataset, labels = load_split(config)
+    log = log_file.read_text(encoding="utf-8")
+    assert "dropped 1 row(s) from" in log and "empty title" in log            # item A3
+    assert "unknown item" in log and "A9" in log                               # A9 is not in the catalogue
+    assert "unparseable timestamp" in log and "yesterday-ish" in log
+    assert len(dataset.interactions) == 5 and len(labels) == 5
+    assert dataset.report.as_dict() == {f"{tmp_path / 'interactions.csv'}: unknown item": 2,
+                                        f"{tmp_path / 'interactions.csv'}: unparseable timestamp": 1,
+                                        f"{tmp_path / 'items.csv'}: empty title": 1}
+
+
+@pytest.mark.parametrize("items, interactions, sets, expected", [
+    ("item_id,title\nA1,Mug\nA1,Cup\n", INTERACTIONS, [], "items.csv: duplicate item_id: 'A1' at lines 2, 3"),
+    ("item_id,name\nA1,Mug\n", INTERACTIONS, [], "missing column 'title'"),
+    (ITEMS, b"user_id,item_id,timestamp\nu1,A1,2024-01-01\nu\xff1,A2,2024-01-02\n", [], "not valid UTF-8 at line 3"),
+    (ITEMS, INTERACTIONS, ["data.on_bad_rows=error"], "line 4"),
+    (ITEMS, INTERACTIONS, ["training.epochz=2"], "unknown key 'training.epochz'"),
+])
+def test_bad_input_is_one_clear_line_and_leaves_nothing(tmp_path, items, interactions, sets, expected):
+    run = tmp_path / "run"
+    result = _train(_config(tmp_path, items, interactions), run, *sets)
+    assert result.returncode == 2
+    assert expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "error: " in result.stderr
+    assert not run.exists()
+
+
+def test_unknown_tokens_warning_names_the_fix(tmp_path, caplog):
+    """Chinese text through a vocabulary that lacks it: a warning per field, naming model.encoder."""
+    import pandas as pd
+
+    from ingest.schema import Dataset
+    from towers.text_encoder import TextEncoder, make_tiny_bert
+    from training.artifacts import Artifacts
+
+    encoder = TextEncoder(make_tiny_bert(tmp_path / "enc", ["red mug kitchen", "blue cup"] * 3, seed=0), max_length=16)
+    items = pd.DataFrame({"item_id": ["a", "b"], "title": ["red mug", "不锈钢保温杯"], "description": ["", ""],
+                          "category": ["kitchen", "kitchen"], "brand": ["", ""], "price": [1.0, 2.0]})
+    dataset = Dataset(items=items, interactions=pd.DataFrame())
+    derived = Artifacts(catalog=items, users=pd.DataFrame({"user_id": ["u"], "text": ["blue mug"]}),
+                        train_item_ids=[], train_user_ids=[], item_counts=None, price_stats=(0, 1), encoder={})
+    config = {"data": {"item_text_columns": ["title", "category"]}, "model": {"encoder": "tiny"}}
+    logging.getLogger("twotower").propagate = True
+    with caplog.at_level(logging.INFO, logger="twotower"):
+        shares = report_unknown_tokens(encoder, dataset, derived, config)
+    assert shares["title"] > 0.05 and shares["category"] == 0.0 and shares["user_text"] == 0.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "'title'" in warnings[0] and "model.encoder" in warnings[0]
