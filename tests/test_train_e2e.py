@@ -14,37 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ["--config", str(ROOT / "configs" / "smoke.yaml")]
-
-
-def cli(*args, check=True, cwd=None, **popen):
-    command = [sys.executable, "-m", "twotower.cli", "-q", *map(str, args)]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=900, **popen)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
-    return result
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world") / "shop"
-    cli("generate", "--out", out, "--users", 700, "--items", 500, "--seed", 7)
-    return out
-
-
-@pytest.fixture(scope="module")
-def settings(world, tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    return ["--set", f"data.path={world}", "--set", f"training.text_cache_dir={cache}",
-            "--set", "training.epochs=4", "--set", "training.early_stopping_patience=10"]
-
-
-@pytest.fixture(scope="module")
-def trained(settings, tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "text"
-    result = cli("train", *SMOKE, *settings, "--run-dir", run)
-    return run, result
+from conftest import ROOT, SMOKE, cli
 
 
 def test_training_writes_a_complete_run(trained):

@@ -24,7 +24,7 @@ from towers.text_fields import join_columns
 
 @dataclasses.dataclass
 class Artifacts:
-    catalog: pd.DataFrame            # item_id, title, text, category, brand, price (every catalogue item)
+    catalog: pd.DataFrame            # item_id, title, description, text, category, brand, price (every item)
     users: pd.DataFrame              # user_id, text (every user in the users file; text may be "")
     train_item_ids: list[str]        # item-id vocabulary (seen in training interactions)
     train_user_ids: list[str]        # user-id vocabulary
@@ -55,6 +55,7 @@ def derive(dataset: Dataset, labels: pd.Series, item_text_columns: list[str],
     catalog = pd.DataFrame({
         "item_id": items["item_id"].astype(str).to_numpy(),
         "title": items["title"].astype(str).to_numpy(),
+        "description": items["description"].astype(str).to_numpy(),
         "text": join_columns([items[c].astype(str).tolist() for c in item_text_columns]),
         "category": items["category"].astype(str).to_numpy(),
         "brand": items["brand"].astype(str).to_numpy(),

@@ -99,8 +99,9 @@ class TwoTowerModel(tfrs.models.Model):
 def build_model(config: dict, artifacts: Artifacts, encoder: TextEncoder | None = None) -> TwoTowerModel:
     """The towers and the model for a run's config and artifacts.
 
-    In ``frozen`` mode the catalogue and user tables carry cached text vectors and the towers never call the
-    encoder; in the fine-tune modes they carry the texts and the towers encode them through ``encoder``.
+    In ``frozen`` mode the catalogue and user tables carry cached text vectors, so the towers call ``encoder``
+    only for raw text (an exported model's requests; training passes no encoder at all); in the fine-tune modes
+    the tables carry the texts and the towers encode them through ``encoder`` on every step.
     """
     model_cfg, train_cfg = config["model"], config["training"]
     tower_cfg = TowerConfig(
@@ -124,11 +125,10 @@ def build_model(config: dict, artifacts: Artifacts, encoder: TextEncoder | None 
     catalog_table = FeatureTable(catalog["item_id"].tolist(), columns, name="catalog")
     user_table = FeatureTable(artifacts.users["user_id"].tolist(), user_columns, name="user_table")
     text_dim = int(artifacts.encoder["dim"])
-    tower_encoder = None if frozen else encoder
     item_tower = ItemTower(tower_cfg, artifacts.train_item_ids, artifacts.categories, artifacts.brands,
-                           artifacts.price_stats, text_dim, tower_encoder, name="item_tower")
+                           artifacts.price_stats, text_dim, encoder, name="item_tower")
     user_tower = UserTower(tower_cfg, artifacts.train_user_ids, item_tower, catalog_table, text_dim,
-                           tower_encoder, name="user_tower")
+                           encoder, name="user_tower")
     counts = artifacts.item_counts + 1.0  # add-one: an item never seen in training is still a possible draw
     return TwoTowerModel(user_tower, item_tower, catalog_table, user_table, counts / counts.sum(),
                          temperature=train_cfg["temperature"], logq_correction=train_cfg["logq_correction"],

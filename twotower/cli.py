@@ -52,6 +52,22 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from export.writer import export_run
+    from training.run import setup_logging
+
+    setup_logging(None, args.verbose)
+    print(export_run(args.run_dir, args.base_path, index=args.index, k=args.k))
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from export.inspect import inspect
+
+    print(inspect(args.path, smoke=not args.no_smoke))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
@@ -79,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("valid", "test"), action="append",
                           help="split(s) to evaluate (default: test)")
     evaluate.set_defaults(func=_evaluate)
+
+    export = add("export", help="write a run as the next TF Serving version (SavedModel + index)")
+    export.add_argument("--run-dir", required=True)
+    export.add_argument("--base-path", required=True, help="TF Serving base path, e.g. models/shop")
+    export.add_argument("--index", choices=("scann", "brute-force"), default="scann",
+                        help="scann (default; needs ScaNN ops to load) or brute-force (stock TF Serving loads it)")
+    export.add_argument("--k", type=int, default=100, help="items returned per request (default 100)")
+    export.set_defaults(func=_export)
+
+    inspect = add("inspect", help="signatures, custom ops, model card and a smoke query of an export")
+    inspect.add_argument("path", help="a base path (its newest version) or a version directory")
+    inspect.add_argument("--no-smoke", action="store_true", help="skip the smoke query")
+    inspect.set_defaults(func=_inspect)
     return parser
 
 

@@ -1,0 +1,28 @@
+"""Runs requests against an exported SavedModel in a process that imports only tensorflow, tensorflow_text and
+scann, as a serving process would; writes every output to an .npz file.
+
+Usage: python savedmodel_probe.py VERSION_DIR REQUESTS.json OUT.npz
+REQUESTS.json: {"name": {"signature": "...", "inputs": {"user_id": [...], ...}}, ...}
+"""
+
+import json
+import os
+import sys
+
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import numpy as np  # noqa: E402
+import scann  # noqa: E402,F401
+import tensorflow as tf  # noqa: E402
+import tensorflow_text  # noqa: E402,F401
+
+version, requests_file, out_file = sys.argv[1:4]
+model = tf.saved_model.load(version)
+results = {}
+for name, request in json.load(open(requests_file, encoding="utf-8")).items():
+    outputs = model.signatures[request["signature"]](**{k: tf.constant(v) for k, v in request["inputs"].items()})
+    for key, value in outputs.items():
+        results[f"{name}/{key}"] = value.numpy()
+project = sorted(m for m in ("towers", "training", "export", "serving", "ingest", "twotower", "transformers",
+                             "tensorflow_recommenders") if m in sys.modules)
+results["__imported__"] = np.array(project, dtype=object)
+np.savez(out_file, **results)

@@ -1,0 +1,171 @@
+"""Export: TF Serving layout, signatures, parity in a fresh process, custom-op accounting, OOV, atomicity."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, cli
+
+K = 10
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    base = tmp_path_factory.mktemp("models") / "shop"
+    scann = cli("export", "--run-dir", trained[0], "--base-path", base, "--k", K).stdout.strip().splitlines()[-1]
+    brute = cli("export", "--run-dir", trained[0], "--base-path", base, "--k", K, "--index", "brute-force")
+    return base, Path(scann), Path(brute.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def in_memory(trained):
+    from export.trained import load_trained
+
+    return load_trained(str(trained[0]))
+
+
+def probe(version: Path, requests: dict, tmp_path: Path) -> dict:
+    spec, out = tmp_path / f"requests-{version.name}.json", tmp_path / f"out-{version.name}.npz"
+    spec.write_text(json.dumps(requests), encoding="utf-8")
+    subprocess.run([sys.executable, str(ROOT / "tests" / "savedmodel_probe.py"), str(version), str(spec), str(out)],
+                   check=True, capture_output=True, timeout=300)
+    with np.load(out, allow_pickle=True) as data:
+        return {key: data[key] for key in data.files}
+
+
+@pytest.fixture(scope="module")
+def requests(in_memory):
+    catalog = in_memory.artifacts.catalog
+    users = in_memory.artifacts.train_user_ids[:40]
+    ids = catalog["item_id"].tolist()
+    history = [[ids[(7 * i + j) % len(ids)] for j in range(5)] for i in range(len(users))]
+    query = {"user_id": users, "history": history, "user_text": [""] * len(users)}
+    row = catalog.iloc[3]
+    return {"query": {"signature": "embed_query", "inputs": query},
+            "top": {"signature": "serving_default", "inputs": query},
+            "items": {"signature": "embed_items", "inputs": {
+                "item_id": ids[:20], **{f: catalog[f].tolist()[:20] for f in ("title", "category", "brand")},
+                "description": [""] * 20, "price": catalog["price"].tolist()[:20]}},
+            "odd": {"signature": "serving_default", "inputs": {
+                "user_id": ["nobody", "", "U00001"], "history": [["NOT-AN-ITEM", ""], ["", ""], ["", ""]],
+                "user_text": ["", "lightweight camping tent", ""]}},
+            "new": {"signature": "embed_items", "inputs": {   # a near-duplicate listing under a new id
+                "item_id": ["NEW-1"], "title": [row["title"] + " (2025 edition)"],
+                "description": [row["description"]],
+                "category": [row["category"]], "brand": [row["brand"]], "price": [float(row["price"])]}}}
+
+
+@pytest.fixture(scope="module")
+def outputs(exported, requests, tmp_path_factory):
+    _, scann, brute = exported
+    folder = tmp_path_factory.mktemp("probe")
+    return {"scann": probe(scann, requests, folder), "brute": probe(brute, requests, folder)}
+
+
+def test_versions_layout_model_card_and_server_files(exported):
+    base, scann, brute = exported
+    assert (scann.name, brute.name) == ("1", "2") and scann.parent == base
+    for version in (scann, brute):
+        assert (version / "saved_model.pb").exists() and (version / "variables").is_dir()
+    assert not [p for p in base.iterdir() if p.name.startswith(".tmp")]
+    card = json.loads((scann / "assets" / "model_card.json").read_text())
+    for key in ("training_config", "data_fingerprint", "metrics", "encoder", "index", "items", "embedding_dim",
+                "libraries", "created"):
+        assert key in card, key
+    assert card["index"]["type"] == "scann" and card["index"]["recall_at_k_vs_brute_force"] >= 0.95
+    assert card["items"] == 500 and card["libraries"]["scann"] == "1.4.2"
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = text_format.Parse((base.parent / "models.config").read_text(),
+                               model_server_config_pb2.ModelServerConfig())
+    assert [(m.name, m.base_path) for m in config.model_config_list.config] == [("shop", str(base.resolve()))]
+    assert "max_batch_size" in (base.parent / "batching_parameters.txt").read_text()
+
+
+def test_fresh_process_parity_exact_brute_force_and_scann_recall(outputs, requests, in_memory):
+    import tensorflow as tf
+
+    catalog = in_memory.artifacts.catalog
+    ids = catalog["item_id"].tolist()
+    users, history = requests["query"]["inputs"]["user_id"], requests["query"]["inputs"]["history"]
+    for out in outputs.values():
+        assert out["__imported__"].tolist() == []  # the project's code was never imported there
+    # embeddings: the SavedModel equals the in-memory towers
+    expected_query = in_memory.model.embed_users(tf.constant(users), tf.constant(history)).numpy()
+    np.testing.assert_allclose(outputs["brute"]["query/embedding"], expected_query, atol=1e-5)
+    text = in_memory.encoder.encode([f"{t}. {c}. {b}".replace(". .", ".").strip(". ") for t, c, b in
+                                     zip(catalog["title"][:20], catalog["category"][:20], catalog["brand"][:20])],
+                                    progress=False)
+    features = {"item_id": tf.constant(ids[:20]), "text_vec": tf.constant(text),
+                "category": tf.constant(catalog["category"].tolist()[:20]),
+                "brand": tf.constant(catalog["brand"].tolist()[:20]),
+                "price": tf.constant(catalog["price"].to_numpy("float32")[:20])}
+    np.testing.assert_allclose(outputs["brute"]["items/embedding"], in_memory.model.item_tower(features).numpy(),
+                               atol=1e-5)
+    # brute force: exactly the in-memory full ranking, history excluded
+    vectors = in_memory.item_vectors()
+    scores = expected_query @ vectors.T
+    for row, seen in enumerate(history):
+        scores[row, [ids.index(i) for i in seen]] = -np.inf
+    expected_top = [[ids[j] for j in np.argsort(-s, kind="stable")[:K]] for s in scores]
+    got = [[i.decode() for i in r] for r in outputs["brute"]["top/item_ids"]]
+    assert got == expected_top
+    assert not any(set(r) & set(h) for r, h in zip(got, history))
+    np.testing.assert_allclose(outputs["brute"]["top/scores"], np.sort(scores, axis=1)[:, ::-1][:, :K], atol=1e-5)
+    # ScaNN: recall@K against brute force
+    approx = [[i.decode() for i in r] for r in outputs["scann"]["top/item_ids"]]
+    recall = np.mean([len(set(a) & set(e)) / K for a, e in zip(approx, expected_top)])
+    assert recall >= 0.95, recall
+
+
+def test_brute_force_needs_no_scann_ops_and_inspect_says_so(exported):
+    from export.ops import custom_ops, stock_server_can_load
+
+    _, scann, brute = exported
+    brute_ops, scann_ops = custom_ops(brute), custom_ops(scann)
+    assert "scann" not in brute_ops and stock_server_can_load(brute_ops)
+    assert set(brute_ops) <= {"tensorflow_text"}  # TF Text ops: linked into stock TF Serving since 2.2
+    assert any("Scann" in op for op in scann_ops["scann"]) and not stock_server_can_load(scann_ops)
+    report = cli("inspect", scann.parent).stdout  # the base path: its newest version (brute force)
+    assert f"SavedModel {brute}" in report and "can load this model" in report
+    report = cli("inspect", scann).stdout
+    assert "scann: Scann>" in report and "import scann" in report and "CANNOT load" in report
+    assert "out item_ids     string   [B, 10]" in report and "in  history      string   [B, ?]" in report
+    assert "Smoke query:" in report and "recall@k vs brute force" in report
+
+
+def test_unknown_ids_empty_history_and_text_only_users_get_results(outputs):
+    out = outputs["scann"]
+    assert out["odd/item_ids"].shape == (3, K) and np.isfinite(out["odd/scores"]).all()
+    assert all(i.decode() for i in out["odd/item_ids"].ravel())
+    assert not np.array_equal(out["odd/item_ids"][0], out["odd/item_ids"][1])  # the text moved the query
+
+
+def test_new_item_lands_next_to_its_near_duplicate(outputs, in_memory):
+    vector = outputs["brute"]["new/embedding"][0]
+    similarity = in_memory.item_vectors() @ vector
+    assert np.argsort(-similarity).tolist().index(3) < 5, similarity[3]  # among its 5 nearest catalogue items
+
+
+def test_failed_export_leaves_no_version_behind(trained, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from export.trained import ExportError
+    from export.writer import export_run
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tf.saved_model, "save", disk_full)
+    base = tmp_path / "models" / "shop"
+    with pytest.raises(ExportError, match="no version written: OSError"):
+        export_run(str(trained[0]), str(base), index="brute-force", k=K)
+    assert list(base.iterdir()) == []
+    result = cli("export", "--run-dir", tmp_path / "not-a-run", "--base-path", base, check=False)
+    assert result.returncode == 2 and "not a run directory" in result.stderr and "Traceback" not in result.stderr
+    assert list(base.iterdir()) == []
