@@ -30,6 +30,7 @@ test: venv
 
 bench: venv
 	$(BIN)/python bench/train_speed.py
+	$(BIN)/python bench/index.py
 
 clean:
 	rm -rf runs worlds .cache

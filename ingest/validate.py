@@ -316,6 +316,20 @@ def _empty_error(source: str, what: str, n_read: int, report: DropReport, source
 # Normalisers
 
 
+def _refuse_duplicates(ids: pd.Series, considered: np.ndarray, numbers: np.ndarray, label: str, source: str,
+                       kind: str) -> None:
+    """Duplicate ids are always an error (which row would win is anyone's guess): list them with their rows."""
+    dup = ids.duplicated(keep=False).to_numpy() & considered
+    if not dup.any():
+        return
+    groups: dict[str, list] = {}
+    for i in np.flatnonzero(dup):
+        groups.setdefault(ids.iloc[i], []).append(int(numbers[i]))
+    listed = "; ".join(f"{k!r} at {label}s {', '.join(map(str, v[:10]))}" for k, v in list(groups.items())[:5])
+    more = f"; and {len(groups) - 5} more id(s)" if len(groups) > 5 else ""
+    raise DataError(f"{source}: duplicate {kind}_id: {listed}{more} ({kind} ids must be unique)")
+
+
 def normalize_items(df: pd.DataFrame, source: str, report: DropReport, on_bad_rows: str = "drop") -> pd.DataFrame:
     """Items in ITEM_COLUMNS (+ extra columns as str), item_id unique, title never empty, price float or NaN."""
     _check_policy(on_bad_rows)
@@ -329,14 +343,7 @@ def normalize_items(df: pd.DataFrame, source: str, report: DropReport, on_bad_ro
     _bad_rows(empty_id, df_numbers=numbers, label=label, source=source, reason="empty item_id", field="item_id",
               values=None, report=report, on_bad_rows=on_bad_rows)
 
-    dup = item_id.duplicated(keep=False).to_numpy() & ~empty_id
-    if dup.any():
-        groups: dict[str, list] = {}
-        for i in np.flatnonzero(dup):
-            groups.setdefault(item_id.iloc[i], []).append(int(numbers[i]))
-        listed = "; ".join(f"{k!r} at {label}s {', '.join(map(str, v[:10]))}" for k, v in list(groups.items())[:5])
-        more = f"; and {len(groups) - 5} more id(s)" if len(groups) > 5 else ""
-        raise DataError(f"{source}: duplicate item_id: {listed}{more} (item ids must be unique)")
+    _refuse_duplicates(item_id, ~empty_id, numbers, label, source, "item")
 
     out = {"item_id": item_id}
     for col in ITEM_TEXT_COLUMNS:
@@ -460,14 +467,7 @@ def normalize_users(df: pd.DataFrame, source: str, report: DropReport, on_bad_ro
     empty = (user_id == "").to_numpy()
     _bad_rows(empty, df_numbers=numbers, label=label, source=source, reason="empty user_id", field="user_id",
               values=None, report=report, on_bad_rows=on_bad_rows)
-    dup = user_id.duplicated(keep=False).to_numpy() & ~empty
-    if dup.any():
-        groups: dict[str, list] = {}
-        for i in np.flatnonzero(dup):
-            groups.setdefault(user_id.iloc[i], []).append(int(numbers[i]))
-        listed = "; ".join(f"{k!r} at {label}s {', '.join(map(str, v[:10]))}" for k, v in list(groups.items())[:5])
-        more = f"; and {len(groups) - 5} more id(s)" if len(groups) > 5 else ""
-        raise DataError(f"{source}: duplicate user_id: {listed}{more} (user ids must be unique)")
+    _refuse_duplicates(user_id, ~empty, numbers, label, source, "user")
     out = {"user_id": user_id, "profile_text": _text(df, "profile_text")}
     out.update(_extra_columns(df, USER_COLUMNS))
     return pd.DataFrame(out)[~empty].reset_index(drop=True)

@@ -1,1 +1,6 @@
-"""serving"""
+"""Serving: a TF-Serving-compatible model server (gRPC PredictionService/ModelService and the REST API) that can
+load ScaNN ops, and its client.
+
+Last stage of the flow ingest → towers → training → export → serving. It imports none of the earlier stages: a
+serving process needs only tensorflow, tensorflow_text, scann, grpcio and the official serving protos.
+"""

@@ -60,6 +60,7 @@ DEFAULTS: dict = {
         "early_stopping_metric": "recall@10",
         "early_stopping_patience": 3,
         "deterministic": True,
+        "steps_per_execution": 1,   # >1 runs several steps per call into the graph: less Python overhead
         "text_cache_dir": ".cache/text",
         "encode_batch_size": 128,
     },

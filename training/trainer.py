@@ -138,7 +138,7 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
     model = build_model(config, prepared.artifacts, _tower_encoder(config, prepared))
     steps_per_epoch = int(np.ceil(len(examples) / train_cfg["batch_size"]))
     optimizer = _optimizer(config, steps_per_epoch * train_cfg["epochs"])
-    model.compile(optimizer=optimizer)
+    model.compile(optimizer=optimizer, steps_per_execution=train_cfg["steps_per_execution"])
     checkpoint = _checkpoint(model, optimizer)
     if state["epochs_done"]:
         checkpoint.read(str(run.checkpoints / f"epoch-{state['epochs_done']:04d}")).expect_partial()
