@@ -85,5 +85,5 @@ def test_unknown_tokens_warning_names_the_fix(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="twotower"):
         shares = report_unknown_tokens(encoder, dataset, derived, config)
     assert shares["title"] > 0.05 and shares["category"] == 0.0 and shares["user_text"] == 0.0
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = sorted({r.getMessage() for r in caplog.records if r.levelno == logging.WARNING})
     assert len(warnings) == 1 and "'title'" in warnings[0] and "model.encoder" in warnings[0]

@@ -48,7 +48,7 @@ def test_id_dropout_is_seeded_by_call_count():
     a = first(ids, training=True).numpy()
     second(ids[:1])  # builds it; inference draws no mask
     second.set_weights(first.get_weights())
-    second.calls.assign(0)  # as a resumed run whose checkpoint was taken before that call
+    second.dropout.calls.assign(0)  # as a resumed run whose checkpoint was taken before that call
     b = second(ids, training=True).numpy()
     oov = first(tf.constant(["?"])).numpy()[0]
     dropped = np.all(np.isclose(a, oov), axis=1)

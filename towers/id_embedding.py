@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import tensorflow as tf
 import tf_keras
 
+from towers.seeded_mask import SeededMask
+
 
 class IdEmbedding(tf_keras.layers.Layer):
     """ids [...] string → [..., dim]; row 0 is the OOV/unknown id (also "" padding)."""
@@ -23,15 +25,9 @@ class IdEmbedding(tf_keras.layers.Layer):
         self.lookup = tf_keras.layers.StringLookup(vocabulary=vocabulary, num_oov_indices=1, mask_token=None,
                                                   name=f"{self.name}_lookup")
         self.embedding = tf_keras.layers.Embedding(len(vocabulary) + 1, dim, name=f"{self.name}_table")
-        self.dropout = float(dropout)
-        self.seed = int(seed)
-        # Counts training calls: stateless dropout masks keyed by it are the same after a resume.
-        self.calls = tf.Variable(0, dtype=tf.int64, trainable=False, name="dropout_calls")
+        self.dropout = SeededMask(dropout, seed, name="dropout")
 
     def call(self, ids: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         index = self.lookup(ids)
-        if training and self.dropout > 0:
-            seed = tf.stack([tf.constant(self.seed, tf.int64), self.calls.assign_add(1)])
-            drop = tf.random.stateless_uniform(tf.shape(index), seed=seed) < self.dropout
-            index = tf.where(drop, tf.zeros_like(index), index)
-        return self.embedding(index)
+        drop = self.dropout(tf.shape(index), training=training)
+        return self.embedding(tf.where(drop, tf.zeros_like(index), index))

@@ -16,6 +16,7 @@ import tf_keras
 from towers.config import TowerConfig
 from towers.id_embedding import IdEmbedding
 from towers.mlp import ProjectionHead
+from towers.seeded_mask import SeededMask
 from towers.text_encoder import TextEncoder
 
 
@@ -40,6 +41,9 @@ class ItemTower(tf_keras.Model):
                       if "brand" in features else None)
         self.price_log_mean_std = tuple(float(x) for x in price_log_mean_std)
         self.use_price = "price" in features
+        # Known prices are hidden as often as ids are, so an item whose price is unknown (a new listing, a shop
+        # without prices) is not out of distribution.
+        self.price_dropout = SeededMask(config.id_dropout, config.seed + 2, name="price_dropout")
         self.head = ProjectionHead(config.hidden_units, config.embedding_dim, name="head")
 
     def text_vector(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
@@ -61,7 +65,7 @@ class ItemTower(tf_keras.Model):
             parts.append(self.brand(features["brand"]))
         if self.use_price:
             price = tf.cast(features["price"], tf.float32)
-            missing = tf.math.is_nan(price) | (price <= 0)
+            missing = tf.math.is_nan(price) | (price <= 0) | self.price_dropout(tf.shape(price), training=training)
             mean, std = self.price_log_mean_std
             scaled = (tf.math.log1p(tf.where(missing, tf.zeros_like(price), price)) - mean) / std
             parts.append(tf.stack([tf.where(missing, tf.zeros_like(scaled), scaled),

@@ -1,0 +1,29 @@
+"""Random masks for training-time feature dropout that a resumed run draws again exactly.
+
+Why it exists: stateful random ops start over after a restart, so a run resumed from a checkpoint would drop
+different features than the run that was never interrupted. Here each mask comes from a stateless generator
+keyed by (seed, number of training calls so far), and that counter is a variable saved in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras
+
+
+class SeededMask(tf_keras.layers.Layer):
+    """shape → bool mask, True with probability ``rate``; all False outside training or at rate 0."""
+
+    def __init__(self, rate: float, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"{self.name}: dropout rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+        self.seed = int(seed)
+        self.calls = tf.Variable(0, dtype=tf.int64, trainable=False, name="calls")
+
+    def call(self, shape: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        if not training or self.rate == 0.0:
+            return tf.zeros(shape, tf.bool)
+        seed = tf.stack([tf.constant(self.seed, tf.int64), self.calls.assign_add(1)])
+        return tf.random.stateless_uniform(shape, seed=seed) < self.rate
