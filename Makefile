@@ -5,8 +5,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 WORLD := worlds/default
 RUN := runs/demo
+MODEL := models/shop
+GRPC_PORT ?= 8500
+REST_PORT ?= 8501
+# The three demo queries: a known user with two of their items, a new user with only text, an unknown user.
+DEMO_HISTORY = $(BIN)/python -c "import csv; rows = sorted((r['timestamp'], r['item_id']) for r in \
+	csv.DictReader(open('$(WORLD)/interactions.csv')) if r['user_id'] == 'U00001'); \
+	print(','.join(list(dict.fromkeys(item for _, item in rows))[-2:]))"
+SERVER_READY = $(BIN)/python -c "import json, sys, urllib.request; \
+	answer = json.load(urllib.request.urlopen('http://127.0.0.1:$(REST_PORT)/v1/models/shop', timeout=2)); \
+	sys.exit(0 if any(v['state'] == 'AVAILABLE' for v in answer['model_version_status']) else 1)"
+QUERY = $(BIN)/twotower query --server 127.0.0.1:$(GRPC_PORT) --model shop --base-path $(MODEL) -k 5
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo demo-serve test bench clean
 
 venv: $(VENV)/.installed
 
@@ -24,6 +35,32 @@ demo: venv
 	rm -rf $(RUN)
 	$(BIN)/twotower train --config configs/default.yaml --run-dir $(RUN)
 	$(BIN)/twotower evaluate --run-dir $(RUN) --split test
+	rm -rf $(MODEL)
+	$(BIN)/twotower export --run-dir $(RUN) --base-path $(MODEL)
+	@$(MAKE) --no-print-directory demo-serve
+
+# Serves the export, asks it three questions, and stops the server whatever happens (the trap).
+demo-serve: venv
+	@set -e; mkdir -p $(RUN); \
+	$(BIN)/twotower serve --model_name shop --model_base_path $(MODEL) --port $(GRPC_PORT) \
+		--rest_api_port $(REST_PORT) > $(RUN)/serve.log 2>&1 & pid=$$!; \
+	trap 'set +e; kill $$pid 2>/dev/null; for i in 1 2 3 4 5 6 7 8 9 10; do kill -0 $$pid 2>/dev/null || break; \
+		sleep 1; done; kill -9 $$pid 2>/dev/null; echo "server stopped (log: $(RUN)/serve.log)"' EXIT; \
+	trap 'exit 130' INT TERM; \
+	echo "serving $(MODEL): gRPC 127.0.0.1:$(GRPC_PORT), REST http://127.0.0.1:$(REST_PORT) (pid $$pid)"; \
+	tries=0; until $(SERVER_READY) 2>/dev/null; do \
+		if ! kill -0 $$pid 2>/dev/null; then echo "error: the server exited:"; tail -n 20 $(RUN)/serve.log; exit 1; fi; \
+		tries=$$((tries + 1)); \
+		if [ $$tries -ge 180 ]; then echo "error: shop not AVAILABLE after 180 s:"; tail -n 20 $(RUN)/serve.log; exit 1; fi; \
+		sleep 1; \
+	done; \
+	history=$$($(DEMO_HISTORY)); \
+	echo; echo "== known user U00001, history $$history"; \
+	$(QUERY) --user-id U00001 --history "$$history"; \
+	echo; echo "== new user, text only: lightweight camping tent for two"; \
+	$(QUERY) --text "lightweight camping tent for two"; \
+	echo; echo "== unknown user 'nobody' with an unknown item in the history"; \
+	$(QUERY) --user-id nobody --history NOT-AN-ITEM
 
 test: venv
 	$(BIN)/python -m pytest tests -q
@@ -33,4 +70,4 @@ bench: venv
 	$(BIN)/python bench/index.py
 
 clean:
-	rm -rf runs worlds .cache
+	rm -rf runs worlds models .cache

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -43,14 +42,6 @@ def run_case(name: str, world: Path, cache: Path, overrides: list[str]) -> dict:
             "epochs": len(state["history"]), "wall_seconds": time.time() - started}
 
 
-def write_section(path: Path, title: str, body: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    block = f"## {title}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"## {re.escape(title)}\n.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
-    path.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=2000)
@@ -58,6 +49,7 @@ def main() -> None:
     parser.add_argument("--skip-finetune", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args()
+    from bench.report import write_section
     from ingest.generate import generate_world
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))

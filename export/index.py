@@ -38,7 +38,13 @@ class IndexReport:
     build_seconds: float = 0.0
 
 
-def exact_top_k(queries: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
+def exact_top_k(queries: np.ndarray, items: np.ndarray, k: int, chunk_elements: int = 1 << 26) -> np.ndarray:
+    """Rows of the exact top-``k`` items per query, best first; queries go in chunks of at most ``chunk_elements``
+    scores (a 1M-item catalogue would otherwise need a queries × items score matrix and its argpartition)."""
+    step = max(1, chunk_elements // max(items.shape[0], 1))
+    if len(queries) > step:
+        return np.concatenate([exact_top_k(queries[i:i + step], items, k, chunk_elements)
+                               for i in range(0, len(queries), step)])
     scores = queries @ items.T
     k = min(k, items.shape[0])
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
@@ -80,20 +86,32 @@ def scann_candidates(n_items: int, k: int) -> list[dict]:
     return out
 
 
-def tune_scann(items: np.ndarray, queries: np.ndarray, k: int, target: float = 0.95) -> tuple[dict, float, list]:
-    """The first (fastest) configuration whose recall@k vs brute force on ``queries`` reaches ``target``."""
+def tune_scann(items: np.ndarray, queries: np.ndarray, k: int, target: float = 0.95,
+               candidates: list[dict] | None = None, identifiers: np.ndarray | None = None):
+    """The first (fastest) configuration whose recall@k vs brute force on ``queries`` reaches ``target``.
+
+    Returns (configuration, its recall, every try, the index layer that was measured). ScaNN's clustering is
+    random, so a rebuild of the same configuration can land a few points lower: ship the measured layer, not a
+    rebuild. ``candidates`` (default ``scann_candidates(len(items), k)``) lets a caller try fewer configurations;
+    ``identifiers`` become the layer's returned ids (row numbers otherwise).
+    """
     exact = exact_top_k(queries, items, k)
-    tried = []
-    for config in scann_candidates(len(items), k):
-        layer = scann(items, None, k, config["num_leaves"], config["leaves_to_search"], config["reorder"])
+    rows = None if identifiers is None else {item: row for row, item in enumerate(identifiers.tolist())}
+    tried, best = [], None
+    for config in scann_candidates(len(items), k) if candidates is None else candidates:
+        layer = scann(items, identifiers, k, config["num_leaves"], config["leaves_to_search"], config["reorder"])
         _, found = layer(tf.constant(queries), k=min(k, len(items)))
-        recall = recall_against_exact(found.numpy(), exact)
+        found = found.numpy()
+        if rows is not None:
+            found = np.vectorize(lambda i: rows[i.decode() if isinstance(i, bytes) else i])(found)
+        recall = recall_against_exact(found, exact)
         tried.append({**config, "recall": recall})
         log.info("ScaNN %s: recall@%d %.4f", config, k, recall)
+        if best is None or recall > best[1]:
+            best = (config, recall, layer)
         if recall >= target:
-            return config, recall, tried
-    best = max(tried, key=lambda t: t["recall"])
-    return {key: best[key] for key in ("num_leaves", "leaves_to_search", "reorder")}, best["recall"], tried
+            return config, recall, tried, layer
+    return best[0], best[1], tried, best[2]
 
 
 def build_index(kind: str, items: np.ndarray, identifiers: np.ndarray, queries: np.ndarray, k: int,
@@ -111,10 +129,9 @@ def build_index(kind: str, items: np.ndarray, identifiers: np.ndarray, queries: 
         layer = brute_force(items, identifiers, k)
         report = IndexReport("brute-force", k, len(items), 1.0, len(queries))
     else:
-        config, recall, tried = tune_scann(items, queries, k, target)
+        config, recall, tried, layer = tune_scann(items, queries, k, target, identifiers=identifiers)
         if recall < target:
             log.warning("no ScaNN configuration reached recall@%d %.2f (best %.4f)", k, target, recall)
-        layer = scann(items, identifiers, k, config["num_leaves"], config["leaves_to_search"], config["reorder"])
         report = IndexReport("scann", k, len(items), recall, len(queries), config, tried)
     report.build_seconds = time.time() - started
     return layer, report

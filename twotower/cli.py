@@ -68,6 +68,12 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _query(args: argparse.Namespace) -> int:
+    from serving.query import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
@@ -108,10 +114,32 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("path", help="a base path (its newest version) or a version directory")
     inspect.add_argument("--no-smoke", action="store_true", help="skip the smoke query")
     inspect.set_defaults(func=_inspect)
+
+    from serving.query import add_arguments as query_arguments
+
+    query = add("query", help="ask a running model server for one user's recommendations")
+    query_arguments(query)
+    query.set_defaults(func=_query)
+
+    serve = commands.add_parser("serve", add_help=False, help="TF-Serving-compatible model server (gRPC + REST); "
+                                "`twotower serve --help` lists its flags")
+    serve.add_argument("flags", nargs=argparse.REMAINDER, help="tensorflow_model_server-style flags")
     return parser
 
 
+def _serve(argv: list[str], quiet: bool, verbose: bool) -> int:
+    """``serve`` keeps tensorflow_model_server's flag names, so its own parser (serving.server) reads them."""
+    from serving.server import main as serve_main
+
+    return serve_main([*argv, *(["--quiet"] if quiet else []), *(["--verbose"] if verbose else [])])
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    common = argv[:argv.index("serve")] if "serve" in argv else None
+    if common is not None and set(common) <= {"-q", "--quiet", "-v", "--verbose"}:
+        return _serve(argv[len(common) + 1:], quiet=bool({"-q", "--quiet"} & set(common)),
+                      verbose=bool({"-v", "--verbose"} & set(common)))
     args = build_parser().parse_args(argv)
     args.verbose = getattr(args, "verbose", False)
     args.quiet = getattr(args, "quiet", False)

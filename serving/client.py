@@ -1,0 +1,229 @@
+"""A small Python client for a TF Serving endpoint that serves a twotower export (this server or stock TF Serving).
+
+Why it exists: asking for recommendations over gRPC means building TensorProtos, padding the history into a
+[1, H] string tensor, picking outputs apart and turning RpcErrors into something a person can read. This wraps
+the official ``PredictionServiceStub`` and ``ModelServiceStub`` once, for ``twotower query`` and for programs.
+Item titles are not part of the Predict answer; they come from the export's ``assets/items.tsv`` when the caller
+has the model's files (``read_titles``), and are simply left out otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import grpc
+import numpy as np
+
+DEFAULT_SIGNATURE = "serving_default"
+ITEMS_TSV = Path("assets") / "items.tsv"
+
+
+class ClientError(Exception):
+    """A failed call, with the server's status code and a message fit to print."""
+
+    def __init__(self, code: grpc.StatusCode | None, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Recommendation(NamedTuple):
+    item_id: str
+    score: float
+
+
+class Ranking(list):
+    """The ranked ``(item_id, score)`` pairs, best first, and the model version that answered."""
+
+    def __init__(self, items: Sequence[Recommendation], model: str, version: int | None):
+        super().__init__(items)
+        self.model = model
+        self.version = version
+
+
+@dataclass(frozen=True)
+class VersionState:
+    version: int
+    state: str            # "AVAILABLE", "LOADING", "END", ...
+    error_code: str       # "OK" or a canonical code name
+    error_message: str
+
+
+class RecommenderClient:
+    """Recommendations, metadata and status of a model over gRPC; ``token`` and TLS as the server asks.
+
+    TLS is on when ``root_certificates`` (the CA of the server's certificate) or a client certificate is given;
+    ``private_key``/``certificate_chain`` are for servers that require client certificates.
+    """
+
+    def __init__(self, target: str, token: str | None = None, root_certificates: bytes | None = None,
+                 timeout: float = 5.0, private_key: bytes | None = None, certificate_chain: bytes | None = None):
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+        self.target = target
+        self.timeout = float(timeout)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        if root_certificates is not None or certificate_chain is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates, private_key=private_key,
+                                                       certificate_chain=certificate_chain)
+            self._channel = grpc.secure_channel(target, credentials)
+        else:
+            self._channel = grpc.insecure_channel(target)
+        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> RecommenderClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- calls ----------------------------------------------------------------------------------------------------
+
+    def recommend(self, model: str, user_id: str = "", history: Sequence[str] = (), text: str = "", k: int = 10,
+                  version: int | None = None, signature: str = DEFAULT_SIGNATURE) -> Ranking:
+        """Top ``k`` items for one user: any of an id, a history (oldest first) and free text may be empty."""
+        from tensorflow_serving.apis import predict_pb2
+
+        if k < 1:
+            raise ClientError(None, f"k must be at least 1, got {k}")
+        request = predict_pb2.PredictRequest()
+        self._spec(request.model_spec, model, version, signature)
+        items = [str(item) for item in history] or [""]
+        request.inputs["user_id"].CopyFrom(string_tensor([str(user_id)], [1]))
+        request.inputs["history"].CopyFrom(string_tensor(items, [1, len(items)]))
+        request.inputs["user_text"].CopyFrom(string_tensor([str(text)], [1]))
+        response = self._call(self._predict.Predict, request, model)
+        missing = {"item_ids", "scores"} - set(response.outputs)
+        if missing:
+            raise ClientError(None, f"signature {signature} of model {model} has no output(s) "
+                              f"{', '.join(sorted(missing))}: not a recommendation signature")
+        ids = to_array(response.outputs["item_ids"]).reshape(-1)
+        scores = to_array(response.outputs["scores"]).reshape(-1)
+        ranked = [Recommendation(_text(item), float(score)) for item, score in zip(ids, scores)
+                  if float(score) != -math.inf]   # -inf marks a history item the signature excluded
+        answered = response.model_spec.version.value if response.model_spec.HasField("version") else None
+        return Ranking(ranked[:k], model, answered)
+
+    def metadata(self, model: str, version: int | None = None) -> dict[str, Any]:
+        """``{"model", "version", "signatures": {name: {"method_name", "inputs", "outputs"}}}``; each tensor
+        is ``{"dtype": "string", "shape": [-1, -1]}``."""
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        self._spec(request.model_spec, model, version, "")
+        response = self._call(self._predict.GetModelMetadata, request, model)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+        signatures = {name: {"method_name": definition.method_name,
+                             "inputs": {alias: _describe(info) for alias, info in definition.inputs.items()},
+                             "outputs": {alias: _describe(info) for alias, info in definition.outputs.items()}}
+                      for name, definition in signature_map.signature_def.items()}
+        return {"model": response.model_spec.name or model, "version": response.model_spec.version.value,
+                "signatures": signatures}
+
+    def status(self, model: str, version: int | None = None) -> list[VersionState]:
+        """Every version the server knows for ``model`` (or just ``version``) and its state."""
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._spec(request.model_spec, model, version, "")
+        response = self._call(self._models.GetModelStatus, request, model)
+        states = get_model_status_pb2.ModelVersionStatus.State
+        return [VersionState(int(s.version), states.Name(s.state), _code_name(s.status.error_code),
+                             s.status.error_message) for s in response.model_version_status]
+
+    def titles(self, path: str | Path, version: int | None = None) -> dict[str, str]:
+        """item_id → title from a local copy of the model (see ``read_titles``)."""
+        return read_titles(path, version)
+
+    # -- plumbing -------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _spec(spec: Any, model: str, version: int | None, signature: str) -> None:
+        spec.name = model
+        if version is not None:
+            spec.version.value = int(version)
+        if signature:
+            spec.signature_name = signature
+
+    def _call(self, method: Any, request: Any, model: str) -> Any:
+        try:
+            return method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise self._explain(err, model) from None
+
+    def _explain(self, err: grpc.RpcError, model: str) -> ClientError:
+        code = err.code() if hasattr(err, "code") else None
+        details = (err.details() if hasattr(err, "details") else "") or ""
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return ClientError(code, f"cannot reach the model server at {self.target} ({details.strip()})")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return ClientError(code, f"the model server at {self.target} did not answer within {self.timeout:g} s")
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return ClientError(code, f"the model server at {self.target} refused the credentials: {details}")
+        name = code.name if code is not None else "UNKNOWN"
+        return ClientError(code, f"model {model} at {self.target}: {name}: {details}")
+
+
+def string_tensor(values: Sequence[str], shape: Sequence[int]) -> Any:
+    """A DT_STRING TensorProto (UTF-8)."""
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING,
+                                   tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                                       dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in shape]))
+    proto.string_val.extend(value.encode("utf-8") for value in values)
+    return proto
+
+
+def to_array(proto: Any) -> np.ndarray:
+    """A TensorProto as numpy (strings as bytes), whichever field the server packed its values into."""
+    import tensorflow as tf
+
+    return tf.make_ndarray(proto)
+
+
+def read_titles(path: str | Path, version: int | None = None) -> dict[str, str]:
+    """item_id → title from an export's ``assets/items.tsv``; {} when there is none.
+
+    ``path`` may be the items.tsv file, a version directory, or a base path (then ``version``, or the newest
+    version that has the file).
+    """
+    path = Path(path).expanduser()
+    candidates = [path] if path.is_file() else [path / ITEMS_TSV]
+    if path.is_dir():
+        numbered = sorted((int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True)
+        if version is not None:
+            numbered = [v for v in numbered if v == version] + [v for v in numbered if v != version]
+        candidates += [path / str(v) / ITEMS_TSV for v in numbered]
+    for candidate in candidates:
+        if candidate.is_file():
+            with open(candidate, encoding="utf-8", newline="") as handle:
+                reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+                next(reader, None)
+                return {row[0]: row[1] for row in reader if len(row) >= 2}
+    return {}
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _code_name(value: int) -> str:
+    return next((code.name for code in grpc.StatusCode if code.value[0] == value), str(value))
+
+
+def _describe(info: Any) -> dict[str, Any]:
+    from tensorflow.core.framework import types_pb2
+
+    shape = None if info.tensor_shape.unknown_rank else [d.size for d in info.tensor_shape.dim]
+    return {"dtype": types_pb2.DataType.Name(info.dtype).removeprefix("DT_").lower(), "shape": shape}

@@ -1,0 +1,144 @@
+"""The protocol-free model server: what both the gRPC service and the REST API call.
+
+Why it exists: TF Serving's behaviour (which version answers, how a request is checked, which error a client
+gets, what is counted) must be identical over gRPC and REST, so it lives here once. Front-ends only translate
+their wire format to numpy arrays and ``ServingError`` back to their own status.
+
+Deadlines are absolute ``time.monotonic()`` values (``deadline_after(seconds)`` makes one).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+
+import grpc
+import numpy as np
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from serving.batching import Batcher, BatchingOptions
+from serving.config import ModelConfig
+from serving.errors import ServingError, exhausted, not_found
+from serving.manager import ModelManager, VersionStatus
+from serving.metrics import Metrics
+from serving.servable import Servable
+from serving.signature import request_bytes
+
+__all__ = ["ModelServer", "ModelConfig", "VersionStatus", "BatchingOptions", "deadline_after"]
+log = logging.getLogger("twotower.serving")
+DEFAULT_SIGNATURE = "serving_default"
+UNKNOWN = "_unknown"   # metrics label for names clients made up (keeps the label sets bounded)
+
+
+def deadline_after(seconds: float | None) -> float | None:
+    return None if seconds is None else time.monotonic() + seconds
+
+
+def check_deadline(deadline: float | None, where: str) -> None:
+    if deadline is not None and time.monotonic() >= deadline:
+        raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, f"Deadline exceeded {where}")
+
+
+class ModelServer:
+    """Models, versions, batching and metrics behind one thread-safe API."""
+
+    def __init__(self, configs: list[ModelConfig], metrics: Metrics, batching: BatchingOptions | None = None,
+                 poll_seconds: float = 1.0, max_request_bytes: int = 64 << 20):
+        self.configs = list(configs)
+        self.metrics = metrics
+        self.batching = batching
+        self.max_request_bytes = max_request_bytes
+        self.manager = ModelManager(metrics, poll_seconds)
+        self.batcher: Batcher | None = None
+
+    def start(self) -> None:
+        """Loads the configured models (blocking) and starts polling their base paths."""
+        if self.batching is not None and self.batcher is None:
+            self.batcher = Batcher(self.batching, self.metrics)
+        self.manager.start(self.configs)
+
+    def stop(self) -> None:
+        """Stops polling, lets requests in flight finish, unloads every version."""
+        if self.batcher is not None:
+            self.batcher.stop()
+        self.manager.stop()
+
+    # Requests ------------------------------------------------------------------------------------------------
+    def predict(self, model: str, version: int | None, label: str | None, signature: str | None,
+                inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = (), deadline: float | None = None,
+                protocol: str = "grpc") -> tuple[int, dict[str, np.ndarray]]:
+        """Runs one request; returns (version served, outputs). Raises ``ServingError`` with TF Serving's code."""
+        started = time.perf_counter()
+        signature = signature or DEFAULT_SIGNATURE
+        served: int | None = None
+        signature_label = UNKNOWN
+        code = grpc.StatusCode.OK
+        try:
+            check_deadline(deadline, "before the request was read")
+            size = request_bytes(inputs)
+            if size > self.max_request_bytes:
+                raise exhausted(f"request inputs are {size} bytes, over the server's limit of "
+                                f"{self.max_request_bytes} bytes (--max_request_bytes)")
+            servable = self.manager.acquire(model, version, label)
+            try:
+                served = servable.version
+                if signature in servable.signatures:
+                    signature_label = signature
+                outputs = self._run(servable, signature, inputs, output_filter, deadline, protocol)
+            finally:
+                servable.release()
+            check_deadline(deadline, "while the request ran")
+            return served, outputs
+        except ServingError as err:
+            code = err.code
+            raise
+        except Exception as err:  # noqa: BLE001 - a client gets a short message; the traceback stays in the log
+            code = grpc.StatusCode.INTERNAL
+            log.exception("predict %s version %s signature %s failed", model, served, signature)
+            raise ServingError(code, f"internal error running {model} version {served} signature {signature}: "
+                               f"{type(err).__name__}") from err
+        finally:
+            self.metrics.request(model if self.manager.has_model(model) else UNKNOWN, served, signature_label,
+                                 protocol, code.name, time.perf_counter() - started)
+
+    def _run(self, servable: Servable, name: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str],
+             deadline: float | None, protocol: str) -> dict[str, np.ndarray]:
+        signature = servable.signatures.get(name)
+        if signature is None:
+            raise not_found(f"Serving signature key \"{name}\" not found.")
+        wanted = signature.check_output_filter(output_filter)
+        ready = signature.validate(inputs, cast_numbers=protocol != "grpc")
+        check_deadline(deadline, "before the request ran")
+        if self.batcher is not None:
+            outputs = self.batcher.run(servable, signature, ready, deadline)
+        else:
+            outputs = signature.run(ready)
+        return {alias: outputs[alias] for alias in wanted}
+
+    def signature_defs(self, model: str, version: int | None, label: str | None
+                       ) -> tuple[int, dict[str, meta_graph_pb2.SignatureDef]]:
+        """GetModelMetadata's signature_def field: every SignatureDef of the version, as in saved_model.pb."""
+        servable = self.manager.acquire(model, version, label)
+        try:
+            return servable.version, dict(servable.signature_defs)
+        finally:
+            servable.release()
+
+    def status(self, model: str, version: int | None = None, label: str | None = None) -> list[VersionStatus]:
+        return self.manager.status(model, version, label)
+
+    def reload_config(self, configs: list[ModelConfig]) -> None:
+        """HandleReloadConfigRequest: the new model list, loaded before it returns (labels checked strictly)."""
+        self.configs = list(configs)
+        self.manager.configure(configs, strict_labels=True)
+
+    def model_names(self) -> list[str]:
+        return self.manager.model_names()
+
+    def titles(self, model: str, version: int | None = None) -> dict[str, str]:
+        servable = self.manager.acquire(model, version, None)
+        try:
+            return servable.titles()
+        finally:
+            servable.release()

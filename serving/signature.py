@@ -1,0 +1,186 @@
+"""One signature of a loaded model: checks a request's tensors against the SignatureDef, runs it, filters outputs.
+
+Why it exists: TF Serving validates every request against the SignatureDef before it touches the graph (missing
+or extra inputs, dtype, rank, fixed dimensions) and answers with INVALID_ARGUMENT naming the tensor; errors the
+graph raises itself keep their canonical code with a short message. Both front-ends and the batcher go through
+this one class, so a request is judged the same way however it arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from serving.errors import ServingError, invalid
+
+log = logging.getLogger("twotower.serving")
+CODES = {code.value[0]: code for code in grpc.StatusCode}
+MAX_ERROR_CHARS = 400
+
+
+def dtype_name(enum: int) -> str:
+    return tf.dtypes.as_dtype(enum).name if enum != types_pb2.DT_INVALID else "invalid"
+
+
+def array_dtype_name(array: np.ndarray) -> str:
+    if array.dtype.kind in "OUS":
+        return "string"
+    try:
+        return tf.dtypes.as_dtype(array.dtype).name
+    except TypeError:
+        return str(array.dtype)
+
+
+def shape_text(dims: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+def to_bytes_array(array: np.ndarray) -> np.ndarray:
+    """Any string array (unicode, bytes, object of str/bytes) → an object array of UTF-8 bytes."""
+    if array.dtype.kind == "S":
+        return array.astype(object)
+    flat = array.reshape(-1)
+    out = np.empty(flat.shape, dtype=object)
+    for i, value in enumerate(flat):
+        if isinstance(value, bytes):
+            out[i] = value
+        elif isinstance(value, str):
+            out[i] = value.encode("utf-8")
+        else:
+            raise TypeError(type(value).__name__)
+    return out.reshape(array.shape)
+
+
+def request_bytes(inputs: Mapping[str, np.ndarray]) -> int:
+    """Approximate payload size: numeric bytes plus the length of every string."""
+    total = 0
+    for array in inputs.values():
+        array = np.asarray(array)
+        if array.dtype.kind == "O":
+            total += sum(len(v) if isinstance(v, (bytes, str)) else 8 for v in array.reshape(-1))
+        else:
+            total += array.nbytes
+    return total
+
+
+def short_tf_message(err: tf.errors.OpError) -> str:
+    """The first line of a TF error, without the graph's op stack that follows it."""
+    message = (err.message or type(err).__name__).strip().splitlines()[0]
+    return message[:MAX_ERROR_CHARS]
+
+
+class Signature:
+    """A SignatureDef plus the concrete function that runs it."""
+
+    def __init__(self, name: str, definition: meta_graph_pb2.SignatureDef, function: Callable | None):
+        self.name = name
+        self.definition = definition
+        self.function = function
+        self.inputs = dict(definition.inputs)
+        self.outputs = dict(definition.outputs)
+        self.method_name = definition.method_name
+        # Every input and output has a free leading dimension: requests can be concatenated along it (batching)
+        # and their inputs must agree on it.
+        self.batch_major = bool(self.inputs) and all(
+            self._leading_free(info) for info in (*self.inputs.values(), *self.outputs.values()))
+
+    @staticmethod
+    def _leading_free(info: meta_graph_pb2.TensorInfo) -> bool:
+        shape = info.tensor_shape
+        return not shape.unknown_rank and len(shape.dim) >= 1 and shape.dim[0].size == -1
+
+    def check_output_filter(self, output_filter: Sequence[str]) -> list[str]:
+        """The outputs to return: all of them without a filter; unknown or repeated aliases are errors (TF Serving's
+        rules)."""
+        if not output_filter:
+            return sorted(self.outputs)
+        seen: set[str] = set()
+        for alias in output_filter:
+            if alias not in self.outputs:
+                raise invalid(f"output tensor alias not found in signature: {alias} Outputs expected to be in the "
+                              f"set {{{','.join(sorted(self.outputs))}}}.")
+            if alias in seen:
+                raise invalid(f"duplicate output tensor alias: {alias}")
+            seen.add(alias)
+        return list(output_filter)
+
+    def validate(self, inputs: Mapping[str, np.ndarray], cast_numbers: bool = False) -> dict[str, np.ndarray]:
+        """Checks names, dtypes and shapes; returns arrays ready for the graph (strings as bytes objects).
+
+        ``cast_numbers`` lets numbers of another width through, converted (JSON carries no dtypes; TF Serving's REST
+        API converts them to the signature's type too). gRPC tensors carry a dtype and must match exactly.
+        """
+        if set(inputs) != set(self.inputs):
+            sent, wanted = sorted(inputs), sorted(self.inputs)
+            raise invalid(
+                f"input size does not match signature: {len(sent)}!={len(wanted)} len({{{','.join(sent)}}}) != "
+                f"len({{{','.join(wanted)}}}). Sent extra: {{{','.join(sorted(set(sent) - set(wanted)))}}}. "
+                f"Missing but required: {{{','.join(sorted(set(wanted) - set(sent)))}}}.")
+        ready = {name: self._check_tensor(name, np.asarray(inputs[name]), cast_numbers) for name in sorted(inputs)}
+        if self.batch_major:
+            rows = {name: array.shape[0] for name, array in ready.items()}
+            if len(set(rows.values())) > 1:
+                listed = ", ".join(f"{name} has {count}" for name, count in rows.items())
+                raise invalid(f"input tensors must have equal 0th-dimension size (the batch): {listed}")
+        return ready
+
+    def _check_tensor(self, name: str, array: np.ndarray, cast_numbers: bool) -> np.ndarray:
+        info = self.inputs[name]
+        expected = dtype_name(info.dtype)
+        got = array_dtype_name(array)
+        prefix = f"input tensor '{name}' of signature '{self.name}'"
+        if expected == "string":
+            if got != "string":
+                raise invalid(f"{prefix}: expects dtype string but {got} is provided")
+            try:
+                array = to_bytes_array(array)
+            except TypeError as err:
+                raise invalid(f"{prefix}: expects dtype string but holds a {err} value") from None
+        elif got != expected:
+            target = tf.dtypes.as_dtype(info.dtype)
+            allowed = cast_numbers and ((target.is_floating and array.dtype.kind in "biuf")
+                                        or (target.is_integer and array.dtype.kind in "biu"))
+            if not allowed:
+                raise invalid(f"{prefix}: expects dtype {expected} but {got} is provided")
+            array = array.astype(target.as_numpy_dtype)
+        shape = info.tensor_shape
+        if not shape.unknown_rank:
+            dims = [d.size for d in shape.dim]
+            if array.ndim != len(dims):
+                raise invalid(f"{prefix}: expects rank {len(dims)} (shape {shape_text(dims)}) but got rank "
+                              f"{array.ndim} (shape {shape_text(array.shape)})")
+            for axis, (want, have) in enumerate(zip(dims, array.shape)):
+                if want != -1 and want != have:
+                    raise invalid(f"{prefix}: dimension {axis} must be {want} (shape {shape_text(dims)}) but got "
+                                  f"shape {shape_text(array.shape)}")
+        return array
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs validated inputs through the graph; every output, as numpy (strings as bytes objects)."""
+        if self.function is None:
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"signature {self.name} has no function to run in this SavedModel")
+        feeds = {name: tf.constant(array, dtype=self.inputs[name].dtype) for name, array in inputs.items()}
+        try:
+            results = self.function(**feeds)
+        except tf.errors.OpError as err:
+            raise ServingError(CODES.get(err.error_code, grpc.StatusCode.INTERNAL), short_tf_message(err)) from err
+        return {name: value.numpy() for name, value in results.items()}
+
+    def warmup_inputs(self) -> dict[str, np.ndarray]:
+        """One tiny valid row per input ("" for strings, 0 for numbers), for the warm-up request."""
+        inputs = {}
+        for name, info in self.inputs.items():
+            shape = info.tensor_shape
+            dims = [1] if shape.unknown_rank else [1 if d.size == -1 else d.size for d in shape.dim]
+            if info.dtype == types_pb2.DT_STRING:
+                inputs[name] = np.full(dims, b"", dtype=object)
+            else:
+                inputs[name] = np.zeros(dims, dtype=tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)
+        return inputs

@@ -1,0 +1,135 @@
+"""The Python client and ``twotower query`` against a real ``twotower serve`` (bearer token on), and their errors."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+
+from conftest import cli
+from serving.client import ClientError, RecommenderClient, VersionState, read_titles
+from serving_process import ServerProcess, free_port
+
+K = 10
+TOKEN = "client-test-token"
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    base = tmp_path_factory.mktemp("client") / "models" / "shop"
+    cli("export", "--run-dir", trained[0], "--base-path", base, "--k", K, "--index", "brute-force")
+    return base
+
+
+@pytest.fixture(scope="module")
+def server(exported, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("client-server")
+    token = tmp / "token"
+    token.write_text(TOKEN + "\n")
+    process = ServerProcess(tmp, "client", "--model_name", "shop", "--model_base_path", str(exported),
+                            "--auth_token_file", str(token), "--file_system_poll_wait_seconds", "0").wait()
+    process.token_file = token
+    yield process
+    assert process.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with RecommenderClient(server.target, token=TOKEN, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def titles(exported):
+    return read_titles(exported)
+
+
+def test_recommend_by_history_text_and_nothing(client, titles):
+    history = list(titles)[:3]
+    ranking = client.recommend("shop", user_id="U00001", history=history, k=5)
+    assert ranking.version == 1 and ranking.model == "shop" and len(ranking) == 5
+    assert all(isinstance(item, str) and item in titles for item, _ in ranking)
+    assert not set(history) & {item for item, _ in ranking}                       # history excluded
+    assert [score for _, score in ranking] == sorted((score for _, score in ranking), reverse=True)
+    with_history = client.recommend("shop", user_id="U00001", history=history, k=K,
+                                    signature="recommend_including_history")
+    assert len(with_history) == K
+    by_text = client.recommend("shop", text="lightweight camping tent for two", k=50)
+    assert len(by_text) == K                                                     # the export's K caps k
+    stranger = client.recommend("shop", user_id="nobody", history=["NOT-AN-ITEM"], k=3, version=1)
+    assert len(stranger) == 3 and stranger.version == 1
+
+
+def test_metadata_and_status(client):
+    metadata = client.metadata("shop")
+    assert metadata["model"] == "shop" and metadata["version"] == 1
+    default = metadata["signatures"]["serving_default"]
+    assert default["method_name"] == "tensorflow/serving/predict"
+    assert default["inputs"]["history"] == {"dtype": "string", "shape": [-1, -1]}
+    assert default["outputs"]["scores"]["dtype"] == "float"
+    assert client.status("shop") == [VersionState(1, "AVAILABLE", "OK", "")]
+
+
+def test_titles_from_a_local_copy_only(client, exported, tmp_path):
+    titles = client.titles(exported)
+    assert len(titles) > 100 and all(item.startswith("I") for item in titles)
+    assert read_titles(exported / "1") == titles == read_titles(exported / "1" / "assets" / "items.tsv")
+    assert read_titles(tmp_path / "nowhere") == {} and read_titles(tmp_path) == {}
+
+
+def test_client_errors_are_clear(server, client):
+    with pytest.raises(ClientError) as unknown:
+        client.recommend("nope")
+    assert unknown.value.code == grpc.StatusCode.NOT_FOUND and "model nope" in unknown.value.message
+    with pytest.raises(ClientError) as signature:
+        client.recommend("shop", signature="embed_query")
+    assert "not a recommendation signature" in signature.value.message
+    with RecommenderClient(server.target, timeout=30) as anonymous, pytest.raises(ClientError) as refused:
+        anonymous.status("shop")
+    assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED and "refused the credentials" in str(refused.value)
+    with pytest.raises(ClientError, match="k must be at least 1"):
+        client.recommend("shop", k=0)
+
+
+def _query(server, *args, check=True):
+    return cli("query", "--server", server.target, "--model", "shop", "--token-file", server.token_file, *args,
+               check=check)
+
+
+def test_query_prints_a_table_with_titles(server, exported, titles):
+    out = _query(server, "--text", "lightweight camping tent for two", "-k", "4", "--base-path", exported).stdout
+    lines = out.splitlines()
+    assert lines[0] == "model shop version 1: 4 items"
+    assert lines[1].split() == ["rank", "item", "score", "title"]
+    for rank, line in enumerate(lines[2:], start=1):
+        number, item, score, *title = line.split()
+        assert int(number) == rank and item in titles and " ".join(title) == titles[item]
+        float(score)
+    assert len(lines) == 6
+
+
+def test_query_json(server, exported, titles):
+    history = ",".join(list(titles)[:2])
+    rows = json.loads(_query(server, "--user-id", "U00001", "--history", history, "--json", "--base-path",
+                             exported).stdout)
+    assert [row["rank"] for row in rows] == list(range(1, K + 1))
+    assert all(row["title"] == titles[row["item_id"]] for row in rows)
+    bare = json.loads(_query(server, "--user-id", "nobody", "--history", "NOT-AN-ITEM", "-k", "2", "--json").stdout)
+    assert len(bare) == 2 and set(bare[0]) == {"rank", "item_id", "score"}      # no --base-path: no titles
+
+
+def test_query_errors_are_one_line(server, tmp_path):
+    port = free_port()   # nothing listens there
+    unreachable = cli("query", "--server", f"127.0.0.1:{port}", "--model", "shop", "--text", "tent",
+                      "--timeout", "5", check=False)
+    assert unreachable.returncode == 2 and unreachable.stdout == ""
+    assert unreachable.stderr.startswith(f"error: cannot reach the model server at 127.0.0.1:{port}")
+    assert len(unreachable.stderr.strip().splitlines()) == 1
+    for args, message in ((("--model", "nope"), "model nope"),
+                          (("--model", "shop", "--token-file", str(tmp_path / "missing")), "cannot read the token"),):
+        result = cli("query", "--server", server.target, "--token-file", server.token_file, *args, check=False)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    anonymous = cli("query", "--server", server.target, "--model", "shop", check=False)
+    assert anonymous.returncode == 2 and "refused the credentials" in anonymous.stderr
