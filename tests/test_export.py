@@ -40,7 +40,7 @@ def probe(version: Path, requests: dict, tmp_path: Path) -> dict:
 @pytest.fixture(scope="module")
 def requests(in_memory):
     catalog = in_memory.artifacts.catalog
-    users = in_memory.artifacts.train_user_ids[:40]
+    users = in_memory.artifacts.train_user_ids[:100]
     ids = catalog["item_id"].tolist()
     history = [[ids[(7 * i + j) % len(ids)] for j in range(5)] for i in range(len(users))]
     query = {"user_id": users, "history": history, "user_text": [""] * len(users)}
