@@ -68,6 +68,7 @@ test: venv
 bench: venv
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/index.py
+	$(BIN)/python bench/serving_latency.py
 
 clean:
 	rm -rf runs worlds models .cache
