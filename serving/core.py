@@ -10,6 +10,7 @@ Deadlines are absolute ``time.monotonic()`` values (``deadline_after(seconds)`` 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 
@@ -54,6 +55,9 @@ class ModelServer:
 
     def start(self) -> None:
         """Loads the configured models (blocking) and starts polling their base paths."""
+        if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").lower() not in ("0", "false"):
+            log.warning("TF_ENABLE_ONEDNN_OPTS is not 0: concurrent multi-row requests can crash this process "
+                        "(oneDNN heap corruption); serving.server sets it to 0 before importing tensorflow")
         if self.batching is not None and self.batcher is None:
             self.batcher = Batcher(self.batching, self.metrics)
         self.manager.start(self.configs)

@@ -28,6 +28,7 @@ from serving_process import ServerProcess
 
 K = 10
 TOKEN = "s3cret-token"
+MAX_BATCH = 16   # the batching server's max_batch_size; the concurrency test sends at most this many rows
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -254,14 +255,42 @@ def export_base(trained, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory):
+    """A self-signed certificate for localhost / 127.0.0.1 (the cryptography package, else the openssl CLI)."""
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
-    if shutil.which("openssl") is None:
-        pytest.skip("neither the cryptography package nor the openssl CLI is available for a test certificate")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+    try:
+        write_certificate_with_cryptography(cert, key)
+    except ImportError:
+        if shutil.which("openssl") is None:
+            pytest.skip("neither the cryptography package nor the openssl CLI is available for a test certificate")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                        str(cert), "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
     return cert, key
+
+
+def write_certificate_with_cryptography(cert: Path, key: Path) -> None:
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+                   .not_valid_after(now + dt.timedelta(days=2))
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                               x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  critical=False)
+                   .sign(private, hashes.SHA256()))
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                          serialization.NoEncryption()))
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +313,7 @@ def servers(export_base, plain_base, certificates, tmp_path_factory):
     token_file = tmp / "token"
     token_file.write_text(TOKEN + "\n")
     batching = tmp / "batching.txt"
-    batching.write_text("max_batch_size { value: 16 }\nbatch_timeout_micros { value: 20000 }\n"
+    batching.write_text(f"max_batch_size {{ value: {MAX_BATCH} }}\nbatch_timeout_micros {{ value: 20000 }}\n"
                         "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 10 }\n")
     cert, key = certificates
     started = {
@@ -404,7 +433,7 @@ def test_concurrent_multi_row_requests_keep_the_servers_alive(servers, items):
         prediction, _, channel = stubs(port)
         rng = np.random.default_rng(seed)
         for i in range(15):
-            b = int(rng.integers(2, 33))
+            b = int(rng.integers(2, MAX_BATCH + 1))   # larger requests are refused by design (RESOURCE_EXHAUSTED)
             request = predict_request([f"U{j:05d}" for j in range(b)],
                                       [[items[(i + j) % len(items)]] * 5 for j in range(b)],
                                       ["camping tent" if j % 3 == 0 else "" for j in range(b)])
