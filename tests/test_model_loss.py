@@ -1,0 +1,66 @@
+"""The retrieval loss: logQ correction, accidental-hit removal and extra uniform negatives change it as they should."""
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from training.artifacts import Artifacts
+from training.config import DEFAULTS
+from training.model import build_model
+
+ITEMS = [f"i{n}" for n in range(12)]
+
+
+def _model(**training):
+    config = copy.deepcopy(DEFAULTS)
+    config["model"].update(embedding_dim=8, hidden_units=[16], id_dim=4, categorical_dim=2, text_projection_dim=4)
+    config["training"].update(**training)
+    rng = np.random.default_rng(0)
+    catalog = pd.DataFrame({"item_id": ITEMS, "title": ITEMS, "description": "", "text": ITEMS,
+                            "category": ["a", "b"] * 6, "brand": "", "price": np.linspace(1, 12, 12)})
+    counts = np.array([50.0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1])  # i0 is very popular
+    artifacts = Artifacts(catalog=catalog, users=pd.DataFrame({"user_id": ["u0"], "text": ["x"]}),
+                          train_item_ids=ITEMS, train_user_ids=["u0", "u1", "u2", "u3"], item_counts=counts,
+                          price_stats=(1.0, 1.0), encoder={"dim": 6},
+                          item_text_vectors=rng.normal(size=(12, 6)).astype(np.float32),
+                          user_text_vectors=rng.normal(size=(1, 6)).astype(np.float32))
+    tf.keras.utils.set_random_seed(1)
+    model = build_model(config, artifacts)
+    model.user_embeddings(BATCH)  # creates every weight now, from the seed just set
+    return model
+
+
+BATCH = {"user_id": tf.constant(["u0", "u1", "u2", "u3"]),
+         "history": tf.constant([["i1", "i2"], ["", "i3"], ["", ""], ["i4", "i0"]]),
+         "target": tf.constant(["i0", "i5", "i0", "i6"]), "weight": tf.ones([4])}
+
+
+def _loss(model, batch=BATCH):
+    return float(model.compute_loss(batch, training=False))
+
+
+def test_logq_correction_changes_the_loss_only_through_popular_candidates():
+    with_logq, without = _model(logq_correction=True), _model(logq_correction=False)
+    assert _loss(with_logq) != pytest.approx(_loss(without))
+    uniform_batch = dict(BATCH, target=tf.constant(["i5", "i6", "i7", "i8"]))  # equally frequent targets
+    assert _loss(with_logq, uniform_batch) == pytest.approx(_loss(without, uniform_batch), rel=1e-5)
+
+
+def test_accidental_hits_are_removed():
+    removing, keeping = _model(remove_accidental_hits=True), _model(remove_accidental_hits=False)
+    assert _loss(removing) < _loss(keeping)  # i0 appears twice: its other copy is no longer a negative
+    distinct = dict(BATCH, target=tf.constant(["i0", "i5", "i7", "i6"]))
+    assert _loss(removing, distinct) == pytest.approx(_loss(keeping, distinct), rel=1e-5)
+
+
+def test_uniform_negatives_add_candidates_and_are_seeded_by_step():
+    plain, mixed = _model(uniform_negatives=0), _model(uniform_negatives=6, logq_correction=False)
+    first = _loss(mixed)
+    assert first > _loss(_model(uniform_negatives=0, logq_correction=False))  # more negatives, more loss
+    assert int(mixed.negative_draws.numpy()) == 1
+    again = _model(uniform_negatives=6, logq_correction=False)
+    assert _loss(again) == pytest.approx(first, rel=1e-6)  # same seed, same draw count → same negatives
+    assert _loss(plain) > 0
