@@ -66,7 +66,7 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(tmp_path, items, interac
     assert not run.exists()
 
 
-def test_unknown_tokens_warning_names_the_fix(tmp_path, caplog):
+def test_unknown_tokens_warning_names_the_fix(tmp_path, caplog, monkeypatch):
     """Chinese text through a vocabulary that lacks it: a warning per field, naming model.encoder."""
     import pandas as pd
 
@@ -81,9 +81,11 @@ def test_unknown_tokens_warning_names_the_fix(tmp_path, caplog):
     derived = Artifacts(catalog=items, users=pd.DataFrame({"user_id": ["u"], "text": ["blue mug"]}),
                         train_item_ids=[], train_user_ids=[], item_counts=None, price_stats=(0, 1), encoder={})
     config = {"data": {"item_text_columns": ["title", "category"]}, "model": {"encoder": "tiny"}}
-    logging.getLogger("twotower").propagate = True
+    monkeypatch.setattr(logging.getLogger("twotower"), "propagate", True)
     with caplog.at_level(logging.INFO, logger="twotower"):
         shares = report_unknown_tokens(encoder, dataset, derived, config)
     assert shares["title"] > 0.05 and shares["category"] == 0.0 and shares["user_text"] == 0.0
-    warnings = sorted({r.getMessage() for r in caplog.records if r.levelno == logging.WARNING})
+    # Only our own warnings: libraries (transformers' TF deprecation notice, once per process) may warn too.
+    warnings = sorted({r.getMessage() for r in caplog.records
+                       if r.levelno == logging.WARNING and r.name.startswith("twotower")})
     assert len(warnings) == 1 and "'title'" in warnings[0] and "model.encoder" in warnings[0]
