@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+EXPORT_K = 10   # the shared export's K (tests that read it import this)
 SMOKE = ["--config", str(ROOT / "configs" / "smoke.yaml")]
 
 
@@ -40,3 +41,12 @@ def trained(settings, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "text"
     result = cli("train", *SMOKE, *settings, "--run-dir", run)
     return run, result
+
+
+@pytest.fixture(scope="session")
+def brute_force_export(trained, tmp_path_factory):
+    """One brute-force export (version 1, K = EXPORT_K) of the session's run, for the serving and client tests.
+    Read-only: a test that adds versions copies it into a base path of its own."""
+    base = tmp_path_factory.mktemp("export") / "shop"
+    cli("export", "--run-dir", trained[0], "--base-path", base, "--k", EXPORT_K, "--index", "brute-force")
+    return base

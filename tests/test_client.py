@@ -7,19 +7,17 @@ import json
 import grpc
 import pytest
 
-from conftest import cli
+from conftest import EXPORT_K, cli
 from serving.client import ClientError, RecommenderClient, VersionState, read_titles
 from serving_process import ServerProcess, free_port
 
-K = 10
+K = EXPORT_K  # the shared brute-force export's K
 TOKEN = "client-test-token"
 
 
 @pytest.fixture(scope="module")
-def exported(trained, tmp_path_factory):
-    base = tmp_path_factory.mktemp("client") / "models" / "shop"
-    cli("export", "--run-dir", trained[0], "--base-path", base, "--k", K, "--index", "brute-force")
-    return base
+def exported(brute_force_export):
+    return brute_force_export
 
 
 @pytest.fixture(scope="module")

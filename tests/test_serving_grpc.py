@@ -23,10 +23,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 
-from conftest import cli
+from conftest import EXPORT_K
 from serving_process import ServerProcess
 
-K = 10
+K = EXPORT_K  # the shared brute-force export's K
 TOKEN = "s3cret-token"
 MAX_BATCH = 16   # the batching server's max_batch_size; the concurrency test sends at most this many rows
 
@@ -246,11 +246,9 @@ def metrics_text(server: ServerProcess) -> str:
 
 
 @pytest.fixture(scope="module")
-def export_base(trained, tmp_path_factory):
-    """One brute-force export (version 1), kept aside; servers get copies."""
-    base = tmp_path_factory.mktemp("export") / "shop"
-    cli("export", "--run-dir", trained[0], "--base-path", base, "--k", K, "--index", "brute-force")
-    return base
+def export_base(brute_force_export):
+    """The session's brute-force export (version 1); servers that add versions get copies."""
+    return brute_force_export
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,12 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import cli
+from conftest import EXPORT_K
 from serving import json_tensor
 from serving.errors import ServingError
 from serving_process import ServerProcess
 
-K = 10
+K = EXPORT_K  # the shared brute-force export's K
 TOKEN = "rest-test-token"
 STRING, FLOAT = 7, 1
 QUERY = {"user_id": STRING, "history": STRING, "user_text": STRING}
@@ -146,10 +146,10 @@ def test_https_when_given_an_ssl_context(tmp_path):
 # A real server
 # --------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def server(trained, tmp_path_factory):
+def server(brute_force_export, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rest")
     base = tmp / "models" / "shop"
-    cli("export", "--run-dir", trained[0], "--base-path", base, "--k", K, "--index", "brute-force")
+    shutil.copytree(brute_force_export / "1", base / "1")
     shutil.copytree(base / "1", base / "2")
     config = tmp / "models.config"
     config.write_text(f'model_config_list {{ config {{ name: "shop" base_path: "{base}" model_platform: '
