@@ -90,11 +90,33 @@ def test_ranks_and_metrics_by_hand():
     assert block["new_users"]["users"] == 1 and block["cold_items"]["users"] == 3
 
 
+def test_ties_are_broken_at_random_not_in_the_targets_favour():
+    """A scorer that gives every item the same score ranks its target uniformly, not first."""
+    n = 2000
+    cases = _many_cases(n)
+    rank = ev.ranks(lambda part: np.zeros((len(part), 5)), cases, {item: row for row, item in enumerate("abcde")},
+                    batch_size=256)
+    assert set(rank.tolist()) == {0, 1, 2, 3, 4}
+    assert abs(rank.mean() - 2.0) < 0.15 and ev.summarize(rank, [1])["recall@1"] == pytest.approx(0.2, abs=0.03)
+    assert (ev.ranks(lambda part: np.zeros((len(part), 5)), cases, {i: r for r, i in enumerate("abcde")},
+                     batch_size=256) == rank).all()   # seeded: the same ranks every time
+
+
+def _many_cases(n: int):
+    from training.examples import Examples
+
+    return Examples(np.array([f"u{i}" for i in range(n)], object), np.full((n, 1), "", object),
+                    np.array(["abcde"[i % 5] for i in range(n)], object), np.ones(n, np.float32),
+                    [np.array([], object)] * n, np.zeros(n, bool), np.zeros(n, bool))
+
+
 def test_popularity_scorer_ranks_by_training_counts():
     frame, labels = _interactions()
     cases, _ = evaluation_cases(frame, labels, "test", history_len=3, novel_only=False)
     index = {item: row for row, item in enumerate("abcde")}
     rank = ev.ranks(ev.popularity_scorer(np.array([1, 2, 0, 0, 0])), cases, index)
-    assert rank.tolist() == [0, 1, 2]  # ties do not count against the target
+    # u1 → d: a, b, c excluded, d ties with e → 0 or 1. u2 → e: a above, c and d tie → 1..3. u3 → c: b, a above,
+    # d and e tie → 2..4.
+    assert rank[0] in (0, 1) and rank[1] in (1, 2, 3) and rank[2] in (2, 3, 4)
     table = ev.format_table("test", {**ev.summarize(rank, [10]), "baselines": {"popularity": ev.summarize(rank, [10])}}, [10])
     assert "recall@10" in table and "popularity" in table

@@ -21,19 +21,27 @@ Scorer = Callable[[Examples], np.ndarray]
 
 
 def ranks(scorer: Scorer, cases: Examples, item_index: dict[str, int], batch_size: int = 1024,
-          progress: bool = False) -> np.ndarray:
-    """0-based rank of each case's target among all non-excluded catalogue items."""
+          progress: bool = False, exclude_history: bool = True) -> np.ndarray:
+    """0-based rank of each case's target among all non-excluded catalogue items. ``exclude_history=False``
+    ranks the whole catalogue, history items included (how some published numbers were made).
+
+    Ties are broken uniformly at random (seeded): a scorer that gives most items the same score (popularity,
+    item-kNN) must not rank its target above all of them for free.
+    """
     out = np.zeros(len(cases), np.int64)
+    tie_break = np.random.default_rng(0)
     bar = tf_keras.utils.Progbar(len(cases), unit_name="user") if progress and len(cases) else None
     for start in range(0, len(cases), batch_size):
         part = _slice(cases, start, batch_size)
         scores = np.array(scorer(part), np.float64, copy=True)
         target_rows = np.array([item_index[t] for t in part.target])
         target_scores = scores[np.arange(len(part)), target_rows]
-        for i, excluded in enumerate(part.exclude):
+        for i, excluded in enumerate(part.exclude if exclude_history else ()):
             rows = [item_index[x] for x in excluded if x in item_index]
             scores[i, rows] = -np.inf
-        out[start:start + len(part)] = (scores > target_scores[:, None]).sum(axis=1)
+        above = (scores > target_scores[:, None]).sum(axis=1)
+        ties = (scores == target_scores[:, None]).sum(axis=1) - 1   # other items with the target's score
+        out[start:start + len(part)] = above + np.floor(tie_break.random(len(part)) * (ties + 1)).astype(np.int64)
         if bar is not None:
             bar.add(len(part))
     return out
