@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 
+KEY_BYTES = 20
+
+
 def text_key(text: str) -> bytes:
     return hashlib.sha1(text.encode("utf-8")).digest()
 
@@ -33,7 +36,8 @@ class TextVectorCache:
             for shard in sorted(self.directory.glob("*.npz")):
                 with np.load(shard) as data:
                     for key, vector in zip(data["keys"], data["vectors"]):
-                        self._vectors[bytes(key)] = vector
+                        # numpy's S20 strips trailing NUL bytes of a digest (1 text in 256): pad them back
+                        self._vectors[bytes(key).ljust(KEY_BYTES, b"\0")] = vector
         return self._vectors
 
     def __len__(self) -> int:
@@ -57,5 +61,5 @@ class TextVectorCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         name = uuid.uuid4().hex
         tmp = self.directory / f".{name}.tmp.npz"
-        np.savez(tmp, keys=np.array(keys, dtype="S20"), vectors=new.astype(np.float32))
+        np.savez(tmp, keys=np.array(keys, dtype=f"S{KEY_BYTES}"), vectors=new.astype(np.float32))
         os.replace(tmp, self.directory / f"{name}.npz")
