@@ -123,3 +123,35 @@ def test_id_only_towers_need_no_text(encoder):
     assert out.shape == (2, 8)
     with pytest.raises(ValueError, match="unknown or empty"):
         TowerConfig(item_features=("text", "colour"))
+
+
+def test_history_attention_reads_order_ignores_padding_and_unknown_items():
+    from towers.history_attention import HistoryAttention
+
+    layer = HistoryAttention(dim=8, layers=2, heads=2, max_len=6)
+    rng = np.random.default_rng(0)
+    items = tf.constant(rng.normal(size=(1, 3, 8)), tf.float32)
+    mask = tf.ones((1, 3), tf.bool)
+    out = layer(items, mask).numpy()
+    swapped = layer(tf.reverse(items, axis=[1]), mask).numpy()
+    assert not np.allclose(out, swapped, atol=1e-4)           # order matters (mean pooling could not tell)
+    # front padding and an unknown (masked) item anywhere change nothing; the readout is the last real item
+    noise = tf.constant(rng.normal(size=(1, 2, 8)), tf.float32)
+    padded = tf.concat([noise, items], axis=1)
+    np.testing.assert_allclose(layer(padded, tf.constant([[False, False, True, True, True]])).numpy(), out,
+                               atol=1e-5)
+    unknown_between = tf.concat([items[:, :2], noise[:, :1], items[:, 2:], noise[:, 1:]], axis=1)
+    np.testing.assert_allclose(layer(unknown_between, tf.constant([[True, True, False, True, False]])).numpy(),
+                               out, atol=1e-5)
+    np.testing.assert_array_equal(layer(items, tf.zeros((1, 3), tf.bool)).numpy(), np.zeros((1, 8)))
+
+
+def test_seeded_dropout_is_inverted_and_resume_safe():
+    from towers.seeded_mask import SeededDropout
+
+    x = tf.ones((4000,))
+    first, second = SeededDropout(0.25, seed=3), SeededDropout(0.25, seed=3)
+    a = first(x, training=True).numpy()
+    assert abs((a == 0).mean() - 0.25) < 0.03 and np.allclose(a[a != 0], 1 / 0.75)
+    np.testing.assert_array_equal(second(x, training=True).numpy(), a)   # same seed, same call count
+    np.testing.assert_array_equal(first(x, training=False).numpy(), x.numpy())

@@ -6,6 +6,7 @@ import dataclasses
 
 ITEM_FEATURES = ("text", "id", "category", "brand", "price")
 USER_FEATURES = ("text", "history", "id")
+HISTORY_ENCODERS = ("mean", "attention")
 
 
 @dataclasses.dataclass
@@ -20,6 +21,10 @@ class TowerConfig:
     id_dropout: float = 0.1
     history_len: int = 20
     history_decay: float = 0.9
+    history_encoder: str = "mean"       # mean: recency-weighted mean | attention: Transformer over the history
+    history_layers: int = 2
+    history_heads: int = 2
+    history_dropout: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -31,3 +36,6 @@ class TowerConfig:
             unknown = sorted(set(given) - set(allowed))
             if unknown or not given:
                 raise ValueError(f"{name}: unknown or empty {unknown or given} (choose from {', '.join(allowed)})")
+        if self.history_encoder not in HISTORY_ENCODERS:
+            raise ValueError(f"model.history_encoder: {self.history_encoder!r} is not one of "
+                             f"{', '.join(HISTORY_ENCODERS)}")

@@ -27,3 +27,17 @@ class SeededMask(tf_keras.layers.Layer):
             return tf.zeros(shape, tf.bool)
         seed = tf.stack([tf.constant(self.seed, tf.int64), self.calls.assign_add(1)])
         return tf.random.stateless_uniform(shape, seed=seed) < self.rate
+
+
+class SeededDropout(tf_keras.layers.Layer):
+    """Inverted dropout whose masks come from :class:`SeededMask`, so a resumed run drops the same units."""
+
+    def __init__(self, rate: float, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.mask = SeededMask(rate, seed, name="mask")
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        if not training or self.mask.rate == 0.0:
+            return inputs
+        dropped = self.mask(tf.shape(inputs), training=training)
+        return tf.where(dropped, tf.zeros_like(inputs), inputs / (1.0 - self.mask.rate))

@@ -16,6 +16,7 @@ import tf_keras
 
 from towers.config import TowerConfig
 from towers.feature_table import FeatureTable
+from towers.history_attention import HistoryAttention
 from towers.history_pooling import HistoryPooling
 from towers.id_embedding import IdEmbedding
 from towers.item_tower import ItemTower
@@ -35,6 +36,10 @@ class UserTower(tf_keras.Model):
         self.item_tower = item_tower if "history" in features else None
         self.catalog = catalog if "history" in features else None
         self.pooling = HistoryPooling(config.history_decay, name="history_pooling")
+        self.attention = (HistoryAttention(config.embedding_dim, config.history_layers, config.history_heads,
+                                           config.history_len, config.history_dropout, config.seed,
+                                           name="history_attention")
+                          if config.history_encoder == "attention" and self.item_tower is not None else None)
         self.encoder = encoder if "text" in features else None
         self.text_dim = int(text_dim)
         self.text_projection = (tf_keras.layers.Dense(config.text_projection_dim, name="text_projection")
@@ -74,6 +79,8 @@ class UserTower(tf_keras.Model):
         if self.item_tower is not None:
             vectors, mask = self.history_vectors(features["history"], training=training)
             residual, count = self.pooling(vectors, mask)
+            if self.attention is not None:
+                residual = self.attention(vectors, mask, training=training)
             parts += [residual, count]
         if self.text_projection is not None:
             vector, has_text = self.text_vector(features)

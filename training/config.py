@@ -44,6 +44,10 @@ DEFAULTS: dict = {
         "id_dropout": 0.1,
         "history_len": 20,
         "history_decay": 0.9,
+        "history_encoder": "mean",  # mean (recency-weighted) | attention (Transformer over the history)
+        "history_layers": 2,
+        "history_heads": 2,
+        "history_dropout": 0.0,
     },
     "training": {
         "seed": 0,

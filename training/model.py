@@ -109,7 +109,10 @@ def build_model(config: dict, artifacts: Artifacts, encoder: TextEncoder | None 
         id_dim=model_cfg["id_dim"], categorical_dim=model_cfg["categorical_dim"],
         text_projection_dim=model_cfg["text_projection_dim"], item_features=tuple(model_cfg["item_features"]),
         user_features=tuple(model_cfg["user_features"]), id_dropout=model_cfg["id_dropout"],
-        history_len=model_cfg["history_len"], history_decay=model_cfg["history_decay"], seed=train_cfg["seed"])
+        history_len=model_cfg["history_len"], history_decay=model_cfg["history_decay"],
+        history_encoder=model_cfg["history_encoder"], history_layers=model_cfg["history_layers"],
+        history_heads=model_cfg["history_heads"], history_dropout=model_cfg["history_dropout"],
+        seed=train_cfg["seed"])
     frozen = model_cfg["encoder_mode"] == "frozen"
     catalog = artifacts.catalog
     columns = {"item_id": catalog["item_id"].to_numpy(object),
