@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the benchmark-only peers (bench/peers.py) into the project's venv: implicit and lightfm. They are not
+# runtime dependencies, so requirements.txt does not list them.
+#
+# lightfm 1.17's setup.py assigns an attribute to __builtins__, which fails under pip's PEP 517 build backend
+# ('dict' object has no attribute '__LIGHTFM_SETUP__'), so its sdist is fetched from PyPI and built with
+# `setup.py bdist_wheel` directly (setuptools and wheel are already in the venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+"$BIN/python" -c "import implicit" 2>/dev/null || "$BIN/pip" install --quiet implicit==0.7.3
+if ! "$BIN/python" -c "import lightfm" 2>/dev/null; then
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  url=$("$BIN/python" -c "import json, urllib.request; request = urllib.request.Request(
+      'https://pypi.org/simple/lightfm/', headers={'Accept': 'application/vnd.pypi.simple.v1+json'})
+files = json.load(urllib.request.urlopen(request, timeout=60))['files']
+print(next(f['url'] for f in files if f['filename'] == 'lightfm-1.17.tar.gz'))")
+  "$BIN/python" -c "import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])" "$url" "$work/lightfm.tar.gz"
+  tar -xzf "$work/lightfm.tar.gz" -C "$work"
+  (cd "$work"/lightfm-1.17 && "$OLDPWD/$BIN/python" setup.py --quiet bdist_wheel > /dev/null)
+  "$BIN/pip" install --quiet "$work"/lightfm-1.17/dist/*.whl
+fi
+"$BIN/python" -c "import implicit, lightfm; print('peers installed: implicit', implicit.__version__, '· lightfm', lightfm.__version__)"
