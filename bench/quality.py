@@ -10,7 +10,7 @@ and ranks the full catalogue for the test split with it: the same cases, the sam
 Amazon Beauty is also ranked without excluding history items, the way its published numbers were made. Writes
 one table per dataset, the cold-start block and a plot to docs/quality.md and docs/quality.png.
 
-``--quick`` is the CI-sized smoke run: a slice of users, one setting per peer, two epochs. Peers whose library is
+``--quick`` is the CI-sized smoke run: a slice of users, the tiny encoder, one setting per peer, two epochs. Peers whose library is
 not installed (implicit and lightfm are benchmark-only: bench/install_peers.sh) are skipped with a note.
 """
 
@@ -66,8 +66,9 @@ def load(dataset: str, quick: bool, runs: Path):
     from training.trainer import train
 
     overrides = [f"data.path={ROOT.parent / 'shared' / 'datasets' / dataset}"]
-    if quick:
-        overrides += [f"data.max_users={QUICK_USERS}", "training.epochs=2"]
+    if quick:   # the tiny encoder: a smoke run must not spend minutes encoding the catalogue with MiniLM
+        overrides += [f"data.max_users={QUICK_USERS}", "training.epochs=2", "model.encoder=tiny",
+                      "model.max_seq_len=32", f"training.text_cache_dir={runs / 'text-cache'}"]
     config = load_config(ROOT / "configs" / f"{DATASETS[dataset]}.yaml", overrides)
     run = RunDir(runs / dataset)
     if run.path.exists():
