@@ -14,14 +14,14 @@ from training.model import build_model
 ITEMS = [f"i{n}" for n in range(12)]
 
 
-def _model(**training):
+def _model(counts=None, **training):
     config = copy.deepcopy(DEFAULTS)
     config["model"].update(embedding_dim=8, hidden_units=[16], id_dim=4, categorical_dim=2, text_projection_dim=4)
     config["training"].update(**training)
     rng = np.random.default_rng(0)
     catalog = pd.DataFrame({"item_id": ITEMS, "title": ITEMS, "description": "", "text": ITEMS,
                             "category": ["a", "b"] * 6, "brand": "", "price": np.linspace(1, 12, 12)})
-    counts = np.array([50.0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1])  # i0 is very popular
+    counts = np.array([50.0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]) if counts is None else counts  # i0 is very popular
     artifacts = Artifacts(catalog=catalog, users=pd.DataFrame({"user_id": ["u0"], "text": ["x"]}),
                           train_item_ids=ITEMS, train_user_ids=["u0", "u1", "u2", "u3"], item_counts=counts,
                           price_stats=(1.0, 1.0), encoder={"dim": 6},
@@ -64,3 +64,13 @@ def test_uniform_negatives_add_candidates_and_are_seeded_by_step():
     again = _model(uniform_negatives=6, logq_correction=False)
     assert _loss(again) == pytest.approx(first, rel=1e-6)  # same seed, same draw count → same negatives
     assert _loss(plain) > 0
+
+
+def test_uniform_negatives_never_draw_items_training_has_not_seen():
+    """A cold item (no training interaction) must not be taught to the model as a negative only."""
+    counts = np.array([50.0, 1, 1, 0, 1, 0, 1, 1, 1, 1, 0, 1])
+    model = _model(counts=counts, uniform_negatives=50)
+    drawn = np.concatenate([model.draw_negatives().numpy() for _ in range(40)])
+    seen_rows = set((np.flatnonzero(counts > 0) + 1).tolist())   # catalogue rows are 1-based (0 = unknown)
+    assert set(drawn.tolist()) == seen_rows
+    assert _loss(model) > 0

@@ -3,8 +3,10 @@
 Why it exists: it wires the towers to the catalogue tables and the loss. The loss is TFRS's in-batch softmax
 with a temperature, logQ correction (each candidate's log expected count in the batch is subtracted, so popular
 items are not over-penalised as negatives), accidental-hit removal (a batch's other copies of the target are not
-negatives), and optionally extra negatives drawn uniformly from the whole catalogue (mixed negative sampling;
-their logQ is the uniform draw's).
+negatives), and optionally extra negatives drawn uniformly from the catalogue items that training has seen (mixed
+negative sampling; their logQ is the uniform draw's). Items no training interaction names are never drawn: in a
+temporal split they did not exist yet, and a model that only ever sees them as negatives learns to bury exactly
+the cold-start items the text tower is there to find.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ class TwoTowerModel(tfrs.models.Model):
 
     def __init__(self, user_tower: UserTower, item_tower: ItemTower, catalog: FeatureTable,
                  user_table: FeatureTable, item_probability: np.ndarray, temperature: float,
-                 logq_correction: bool, remove_accidental_hits: bool, uniform_negatives: int, seed: int):
+                 logq_correction: bool, remove_accidental_hits: bool, uniform_negatives: int, seed: int,
+                 negative_pool: np.ndarray | None = None):
         super().__init__()
         self.user_tower = user_tower
         self.item_tower = item_tower
@@ -38,6 +41,9 @@ class TwoTowerModel(tfrs.models.Model):
         self.uniform_negatives = int(uniform_negatives)
         self.seed = int(seed)
         self.negative_draws = tf.Variable(0, dtype=tf.int64, trainable=False, name="negative_draws")
+        # Catalogue rows (1-based) the uniform negatives are drawn from; every row by default.
+        pool = np.arange(1, catalog.size + 1) if negative_pool is None or not len(negative_pool) else negative_pool
+        self.negative_pool = tf.constant(np.asarray(pool, np.int64))
         self.task = tfrs.tasks.Retrieval(temperature=temperature, remove_accidental_hits=remove_accidental_hits)
 
     def user_features(self, batch: dict) -> dict:
@@ -78,18 +84,24 @@ class TwoTowerModel(tfrs.models.Model):
         batch_size = tf.cast(tf.shape(targets)[0], tf.float32)
         expected = batch_size * tf.gather(self.item_probability, rows)
         if self.uniform_negatives > 0:
-            seed = tf.stack([tf.constant(self.seed, tf.int64), self.negative_draws.assign_add(1)])
-            sampled = tf.random.stateless_uniform([self.uniform_negatives], seed=seed, minval=1,
-                                                  maxval=self.catalog.size + 1, dtype=tf.int64)
+            sampled = self.draw_negatives()
             sampled_ids = self.catalog_ids(sampled)
             candidates = tf.concat([candidates, self.item_embeddings(sampled_ids, training=training)], axis=0)
             rows = tf.concat([rows, sampled], axis=0)
             uniform = tf.fill([self.uniform_negatives],
-                              float(self.uniform_negatives) / float(max(self.catalog.size, 1)))
+                              float(self.uniform_negatives) / float(self.negative_pool.shape[0]))
             expected = tf.concat([expected, uniform], axis=0)
         return self.task(queries, candidates, sample_weight=batch.get("weight"),
                          candidate_sampling_probability=expected if self.logq_correction else None,
                          candidate_ids=rows, compute_metrics=False, compute_batch_metrics=False)
+
+    def draw_negatives(self) -> tf.Tensor:
+        """``uniform_negatives`` catalogue rows drawn uniformly from the pool, seeded by (seed, draws so far) so
+        that a resumed run draws what an uninterrupted one would have."""
+        seed = tf.stack([tf.constant(self.seed, tf.int64), self.negative_draws.assign_add(1)])
+        pick = tf.random.stateless_uniform([self.uniform_negatives], seed=seed, minval=0,
+                                           maxval=int(self.negative_pool.shape[0]), dtype=tf.int64)
+        return tf.gather(self.negative_pool, pick)
 
     def catalog_ids(self, rows: tf.Tensor) -> tf.Tensor:
         """Catalogue rows (1-based) → item ids."""
@@ -136,4 +148,5 @@ def build_model(config: dict, artifacts: Artifacts, encoder: TextEncoder | None 
     return TwoTowerModel(user_tower, item_tower, catalog_table, user_table, counts / counts.sum(),
                          temperature=train_cfg["temperature"], logq_correction=train_cfg["logq_correction"],
                          remove_accidental_hits=train_cfg["remove_accidental_hits"],
-                         uniform_negatives=train_cfg["uniform_negatives"], seed=train_cfg["seed"])
+                         uniform_negatives=train_cfg["uniform_negatives"], seed=train_cfg["seed"],
+                         negative_pool=np.flatnonzero(artifacts.item_counts > 0) + 1)
