@@ -86,7 +86,9 @@ class TwoTowerModel(tfrs.models.Model):
         if self.uniform_negatives > 0:
             sampled = self.draw_negatives()
             sampled_ids = self.catalog_ids(sampled)
-            candidates = tf.concat([candidates, self.item_embeddings(sampled_ids, training=training)], axis=0)
+            # Without id dropout: these items are only ever negatives, and dropping their ids would teach the OOV row
+            # (the row every cold item has) to score low.
+            candidates = tf.concat([candidates, self.item_embeddings(sampled_ids, training=False)], axis=0)
             rows = tf.concat([rows, sampled], axis=0)
             uniform = tf.fill([self.uniform_negatives],
                               float(self.uniform_negatives) / float(self.negative_pool.shape[0]))
