@@ -20,7 +20,9 @@ class SeededMask(tf_keras.layers.Layer):
             raise ValueError(f"{self.name}: dropout rate must be in [0, 1), got {rate}")
         self.rate = float(rate)
         self.seed = int(seed)
-        self.calls = tf.Variable(0, dtype=tf.int64, trainable=False, name="calls")
+        # Replicas of a multi-worker step draw alike; the first replica's counter is kept.
+        self.calls = tf.Variable(0, dtype=tf.int64, trainable=False, name="calls",
+                                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
     def call(self, shape: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         if not training or self.rate == 0.0:
