@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from jobs.spec import JOB_ENV, JobSpec
@@ -51,9 +51,10 @@ class Attempt:
     """One start of all workers: their exit codes, and which worker failed first (None: none failed)."""
 
     number: int
-    exit_codes: list[int | None]
-    failed_worker: int | None
-    seconds: float
+    pids: list[int]
+    exit_codes: list[int | None] | None = None  # None while the attempt runs
+    failed_worker: int | None = None
+    seconds: float = 0.0
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:
@@ -73,9 +74,10 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 
 
 def run_attempt(command: Sequence[str], workers: int, logs: Path, number: int,
-                env: dict[str, str] | None = None, poll_s: float = 0.2) -> Attempt:
+                env: dict[str, str] | None = None, poll_s: float = 0.2,
+                on_start: Callable[[Attempt], None] | None = None) -> Attempt:
     """Starts ``workers`` copies of ``command`` (each with its own ``TF_CONFIG``) and waits for all of them;
-    the first non-zero exit stops the rest."""
+    the first non-zero exit stops the rest. ``on_start`` sees the attempt (its pids) once all have started."""
     logs.mkdir(parents=True, exist_ok=True)
     ports = free_loopback_ports(workers)
     started = time.time()
@@ -90,6 +92,8 @@ def run_attempt(command: Sequence[str], workers: int, logs: Path, number: int,
                           "PYTHONUNBUFFERED": "1"}
             processes.append(subprocess.Popen(list(command), env=worker_env, stdout=log_file,
                                               stderr=subprocess.STDOUT, start_new_session=True))
+        if on_start is not None:
+            on_start(Attempt(number, [p.pid for p in processes]))
         failed = None
         while failed is None and any(p.poll() is None for p in processes):
             for index, process in enumerate(processes):
@@ -103,7 +107,8 @@ def run_attempt(command: Sequence[str], workers: int, logs: Path, number: int,
         _stop(processes)
         for log_file in files:
             log_file.close()
-    return Attempt(number, [p.returncode for p in processes], failed, time.time() - started)
+    return Attempt(number, [p.pid for p in processes], [p.returncode for p in processes], failed,
+                   time.time() - started)
 
 
 def exit_status(attempt: Attempt) -> int:
@@ -125,7 +130,8 @@ def run_local(spec: JobSpec, command: Sequence[str] | None = None) -> int:
     attempts: list[Attempt] = []
     try:
         for number in range(1, spec.max_restarts + 2):
-            attempt = run_attempt(command, spec.workers, logs, number, env)
+            attempt = run_attempt(command, spec.workers, logs, number, env,
+                                  on_start=lambda running: _record(logs, spec, [*attempts, running]))
             attempts.append(attempt)
             _record(logs, spec, attempts)
             if attempt.failed_worker is None:
