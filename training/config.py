@@ -16,7 +16,7 @@ import yaml
 
 DEFAULTS: dict = {
     "data": {
-        "format": "files",          # files | generated | amazon_scientific | amazon_beauty | movielens_100k
+        "format": "files",          # files | generated | amazon_scientific | amazon_beauty | movielens_100k | prepared
         "path": None,               # directory, for the dataset formats that are a directory
         "items": None,
         "interactions": None,

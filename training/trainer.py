@@ -24,6 +24,7 @@ from training.examples import Examples, evaluation_cases, training_examples
 from training.model import TwoTowerModel, build_model
 from training.prepare import Prepared, prepare
 from training.run import RunDir, write_atomic
+from training.shard_reader import ShardStream
 
 log = logging.getLogger("twotower.train")
 KEEP_EPOCH_CHECKPOINTS = 2
@@ -42,16 +43,24 @@ def _tower_encoder(config: dict, prepared: Prepared) -> TextEncoder | None:
 
 
 def _cases(config: dict, prepared: Prepared, split: str) -> Examples:
+    if prepared.stream is not None:
+        return prepared.stream.cases(split)
     novel_only = config["data"]["split"]["type"] == "temporal"
     cases, _ = evaluation_cases(prepared.dataset.interactions, prepared.labels, split,
                                 config["model"]["history_len"], novel_only)
     return cases
 
 
-def _dataset(examples: Examples, batch_size: int, seed: int, epoch: int,
+def _dataset(examples: Examples | ShardStream, batch_size: int, seed: int, epoch: int,
              cluster: Cluster | None = None) -> tf.data.Dataset | tf.distribute.DistributedDataset:
     """The epoch's seeded order in batches. In a multi-worker job ``batch_size`` is each worker's batch and every
-    replica reads its slice of the global batch a single worker with the whole batch would read."""
+    replica reads its slice of the global batch a single worker with the whole batch would read (in memory), or
+    its own shard files (streamed from ``prepare`` shards)."""
+    if isinstance(examples, ShardStream):
+        if cluster is None:
+            return examples.dataset(batch_size, seed, epoch)
+        return cluster.strategy.distribute_datasets_from_function(lambda context: examples.dataset(
+            batch_size, seed, epoch, context.num_input_pipelines, context.input_pipeline_id))
     tensors = {"user_id": examples.user_id.astype(str), "history": examples.history.astype(str),
                "target": examples.target.astype(str), "weight": examples.weight}
     order = np.random.default_rng([seed, epoch]).permutation(len(examples))
@@ -157,20 +166,25 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
     if resumed and (state["epochs_done"] or cluster is None):
         log.info("resuming %s after epoch %d", run.path, state["epochs_done"])
     prepared = prepare(config, run, progress=progress) if resumed else _prepare_fresh(config, run, progress, created)
-    examples = training_examples(prepared.dataset.interactions, prepared.labels, config["model"]["history_len"])
-    if len(examples) == 0:
+    examples = prepared.stream or training_examples(prepared.dataset.interactions, prepared.labels,
+                                                    config["model"]["history_len"])
+    count = examples.examples if prepared.stream else len(examples)
+    if count == 0:
         raise ValueError("no training examples: every interaction fell outside the training split")
     valid = _cases(config, prepared, "valid")
-    log.info("%d training examples, %d validation users", len(examples), len(valid))
+    log.info("%d training examples, %d validation users", count, len(valid))
 
     workers = cluster.workers if cluster is not None else 1
     chief = cluster is None or cluster.is_chief
     with cluster.strategy.scope() if cluster is not None else contextlib.nullcontext():
         model = build_model(config, prepared.artifacts, _tower_encoder(config, prepared))
-        steps_per_epoch = int(np.ceil(len(examples) / train_cfg["batch_size"])) if workers == 1 \
-            else len(examples) // (train_cfg["batch_size"] * workers)
+        if prepared.stream:
+            steps_per_epoch = prepared.stream.steps_per_epoch(train_cfg["batch_size"], workers)
+        else:
+            steps_per_epoch = int(np.ceil(count / train_cfg["batch_size"])) if workers == 1 \
+                else count // (train_cfg["batch_size"] * workers)
         if steps_per_epoch == 0:
-            raise ValueError(f"{len(examples)} training examples do not fill one global batch of {workers} x "
+            raise ValueError(f"{count} training examples do not fill one global batch of {workers} x "
                              f"{train_cfg['batch_size']}")
         optimizer = _optimizer(config, steps_per_epoch * train_cfg["epochs"])
         model.compile(optimizer=optimizer, steps_per_execution=train_cfg["steps_per_execution"])
@@ -186,8 +200,8 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
     while not state["finished"] and epoch < train_cfg["epochs"]:
         started = time.time()
         fit = model.fit(_dataset(examples, train_cfg["batch_size"], seed, epoch, cluster), epochs=epoch + 1,
-                        initial_epoch=epoch, steps_per_epoch=steps_per_epoch if cluster else None, verbose=1 if progress else 2,
-                        callbacks=[tensorboard])
+                        initial_epoch=epoch, steps_per_epoch=steps_per_epoch if cluster else None,
+                        verbose=1 if progress else 2, callbacks=[tensorboard])
         epoch += 1
         seconds = time.time() - started
         scores = evaluate_model(model, prepared, valid, config) if len(valid) else {metric: 0.0}
@@ -204,7 +218,7 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
         else:
             state["bad_epochs"] += 1
         state["history"].append({"epoch": epoch, "loss": float(fit.history["loss"][-1]),
-                                 "examples_per_second": len(examples) / seconds, "valid": scores})
+                                 "examples_per_second": count / seconds, "valid": scores})
         state["epochs_done"] = epoch
         stop = state["bad_epochs"] >= train_cfg["early_stopping_patience"]
         state["finished"] = stop or epoch >= train_cfg["epochs"]
