@@ -14,13 +14,79 @@ on a shared path.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
+from jobs.local import free_loopback_ports
 from jobs.spec import JOB_ENV, JobError, JobSpec
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+@contextlib.contextmanager
+def local_head(num_cpus: int = 4, start_timeout_s: float = 120.0) -> Iterator[str]:
+    """A throwaway single-node Ray cluster on 127.0.0.1 (for trying the target, tests and benchmarks); yields its
+    job server address and, on exit, stops every process it started.
+
+    ``ray start --block`` runs in a session of its own, with its own temporary directory; Ray's workers outlive
+    the head, and all of them are in that session, so terminating what is left of the session (then killing
+    what still is) stops exactly this cluster and nothing else.
+    """
+    ray = Path(sys.executable).with_name("ray")
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's socket paths must stay short
+    dashboard, gcs = free_loopback_ports(2)
+    # Loopback only: without this Ray advertises the machine's network address instead of 127.0.0.1.
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen([str(ray), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+                             "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port",
+                             str(dashboard), "--num-cpus", str(num_cpus), "--object-store-memory", "100000000",
+                             "--temp-dir", str(temp)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.time() + start_timeout_s
+        while True:
+            try:
+                urllib.request.urlopen(f"{address}/api/version", timeout=2)
+                break
+            except OSError:
+                if head.poll() is not None or time.time() > deadline:
+                    raise JobError(f"the local Ray head did not start (logs: {temp})") from None
+                time.sleep(1)
+        yield address
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            deadline = time.time() + wait_s
+            left = _session(head.pid)
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            while left and time.time() < deadline:
+                time.sleep(0.5)
+                left = _session(head.pid)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _session(sid: int) -> list[int]:
+    """The processes still running in session ``sid``."""
+    found = subprocess.run(["pgrep", "-s", str(sid)], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found]
 
 
 def _client(address: str | None):

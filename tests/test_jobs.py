@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -19,10 +20,11 @@ from conftest import ROOT, cli
 from jobs.spec import JobError, load_job
 
 
-def _job(tmp_path: Path, world: Path, settings: list[str], **fields) -> Path:
+def _job(tmp_path: Path, world: Path, settings: list[str], extra: tuple[str, ...] = (), **fields) -> Path:
+    """A job file for the smoke config on ``world`` with the session's text cache; ``extra``: more --set."""
     cache = next(s.split("=", 1)[1] for s in settings if s.startswith("training.text_cache_dir="))
     job = {"name": "smoke-job", "config": str(ROOT / "configs" / "smoke.yaml"), "data": str(world),
-           "set": [f"training.text_cache_dir={cache}", "training.early_stopping_patience=10"],
+           "set": [f"training.text_cache_dir={cache}", "training.early_stopping_patience=10", *extra],
            "run_dir": "run", "workers": 2, **fields}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job))
@@ -52,6 +54,21 @@ def test_job_file_resolves_paths_and_workers(tmp_path):
     assert result.returncode == 2 and "error: job file not found" in result.stderr
 
 
+def test_tf_config_ranks(monkeypatch):
+    from training.distributed import replica_rows, task_from_environment
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert task_from_environment() == (1, 0)
+    cluster = {"chief": ["a:1"], "worker": ["b:1", "c:1"]}   # Kubeflow / Vertex: a chief and workers
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    assert task_from_environment() == (3, 2)
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "ps", "index": 0}}))
+    with pytest.raises(ValueError, match="not one of the cluster's 3 workers"):
+        task_from_environment()
+    # global batch k of order is order[6k:6k+6]; replica 1 of 2 takes its second half; the partial batch drops
+    assert replica_rows(np.arange(14), 6, 2, 1).tolist() == [3, 4, 5, 9, 10, 11]
+
+
 def test_a_failing_worker_fails_the_job_and_keeps_its_logs(tmp_path, settings):
     path = _job(tmp_path, tmp_path / "nowhere", settings)
     result = cli("submit", path, check=False)
@@ -67,8 +84,7 @@ def test_a_failing_worker_fails_the_job_and_keeps_its_logs(tmp_path, settings):
 def test_killed_worker_restarts_the_job_from_the_last_checkpoint(tmp_path, world, settings):
     """Two workers, three epochs; worker 1 is killed in epoch 2. The job restarts both, resumes after epoch 1
     and ends with epochs 1-3 once each, the chief's checkpoints only, and metrics.json."""
-    path = _job(tmp_path, world, settings, set=[*yaml.safe_load(_job(tmp_path, world, settings).read_text())["set"],
-                                                "training.epochs=3"], max_restarts=1)
+    path = _job(tmp_path, world, settings, extra=("training.epochs=3",), max_restarts=1)
     run = tmp_path / "run"
     command = [sys.executable, "-m", "twotower.cli", "-q", "submit", str(path), "--workers", "2"]
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -85,10 +85,9 @@ def test_prepare_converts_ten_million_interactions_under_a_memory_cap(tmp_path):
           f"{time.time() - started:.0f}s in all")
 
 
-def test_shards_hold_the_in_memory_examples_and_cases(world, settings, tmp_path):
+def test_shards_hold_the_in_memory_examples_and_cases(world, world_shards, settings, tmp_path):
     """Same split counts and cases as the in-memory path, and training streams them (one epoch)."""
-    shards = tmp_path / "shards"
-    cli("prepare", *SMOKE, "--set", f"data.path={world}", "--out", shards, "--shards", 3)
+    shards = world_shards
     from training.config import load_config
     from training.examples import evaluation_cases, training_examples
     from training.prepare import load_split
@@ -104,6 +103,12 @@ def test_shards_hold_the_in_memory_examples_and_cases(world, settings, tmp_path)
                                    batch["history"].numpy().astype(str).tolist())}
     assert streamed == {(u, t, tuple(h)) for u, t, h in zip(examples.user_id, examples.target,
                                                             examples.history.astype(str).tolist())}
+    halves = [{(u, t) for batch in stream.dataset(512, seed=0, epoch=0, workers=2, worker=w)
+               for u, t in zip(batch["user_id"].numpy().astype(str), batch["target"].numpy().astype(str))}
+              for w in (0, 1)]
+    assert not halves[0] & halves[1]   # each worker reads its own files: disjoint users
+    steps = stream.steps_per_epoch(512, workers=2)
+    assert steps == min(sum(s["examples"] for s in stream.manifest["shards"][w::2]) // 512 for w in (0, 1))
     cases, _ = evaluation_cases(dataset.interactions, labels, "test", history_len, novel_only=False)
     from_shards = stream.cases("test")
     order, other = np.argsort(cases.user_id), np.argsort(from_shards.user_id)

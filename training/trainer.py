@@ -76,6 +76,17 @@ def _dataset(examples: Examples | ShardStream, batch_size: int, seed: int, epoch
     return cluster.strategy.distribute_datasets_from_function(replica_dataset)
 
 
+def _steps_per_epoch(prepared: Prepared, count: int, batch_size: int, workers: int) -> int:
+    """Every batch for one process; the full global batches every worker has for several."""
+    if prepared.stream:
+        steps = prepared.stream.steps_per_epoch(batch_size, workers)
+    else:
+        steps = int(np.ceil(count / batch_size)) if workers == 1 else count // (batch_size * workers)
+    if steps == 0:
+        raise ValueError(f"{count} training examples do not fill one global batch of {workers} x {batch_size}")
+    return steps
+
+
 def _optimizer(config: dict, total_steps: int) -> tf_keras.optimizers.Optimizer:
     train = config["training"]
     warmup = min(int(train["warmup_steps"]), max(total_steps - 1, 0))
@@ -178,14 +189,7 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
     chief = cluster is None or cluster.is_chief
     with cluster.strategy.scope() if cluster is not None else contextlib.nullcontext():
         model = build_model(config, prepared.artifacts, _tower_encoder(config, prepared))
-        if prepared.stream:
-            steps_per_epoch = prepared.stream.steps_per_epoch(train_cfg["batch_size"], workers)
-        else:
-            steps_per_epoch = int(np.ceil(count / train_cfg["batch_size"])) if workers == 1 \
-                else count // (train_cfg["batch_size"] * workers)
-        if steps_per_epoch == 0:
-            raise ValueError(f"{count} training examples do not fill one global batch of {workers} x "
-                             f"{train_cfg['batch_size']}")
+        steps_per_epoch = _steps_per_epoch(prepared, count, train_cfg["batch_size"], workers)
         optimizer = _optimizer(config, steps_per_epoch * train_cfg["epochs"])
         model.compile(optimizer=optimizer, steps_per_execution=train_cfg["steps_per_execution"])
     checkpoint = _checkpoint(model, optimizer)
