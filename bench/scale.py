@@ -179,6 +179,33 @@ def report(measured: dict) -> str:
     return "\n".join(lines)
 
 
+def plot(measured: dict, path: Path) -> None:
+    """Examples/s against workers: the projection for each bandwidth, and this machine's measured points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, b = measured["rows"], measured["args"]["batch"]
+    step_1 = rows[0]["step_s"]
+    workers = [1, 2, 4, 8, 16, 32, 64]
+    figure, axis = plt.subplots(figsize=(6.4, 4))
+    for network, bandwidth in BANDWIDTHS.items():
+        rates = [b / step_1] + [project(step_1, b, measured["params"], measured["dim"], measured["flops"], n,
+                                        bandwidth)["examples_per_second"] for n in workers[1:]]
+        axis.plot(workers, rates, marker="o", label=f"projected, {network}")
+    axis.plot(workers, [n * b / step_1 for n in workers], linestyle=":", color="grey", label="linear")
+    for row, marker in zip(rows[2:], ("s", "^")):
+        axis.plot([row["workers"]], [row["examples_per_second"]], marker=marker, linestyle="none",
+                  label=f"measured here: {row['case']}")
+    axis.set(xscale="log", yscale="log", xlabel="workers (batch b per worker)", ylabel="examples/s",
+             title=f"Multi-worker training, b = {b} (bench/scale.py)")
+    axis.set_xticks(workers, [str(n) for n in workers])
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=2000)
@@ -194,7 +221,8 @@ def main() -> None:
     else:
         measured = run(args)
         raw.write_text(json.dumps(measured, indent=2) + "\n")
-    table = report(measured)
+    table = report(measured) + f"\n\n![examples/s against workers]({Path(args.out).with_suffix('.png').name})"
+    plot(measured, Path(args.out).with_suffix(".png"))
     print(table)
     from bench.report import write_section
 

@@ -64,14 +64,7 @@ def local_head(num_cpus: int = 4, start_timeout_s: float = 120.0) -> Iterator[st
                 time.sleep(1)
         yield address
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-        for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):  # the head and all it started
             deadline = time.time() + wait_s
             left = _session(head.pid)
             for pid in left:
@@ -80,6 +73,7 @@ def local_head(num_cpus: int = 4, start_timeout_s: float = 120.0) -> Iterator[st
             while left and time.time() < deadline:
                 time.sleep(0.5)
                 left = _session(head.pid)
+        head.wait()
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -37,6 +38,7 @@ KNOWN = ("name", "config", "set", "data", "run_dir", "workers", "max_restarts", 
 RESOURCES = {"cpus_per_worker": 1, "memory_gb": 4, "gpus_per_worker": 0}
 KUBERNETES = {"namespace": "default", "volume_claim": None, "mount_path": None, "service_account": None}
 DATA_KEYS = ("path", "items", "interactions", "users")
+NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")   # a Kubernetes object name (RFC 1123 label)
 
 
 class JobError(ValueError):
@@ -141,7 +143,7 @@ def load_job(path: str | os.PathLike, workers: int | None = None) -> JobSpec:
     if image is not None and (not isinstance(image, str) or not image.strip()):
         raise JobError(f"{where}: 'image' must be a container image name")
     name = str(raw.get("name") or path.stem)
-    if not name.replace("-", "").isalnum() or not name[0].isalpha() or name.lower() != name or len(name) > 40:
+    if not NAME.fullmatch(name) or len(name) > 40:
         raise JobError(f"{where}: 'name' {name!r} must be lowercase letters, digits and '-', starting with a letter "
                        f"(at most 40 characters: it names Kubernetes objects)")
     return JobSpec(name=name, config=config, run_dir=str((base / raw["run_dir"]).resolve()), workers=count,

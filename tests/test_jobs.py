@@ -82,9 +82,9 @@ def test_a_failing_worker_fails_the_job_and_keeps_its_logs(tmp_path, settings):
 
 
 def test_killed_worker_restarts_the_job_from_the_last_checkpoint(tmp_path, world, settings):
-    """Two workers, three epochs; worker 1 is killed in epoch 2. The job restarts both, resumes after epoch 1
-    and ends with epochs 1-3 once each, the chief's checkpoints only, and metrics.json."""
-    path = _job(tmp_path, world, settings, extra=("training.epochs=3",), max_restarts=1)
+    """Two workers, two epochs; worker 1 is killed in epoch 2. The job restarts both, resumes after epoch 1
+    and ends with epochs 1 and 2 once each, the chief's checkpoints only, and metrics.json."""
+    path = _job(tmp_path, world, settings, extra=("training.epochs=2",), max_restarts=1)
     run = tmp_path / "run"
     command = [sys.executable, "-m", "twotower.cli", "-q", "submit", str(path), "--workers", "2"]
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -108,10 +108,10 @@ def test_killed_worker_restarts_the_job_from_the_last_checkpoint(tmp_path, world
     assert len(attempts) == 2 and attempts[0]["failed_worker"] == 1 and attempts[0]["exit_codes"][1] == -9
     assert attempts[1]["exit_codes"] == [0, 0]
     state = json.loads((run / "state.json").read_text())
-    assert [h["epoch"] for h in state["history"]] == [1, 2, 3] and state["finished"]
+    assert [h["epoch"] for h in state["history"]] == [1, 2] and state["finished"]
     assert "resuming" in (run / "logs" / "worker-0.log").read_text().split("=== attempt 2")[1]
     checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert checkpoints == [f"{name}.{ext}" for name in ("best", "epoch-0002", "epoch-0003")
+    assert checkpoints == [f"{name}.{ext}" for name in ("best", "epoch-0001", "epoch-0002")
                            for ext in ("data-00000-of-00001", "index")]
     assert json.loads((run / "metrics.json").read_text())["test"]["users"] > 0
     assert not (run / "logs" / "scratch").exists()  # the other worker's writes are gone
