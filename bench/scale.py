@@ -143,7 +143,8 @@ def run(args: argparse.Namespace) -> dict:
     loads.append(os.getloadavg()[0])
     params, dim = _model_size(work / "1-process")
     return {"rows": rows, "loads": loads, "params": params, "dim": dim, "flops": _flops_per_second(),
-            "args": vars(args), "date": time.strftime("%Y-%m-%d")}
+            "args": {k: getattr(args, k) for k in ("users", "items", "batch", "epochs")},
+            "date": time.strftime("%Y-%m-%d")}
 
 
 def report(measured: dict) -> str:
