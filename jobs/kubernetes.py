@@ -16,7 +16,6 @@ package installed, and the run directory must be on a volume every pod mounts (`
 from __future__ import annotations
 
 import json
-import logging
 import math
 import types
 from pathlib import Path
@@ -25,7 +24,6 @@ import yaml
 
 from jobs.spec import JOB_ENV, JobError, JobSpec
 
-log = logging.getLogger("twotower.jobs")
 CONTAINER = "tensorflow"                 # the operator requires this container name (its default port lives there)
 REPLICA_TYPES = ("Chief", "Worker", "PS", "Evaluator", "Master")
 COMMAND = ["python", "-m", "jobs.worker"]

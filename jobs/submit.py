@@ -7,12 +7,10 @@ hands it to the target: ``local`` processes, a ``ray`` cluster, or ``kubernetes`
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from jobs.spec import JobSpec, load_job
 
-log = logging.getLogger("twotower.jobs")
 TARGETS = ("local", "ray", "kubernetes")
 
 
