@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -109,9 +110,17 @@ def project(step_1: float, batch: int, params: int, dim: int, flops: float, work
 
 
 def run(args: argparse.Namespace) -> dict:
+    """Generates a world in a temporary directory, measures the four cases there, and removes it."""
+    work = Path(tempfile.mkdtemp(prefix="scale-"))
+    try:
+        return _measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(args: argparse.Namespace, work: Path) -> dict:
     from jobs.ray_target import local_head
 
-    work = Path(tempfile.mkdtemp(prefix="scale-"))
     world, cache = work / "world", ROOT / ".cache" / "text"
     subprocess.run([*CLI, "generate", "--out", str(world), "--users", str(args.users), "--items", str(args.items)],
                    check=True)
