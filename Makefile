@@ -69,6 +69,7 @@ bench: venv
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/index.py
 	$(BIN)/python bench/serving_latency.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf runs worlds models .cache

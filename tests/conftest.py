@@ -44,6 +44,14 @@ def trained(settings, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def world_shards(world, tmp_path_factory):
+    """The session's world converted by `twotower prepare` into 3 TFRecord shards (streaming training)."""
+    shards = tmp_path_factory.mktemp("shards") / "world"
+    cli("prepare", *SMOKE, "--set", f"data.path={world}", "--out", shards, "--shards", 3)
+    return shards
+
+
+@pytest.fixture(scope="session")
 def brute_force_export(trained, tmp_path_factory):
     """One brute-force export (version 1, K = EXPORT_K) of the session's run, for the serving and client tests.
     Read-only: a test that adds versions copies it into a base path of its own."""

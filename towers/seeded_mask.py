@@ -20,12 +20,19 @@ class SeededMask(tf_keras.layers.Layer):
             raise ValueError(f"{self.name}: dropout rate must be in [0, 1), got {rate}")
         self.rate = float(rate)
         self.seed = int(seed)
-        self.calls = tf.Variable(0, dtype=tf.int64, trainable=False, name="calls")
+        # Every replica of a multi-worker step counts the same calls; the first replica's counter is kept.
+        self.calls = tf.Variable(0, dtype=tf.int64, trainable=False, name="calls",
+                                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
     def call(self, shape: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         if not training or self.rate == 0.0:
             return tf.zeros(shape, tf.bool)
-        seed = tf.stack([tf.constant(self.seed, tf.int64), self.calls.assign_add(1)])
+        # Each replica draws its own mask: call c of replica r of R uses stream c·R + r (one process: c).
+        context = tf.distribute.get_replica_context()
+        replicas = 1 if context is None else context.num_replicas_in_sync
+        replica = 0 if context is None or replicas == 1 else tf.cast(context.replica_id_in_sync_group, tf.int64)
+        stream = self.calls.assign_add(1) * replicas + replica
+        seed = tf.stack([tf.constant(self.seed, tf.int64), stream])
         return tf.random.stateless_uniform(shape, seed=seed) < self.rate
 
 

@@ -46,7 +46,20 @@ class Artifacts:
 def derive(dataset: Dataset, labels: pd.Series, item_text_columns: list[str],
            user_text_columns: list[str]) -> Artifacts:
     """Catalogue, users and vocabularies of a dataset under a split (text vectors and encoder come later)."""
-    items = dataset.items
+    catalog, users = tables(dataset.items, dataset.users, item_text_columns, user_text_columns)
+    train = dataset.interactions[labels.to_numpy() == "train"]
+    counts = train["item_id"].value_counts()
+    item_counts = catalog["item_id"].map(counts).fillna(0).to_numpy(np.float64)
+    return Artifacts(catalog=catalog, users=users,
+                     train_item_ids=sorted(counts.index.astype(str)),
+                     train_user_ids=sorted(train["user_id"].astype(str).unique()),
+                     item_counts=item_counts, price_stats=price_statistics(catalog["price"].to_numpy()),
+                     encoder={})
+
+
+def tables(items: pd.DataFrame, user_rows: pd.DataFrame | None, item_text_columns: list[str],
+           user_text_columns: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The catalogue (every item, its joined text) and the users (every user, its joined text)."""
     missing = [c for c in item_text_columns if c not in items.columns]
     if missing:
         from ingest.schema import DataError
@@ -61,21 +74,14 @@ def derive(dataset: Dataset, labels: pd.Series, item_text_columns: list[str],
         "brand": items["brand"].astype(str).to_numpy(),
         "price": pd.to_numeric(items["price"], errors="coerce").astype(float).to_numpy(),
     })
-    if dataset.users is not None:
-        present = [c for c in user_text_columns if c in dataset.users.columns]
-        texts = join_columns([dataset.users[c].astype(str).tolist() for c in present]) if present \
-            else [""] * len(dataset.users)
-        users = pd.DataFrame({"user_id": dataset.users["user_id"].astype(str).to_numpy(), "text": texts})
+    if user_rows is not None:
+        present = [c for c in user_text_columns if c in user_rows.columns]
+        texts = join_columns([user_rows[c].astype(str).tolist() for c in present]) if present \
+            else [""] * len(user_rows)
+        users = pd.DataFrame({"user_id": user_rows["user_id"].astype(str).to_numpy(), "text": texts})
     else:
         users = pd.DataFrame({"user_id": pd.Series([], dtype=str), "text": pd.Series([], dtype=str)})
-    train = dataset.interactions[labels.to_numpy() == "train"]
-    counts = train["item_id"].value_counts()
-    item_counts = catalog["item_id"].map(counts).fillna(0).to_numpy(np.float64)
-    return Artifacts(catalog=catalog, users=users,
-                     train_item_ids=sorted(counts.index.astype(str)),
-                     train_user_ids=sorted(train["user_id"].astype(str).unique()),
-                     item_counts=item_counts, price_stats=price_statistics(catalog["price"].to_numpy()),
-                     encoder={})
+    return catalog, users
 
 
 def save(artifacts: Artifacts, directory: Path) -> None:

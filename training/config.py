@@ -16,7 +16,7 @@ import yaml
 
 DEFAULTS: dict = {
     "data": {
-        "format": "files",          # files | generated | amazon_scientific | amazon_beauty | movielens_100k
+        "format": "files",          # files | generated | amazon_scientific | amazon_beauty | movielens_100k | prepared
         "path": None,               # directory, for the dataset formats that are a directory
         "items": None,
         "interactions": None,
@@ -58,6 +58,7 @@ DEFAULTS: dict = {
         "warmup_steps": 50,
         "temperature": 0.05,
         "logq_correction": True,
+        "item_frequency": "counts",  # logQ from: counts (a pass over the training data) | streaming (Yi et al.)
         "remove_accidental_hits": True,
         "uniform_negatives": 0,
         "use_weights": True,
@@ -141,6 +142,8 @@ def validate(config: dict) -> None:
         if not isinstance(section[key], int) or section[key] <= 0:
             raise ConfigError(f"{'training' if section is training else 'model'}.{key} must be a positive "
                               f"integer, got {section[key]!r}")
+    if training["item_frequency"] not in ("counts", "streaming"):
+        raise ConfigError(f"training.item_frequency: {training['item_frequency']!r} is not counts or streaming")
     if training["temperature"] <= 0:
         raise ConfigError("training.temperature must be > 0")
     metric = training["early_stopping_metric"]

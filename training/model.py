@@ -21,6 +21,8 @@ from towers.item_tower import ItemTower
 from towers.text_encoder import TextEncoder
 from towers.user_tower import UserTower
 from training.artifacts import Artifacts
+from training.cross_replica import gather_local_first
+from training.item_frequency import StreamingItemFrequency
 
 
 class TwoTowerModel(tfrs.models.Model):
@@ -29,7 +31,7 @@ class TwoTowerModel(tfrs.models.Model):
     def __init__(self, user_tower: UserTower, item_tower: ItemTower, catalog: FeatureTable,
                  user_table: FeatureTable, item_probability: np.ndarray, temperature: float,
                  logq_correction: bool, remove_accidental_hits: bool, uniform_negatives: int, seed: int,
-                 negative_pool: np.ndarray | None = None):
+                 frequency: StreamingItemFrequency | None = None, negative_pool: np.ndarray | None = None):
         super().__init__()
         self.user_tower = user_tower
         self.item_tower = item_tower
@@ -40,10 +42,13 @@ class TwoTowerModel(tfrs.models.Model):
         self.logq_correction = logq_correction
         self.uniform_negatives = int(uniform_negatives)
         self.seed = int(seed)
-        self.negative_draws = tf.Variable(0, dtype=tf.int64, trainable=False, name="negative_draws")
+        # Every replica draws the same negatives (as one worker would): the first replica's counter is kept.
+        self.negative_draws = tf.Variable(0, dtype=tf.int64, trainable=False, name="negative_draws",
+                                          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         # Catalogue rows (1-based) the uniform negatives are drawn from; every row by default.
         pool = np.arange(1, catalog.size + 1) if negative_pool is None or not len(negative_pool) else negative_pool
         self.negative_pool = tf.constant(np.asarray(pool, np.int64))
+        self.frequency = frequency  # streaming logQ estimate (training.item_frequency: streaming), else counts
         self.task = tfrs.tasks.Retrieval(temperature=temperature, remove_accidental_hits=remove_accidental_hits)
 
     def user_features(self, batch: dict) -> dict:
@@ -79,10 +84,15 @@ class TwoTowerModel(tfrs.models.Model):
     def compute_loss(self, batch: dict, training: bool = False) -> tf.Tensor:
         queries = self.user_embeddings(batch, training=training)
         targets = batch["target"]
-        candidates = self.item_embeddings(targets, training=training)
-        rows = self.catalog.lookup(targets)
-        batch_size = tf.cast(tf.shape(targets)[0], tf.float32)
-        expected = batch_size * tf.gather(self.item_probability, rows)
+        # Under a multi-replica strategy: every replica's candidates, this replica's first (N·b negatives).
+        candidates, rows = gather_local_first(self.item_embeddings(targets, training=training),
+                                              self.catalog.lookup(targets))
+        if self.frequency is not None:
+            if training:
+                self.frequency.update(rows)
+            expected = self.frequency(rows)
+        else:
+            expected = tf.cast(tf.shape(rows)[0], tf.float32) * tf.gather(self.item_probability, rows)
         if self.uniform_negatives > 0:
             sampled = self.draw_negatives()
             sampled_ids = self.catalog_ids(sampled)
@@ -147,8 +157,10 @@ def build_model(config: dict, artifacts: Artifacts, encoder: TextEncoder | None 
     user_tower = UserTower(tower_cfg, artifacts.train_user_ids, item_tower, catalog_table, text_dim,
                            encoder, name="user_tower")
     counts = artifacts.item_counts + 1.0  # add-one: an item never seen in training is still a possible draw
+    streaming = train_cfg.get("item_frequency", "counts") == "streaming"
     return TwoTowerModel(user_tower, item_tower, catalog_table, user_table, counts / counts.sum(),
                          temperature=train_cfg["temperature"], logq_correction=train_cfg["logq_correction"],
                          remove_accidental_hits=train_cfg["remove_accidental_hits"],
                          uniform_negatives=train_cfg["uniform_negatives"], seed=train_cfg["seed"],
+                         frequency=StreamingItemFrequency(name="item_frequency") if streaming else None,
                          negative_pool=np.flatnonzero(artifacts.item_counts > 0) + 1)

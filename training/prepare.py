@@ -23,6 +23,7 @@ from towers.text_encoder import (BertSource, TextEncoder, environment_fingerprin
 from training import artifacts as artifacts_io
 from training.artifacts import Artifacts
 from training.run import RunDir
+from training.shard_reader import ShardStream
 
 log = logging.getLogger("twotower.prepare")
 UNK_WARN_SHARE = 0.05
@@ -34,6 +35,7 @@ class Prepared:
     labels: pd.Series
     artifacts: Artifacts
     source: BertSource | None
+    stream: ShardStream | None = None  # data.format prepared: examples and cases come from the shards
 
 
 def load_split(config: dict) -> tuple[Dataset, pd.Series]:
@@ -63,12 +65,14 @@ def encoder_source(config: dict, run: RunDir, corpus: list[str] | None) -> BertS
 
 
 def prepare(config: dict, run: RunDir, progress: bool = True) -> Prepared:
-    dataset, labels = load_split(config)
+    data = config["data"]
+    stream = ShardStream(data["path"], config["model"]["history_len"]) if data["format"] == "prepared" else None
+    dataset, labels = (stream.dataset_view(), pd.Series([], dtype=str)) if stream else load_split(config)
     if (run.artifacts / "vocab.json").exists():
         derived = artifacts_io.load(run.artifacts)
-        return Prepared(dataset, labels, derived, encoder_source(config, run, None))
-    data = config["data"]
-    derived = artifacts_io.derive(dataset, labels, data["item_text_columns"], data["user_text_columns"])
+        return Prepared(dataset, labels, derived, encoder_source(config, run, None), stream)
+    derived = stream.artifacts(data["item_text_columns"], data["user_text_columns"]) if stream else \
+        artifacts_io.derive(dataset, labels, data["item_text_columns"], data["user_text_columns"])
     corpus = derived.catalog["text"].tolist() + derived.users["text"].tolist()
     source = encoder_source(config, run, corpus)
     model = config["model"]
@@ -93,7 +97,7 @@ def prepare(config: dict, run: RunDir, progress: bool = True) -> Prepared:
         vectors[empty] = 0.0  # no text is "no text", not the encoding of an empty string
         derived.user_text_vectors = vectors
     artifacts_io.save(derived, run.artifacts)
-    return Prepared(dataset, labels, derived, source)
+    return Prepared(dataset, labels, derived, source, stream)
 
 
 def report_unknown_tokens(encoder: TextEncoder, dataset: Dataset, derived: Artifacts, config: dict) -> dict:

@@ -7,6 +7,7 @@ stops improving, and leave RUN/metrics.json from the best epoch's weights.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -18,10 +19,12 @@ import tf_keras
 from towers.text_encoder import TextEncoder
 from training import evaluate as ev
 from training.config import dump_config
+from training.distributed import Cluster, replica_rows
 from training.examples import Examples, evaluation_cases, training_examples
 from training.model import TwoTowerModel, build_model
 from training.prepare import Prepared, prepare
 from training.run import RunDir, write_atomic
+from training.shard_reader import ShardStream
 
 log = logging.getLogger("twotower.train")
 KEEP_EPOCH_CHECKPOINTS = 2
@@ -40,18 +43,48 @@ def _tower_encoder(config: dict, prepared: Prepared) -> TextEncoder | None:
 
 
 def _cases(config: dict, prepared: Prepared, split: str) -> Examples:
+    if prepared.stream is not None:
+        return prepared.stream.cases(split)
     novel_only = config["data"]["split"]["type"] == "temporal"
     cases, _ = evaluation_cases(prepared.dataset.interactions, prepared.labels, split,
                                 config["model"]["history_len"], novel_only)
     return cases
 
 
-def _dataset(examples: Examples, batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
+def _dataset(examples: Examples | ShardStream, batch_size: int, seed: int, epoch: int,
+             cluster: Cluster | None = None) -> tf.data.Dataset | tf.distribute.DistributedDataset:
+    """The epoch's seeded order in batches. In a multi-worker job ``batch_size`` is each worker's batch and every
+    replica reads its slice of the global batch a single worker with the whole batch would read (in memory), or
+    its own shard files (streamed from ``prepare`` shards)."""
+    if isinstance(examples, ShardStream):
+        if cluster is None:
+            return examples.dataset(batch_size, seed, epoch)
+        return cluster.strategy.distribute_datasets_from_function(lambda context: examples.dataset(
+            batch_size, seed, epoch, context.num_input_pipelines, context.input_pipeline_id))
     tensors = {"user_id": examples.user_id.astype(str), "history": examples.history.astype(str),
                "target": examples.target.astype(str), "weight": examples.weight}
     order = np.random.default_rng([seed, epoch]).permutation(len(examples))
-    tensors = {k: v[order] for k, v in tensors.items()}
-    return tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if cluster is None:
+        tensors = {k: v[order] for k, v in tensors.items()}
+        return tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def replica_dataset(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        rows = replica_rows(order, batch_size * context.num_replicas_in_sync, context.num_replicas_in_sync,
+                            context.input_pipeline_id)
+        return tf.data.Dataset.from_tensor_slices({k: v[rows] for k, v in tensors.items()}).batch(batch_size)
+
+    return cluster.strategy.distribute_datasets_from_function(replica_dataset)
+
+
+def _steps_per_epoch(prepared: Prepared, count: int, batch_size: int, workers: int) -> int:
+    """Every batch for one process; the full global batches every worker has for several."""
+    if prepared.stream:
+        steps = prepared.stream.steps_per_epoch(batch_size, workers)
+    else:
+        steps = int(np.ceil(count / batch_size)) if workers == 1 else count // (batch_size * workers)
+    if steps == 0:
+        raise ValueError(f"{count} training examples do not fill one global batch of {workers} x {batch_size}")
+    return steps
 
 
 def _optimizer(config: dict, total_steps: int) -> tf_keras.optimizers.Optimizer:
@@ -114,9 +147,24 @@ def _prepare_fresh(config: dict, run: RunDir, progress: bool, created: bool) -> 
     return prepared
 
 
-def train(config: dict | None, run: RunDir, progress: bool = True, created: bool | None = None) -> dict:
+def prepare_run(config: dict, run: RunDir, progress: bool = True) -> None:
+    """A new run's data, artifacts and config.yaml, written once: a multi-worker job's chief calls it before its
+    workers train on the shared run directory. A failure removes what it wrote, as a first ``train`` does, but
+    keeps RUN/logs/ (the job's worker logs, which say why)."""
+    try:
+        _prepare_fresh(config, run, progress, created=False)
+    except BaseException:
+        for path in run.path.iterdir() if run.path.exists() else ():
+            if path.name != "logs":
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        raise
+
+
+def train(config: dict | None, run: RunDir, progress: bool = True, created: bool | None = None,
+          cluster: Cluster | None = None) -> dict:
     """Trains a new run (``config``) or resumes the one in ``run``. ``created``: the caller made run.path for
-    this call (default: it did not exist before)."""
+    this call (default: it did not exist before). ``cluster``: this worker's place in a multi-worker job
+    (jobs/); its run directory must already be prepared (``prepare_run``), and only the chief writes to it."""
     created = not run.path.exists() if created is None else created
     config, resumed = start_or_resume(config, run)
     train_cfg = config["training"]
@@ -126,31 +174,38 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
         tf.config.experimental.enable_op_determinism()
     state = run.read_json(run.state, {"epochs_done": 0, "history": [], "best_epoch": 0,
                                       "best_value": None, "bad_epochs": 0, "finished": False})
-    if resumed:
+    if resumed and (state["epochs_done"] or cluster is None):
         log.info("resuming %s after epoch %d", run.path, state["epochs_done"])
     prepared = prepare(config, run, progress=progress) if resumed else _prepare_fresh(config, run, progress, created)
-    examples = training_examples(prepared.dataset.interactions, prepared.labels, config["model"]["history_len"])
-    if len(examples) == 0:
+    examples = prepared.stream or training_examples(prepared.dataset.interactions, prepared.labels,
+                                                    config["model"]["history_len"])
+    count = examples.examples if prepared.stream else len(examples)
+    if count == 0:
         raise ValueError("no training examples: every interaction fell outside the training split")
     valid = _cases(config, prepared, "valid")
-    log.info("%d training examples, %d validation users", len(examples), len(valid))
+    log.info("%d training examples, %d validation users", count, len(valid))
 
-    model = build_model(config, prepared.artifacts, _tower_encoder(config, prepared))
-    steps_per_epoch = int(np.ceil(len(examples) / train_cfg["batch_size"]))
-    optimizer = _optimizer(config, steps_per_epoch * train_cfg["epochs"])
-    model.compile(optimizer=optimizer, steps_per_execution=train_cfg["steps_per_execution"])
+    workers = cluster.workers if cluster is not None else 1
+    chief = cluster is None or cluster.is_chief
+    with cluster.strategy.scope() if cluster is not None else contextlib.nullcontext():
+        model = build_model(config, prepared.artifacts, _tower_encoder(config, prepared))
+        steps_per_epoch = _steps_per_epoch(prepared, count, train_cfg["batch_size"], workers)
+        optimizer = _optimizer(config, steps_per_epoch * train_cfg["epochs"])
+        model.compile(optimizer=optimizer, steps_per_execution=train_cfg["steps_per_execution"])
     checkpoint = _checkpoint(model, optimizer)
+    writable = cluster.writable if cluster is not None else (lambda path: path)
     if state["epochs_done"]:
         checkpoint.read(str(run.checkpoints / f"epoch-{state['epochs_done']:04d}")).expect_partial()
     metric = train_cfg["early_stopping_metric"]
-    writer = tf.summary.create_file_writer(str(run.tensorboard / "validation"))
-    tensorboard = tf_keras.callbacks.TensorBoard(log_dir=str(run.tensorboard), update_freq="epoch")
+    writer = tf.summary.create_file_writer(str(writable(run.tensorboard) / "validation"))
+    tensorboard = tf_keras.callbacks.TensorBoard(log_dir=str(writable(run.tensorboard)), update_freq="epoch")
 
     epoch = state["epochs_done"]
     while not state["finished"] and epoch < train_cfg["epochs"]:
         started = time.time()
-        fit = model.fit(_dataset(examples, train_cfg["batch_size"], seed, epoch), epochs=epoch + 1,
-                        initial_epoch=epoch, verbose=1 if progress else 2, callbacks=[tensorboard])
+        fit = model.fit(_dataset(examples, train_cfg["batch_size"], seed, epoch, cluster), epochs=epoch + 1,
+                        initial_epoch=epoch, steps_per_epoch=steps_per_epoch if cluster else None,
+                        verbose=1 if progress else 2, callbacks=[tensorboard])
         epoch += 1
         seconds = time.time() - started
         scores = evaluate_model(model, prepared, valid, config) if len(valid) else {metric: 0.0}
@@ -160,24 +215,28 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
                 if isinstance(number, float):
                     tf.summary.scalar(f"valid/{key}", number, step=epoch)
         improved = state["best_value"] is None or value > state["best_value"]
-        checkpoint.write(str(run.checkpoints / f"epoch-{epoch:04d}"))
+        checkpoint.write(str(writable(run.checkpoints) / f"epoch-{epoch:04d}"))
         if improved:
-            checkpoint.write(str(run.checkpoints / "best"))
+            checkpoint.write(str(writable(run.checkpoints) / "best"))
             state.update(best_epoch=epoch, best_value=value, bad_epochs=0)
         else:
             state["bad_epochs"] += 1
         state["history"].append({"epoch": epoch, "loss": float(fit.history["loss"][-1]),
-                                 "examples_per_second": len(examples) / seconds, "valid": scores})
+                                 "examples_per_second": count / seconds, "valid": scores})
         state["epochs_done"] = epoch
         stop = state["bad_epochs"] >= train_cfg["early_stopping_patience"]
         state["finished"] = stop or epoch >= train_cfg["epochs"]
         state["stopped_early"] = stop
-        run.write_json(run.state, state)
-        _prune(run, epoch)
+        if chief:
+            run.write_json(run.state, state)
+            _prune(run, epoch)
         log.info("epoch %d/%d: loss %.4f, valid %s %.4f%s (%.1fs)", epoch, train_cfg["epochs"],
                  fit.history["loss"][-1], metric, value, " (best)" if improved else "", seconds)
         if stop:
             log.info("early stopping: no %s improvement for %d epoch(s)", metric, state["bad_epochs"])
+    if not chief:
+        cluster.close()
+        return {}
     return finish(config, run, prepared, model, checkpoint, progress)
 
 

@@ -74,6 +74,31 @@ def _query(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _submit(args: argparse.Namespace) -> int:
+    from jobs.submit import manage, submit
+    from training.run import setup_logging
+
+    setup_logging(None, args.verbose)
+    actions = [(name, job_id) for name, job_id in (("status", args.status), ("logs", args.logs),
+                                                     ("stop", args.stop)) if job_id]
+    if actions:
+        return manage(actions[0][0], actions[0][1], args.address)
+    if not args.job:
+        raise ValueError("submit: give a job file (JOB.yaml), or --status/--logs/--stop JOB_ID")
+    return submit(args.job, args.target, args.workers, args.address, args.out, args.apply, wait=not args.no_wait)
+
+
+def _prepare_shards(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.run import setup_logging
+    from training.shard_writer import write_shards
+
+    setup_logging(None, args.verbose)
+    summary = write_shards(load_config(args.config, args.set), args.out, args.shards, progress=not args.quiet)
+    print(f"wrote {summary['shards']} shard(s), {summary['examples']} training examples to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
@@ -114,6 +139,28 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("path", help="a base path (its newest version) or a version directory")
     inspect.add_argument("--no-smoke", action="store_true", help="skip the smoke query")
     inspect.set_defaults(func=_inspect)
+
+    submit = add("submit", help="run a training job on local workers, a Ray cluster or Kubernetes")
+    submit.add_argument("job", nargs="?", help="job file (see README: training jobs)")
+    submit.add_argument("--target", choices=("local", "ray", "kubernetes"), default="local")
+    submit.add_argument("--workers", type=int, help="number of workers (default: the job file's)")
+    submit.add_argument("--address", help="ray: the cluster's job server, e.g. http://127.0.0.1:8265 "
+                        "(default: RAY_ADDRESS)")
+    submit.add_argument("--out", help="kubernetes: directory for the manifests (default: beside the run dir)")
+    submit.add_argument("--apply", action="store_true", help="kubernetes: create the TFJob with your kubeconfig")
+    submit.add_argument("--no-wait", action="store_true", help="ray: return once the job is submitted")
+    manage = submit.add_mutually_exclusive_group()
+    manage.add_argument("--status", metavar="JOB_ID", help="ray: the job's status")
+    manage.add_argument("--logs", metavar="JOB_ID", help="ray: the job's logs")
+    manage.add_argument("--stop", metavar="JOB_ID", help="ray: stop the job")
+    submit.set_defaults(func=_submit)
+
+    shards = add("prepare", help="convert a config's data into sharded TFRecords for streaming training")
+    shards.add_argument("--config", required=True)
+    shards.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    shards.add_argument("--out", required=True, help="directory for the shards, vocabularies and frequencies")
+    shards.add_argument("--shards", type=int, default=8, help="number of TFRecord files (default 8)")
+    shards.set_defaults(func=_prepare_shards)
 
     from serving.query import add_arguments as query_arguments
 
