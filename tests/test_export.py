@@ -135,7 +135,8 @@ def test_brute_force_needs_no_scann_ops_and_inspect_says_so(exported):
     assert f"SavedModel {brute}" in report and "can load this model" in report
     report = cli("inspect", scann).stdout
     assert "scann: Scann>" in report and "import scann" in report and "CANNOT load" in report
-    assert "out item_ids     string   [B, 10]" in report and "in  history      string   [B, ?]" in report
+    assert "out item_ids         string   [B, 10]" in report and "in  history          string   [B, ?]" in report
+    assert "in  diversity        float    [B]  optional, default [0.0]" in report
     assert "Smoke query:" in report and "recall@k vs brute force" in report
 
 
