@@ -52,7 +52,8 @@ ITEM_SPECS = (tf.TensorSpec([None], STRING, name="item_id"),
               tf.TensorSpec([None], tf.float32, name="price"))
 RECOMMEND_OUTPUTS = ("item_ids", "scores", "because", "because_score", "because_words")
 DIVERSITY_POOL = 3   # diversity re-ranks the top 3 × K candidates ...
-CAP_POOL = 10        # ... and max_per_category the top 10 × K, where one category can fill the top 3 × K
+CAP_POOL = 10        # ... and max_per_category the top 10 × K (at least CAP_POOL_MIN): one category can fill
+CAP_POOL_MIN = 500   # the top 3 × K
 
 
 def recommend_signature(recommend: Callable) -> tf.function:
@@ -126,8 +127,8 @@ class Recommender(tf.Module):
         capped = tf.reduce_any(max_per_category > 0)
         rerank_rows = tf.reduce_any(diversity > 0.0) | capped
         size = tf.shape(self.catalog.ids)[0]
-        factor = tf.where(capped, CAP_POOL, tf.where(rerank_rows, DIVERSITY_POOL, 1))
-        pool = factor * self.k + tf.shape(blocked_ids)[1]
+        pool = tf.where(capped, max(CAP_POOL * self.k, CAP_POOL_MIN),
+                        tf.where(rerank_rows, DIVERSITY_POOL * self.k, self.k)) + tf.shape(blocked_ids)[1]
         scores, rows = self.index(queries, tf.minimum(pool, size))
         rows = tf.cast(rows, tf.int64)
         ids = tf.gather(self.catalog.ids, rows)
