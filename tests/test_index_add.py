@@ -109,21 +109,33 @@ def test_index_add_while_serving_with_no_failed_request(brute_force_export, new_
     ("no title column", "missing column 'title'"),
     ("duplicate ids", "duplicate item_id: 'NEW-0' at lines 2, 3"),
     ("empty title", "row(s) with empty title (field 'title'): line 3"),
-    ("known id", "1 item_id(s) already in the model: line 3 ('I00005') (field 'item_id'"),
 ])
-def test_index_add_refuses_bad_input_with_one_line_and_writes_nothing(brute_force_export, new_items, tmp_path, case,
-                                                                      message):
-    base = _copy(brute_force_export, tmp_path)
+def test_a_bad_items_file_is_refused_naming_file_line_and_field(new_items, tmp_path, case, message):
+    from export.add_items import read_new_items
+    from ingest.schema import DataError
+
     with open(new_items, encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     bad = {"no title column": [{k: v for k, v in r.items() if k != "title"} for r in rows],
            "duplicate ids": [rows[0], rows[0]],
-           "empty title": [rows[0], {**rows[1], "title": ""}],
-           "known id": [rows[0], {**rows[1], "item_id": "I00005"}]}[case]
+           "empty title": [rows[0], {**rows[1], "title": ""}]}[case]
     path = tmp_path / "bad.csv"
     write_items(path, bad)
+    with pytest.raises(DataError) as caught:
+        read_new_items(path)
+    assert str(path) in str(caught.value) and message in str(caught.value), caught.value
+
+
+def test_index_add_refuses_an_id_the_model_has_with_one_line_and_writes_nothing(brute_force_export, new_items,
+                                                                                  tmp_path):
+    base = _copy(brute_force_export, tmp_path)
+    with open(new_items, encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    path = tmp_path / "bad.csv"
+    write_items(path, [rows[0], {**rows[1], "item_id": "I00005"}])
     result = cli("index", "add", "--base-path", base, "--items", path, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     error = result.stderr.strip().splitlines()[-1]
-    assert error.startswith("error: ") and str(path) in error and message in error, error
+    assert error.startswith(f"error: {path}: 1 item_id(s) already in the model: line 3 ('I00005') (field "
+                            f"'item_id'"), error
     assert sorted(p.name for p in base.iterdir()) == ["1"]

@@ -77,6 +77,32 @@ def test_batching_parameters_parse():
         BatchingOptions.parse("max_batch_size { value: 0 }")
 
 
+def test_signature_fills_omitted_inputs_from_defaults_and_repeats_one_row():
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    from serving.errors import ServingError
+    from serving.signature import Signature
+
+    definition = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+    for name, dtype in (("user_id", tf.string), ("diversity", tf.float32)):
+        info = definition.inputs[name]
+        info.name, info.dtype = f"serving_default_{name}:0", dtype.as_datatype_enum
+        info.tensor_shape.dim.add(size=-1)
+    definition.outputs["scores"].CopyFrom(definition.inputs["diversity"])
+    definition.defaults["diversity"].CopyFrom(tf.make_tensor_proto(np.array([0.0], np.float32)))
+    signature = Signature("serving_default", definition, None)
+    users = np.array([b"a", b"b", b"c"], dtype=object)
+    filled = signature.validate({"user_id": users})
+    assert filled["diversity"].tolist() == [0.0, 0.0, 0.0]          # the default, one row for every row
+    assert signature.validate({"user_id": users, "diversity": np.array([0.5], np.float32)})["diversity"].tolist() \
+        == [0.5, 0.5, 0.5]
+    with pytest.raises(ServingError, match=r"user_id\(feed name: serving_default_user_id:0\) not found in request "
+                                           r"and no default value provided"):
+        signature.validate({"diversity": np.array([0.5], np.float32)})
+    with pytest.raises(ServingError, match="equal 0th-dimension size"):
+        signature.validate({"user_id": users, "diversity": np.array([0.5, 0.1], np.float32)})
+
+
 class EchoSignature:
     """Stands in for a model signature: returns each row's last history item and the batch it ran in."""
 
