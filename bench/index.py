@@ -6,7 +6,7 @@ For each catalogue size, synthetic unit vectors of the model's embedding dimensi
 mixture (1000 centres of random weight and spread, normalised) so that ANN behaves as on real embeddings; plus,
 where a trained run exists (runs/demo), its real item vectors with its real test users' query vectors. Both
 indexes come from export/index.py exactly as an export builds them: ScaNN tuned with ``tune_scann`` to
-recall@10 ≥ 0.95 on 1000 held-out queries drawn like the data, brute force as the TFRS BruteForce layer.
+recall@10 ≥ 0.95 on 1000 held-out queries drawn like the data, brute force as a matmul and top-k over a variable.
 Measured on another 1000 held-out queries: latency per single query (p50, p99), per batch of 64 (p50),
 recall@10 and recall@100 against exact search, build time, SavedModel size on disk. The two indexes are timed
 alternately, query by query, so that other load on the machine hits both alike; the speed-up ratios are the
@@ -45,17 +45,13 @@ def mixture(rng, centres, weights, spread, n: int):
 
 
 def search_rows(layer, queries, k: int):
-    """Catalogue rows of the layer's top-k (identifiers are the rows as strings), in query chunks."""
+    """Catalogue rows of the index's top-k, in query chunks (a brute-force score matrix must fit in memory)."""
     import numpy as np
-    import tensorflow as tf
 
-    step = max(1, (1 << 26) // max(layer_size(layer), 1))
-    parts = [layer(tf.constant(queries[i:i + step]), k=k)[1].numpy() for i in range(0, len(queries), step)]
-    return np.concatenate(parts).astype(np.int64)
+    from export.index import search_positions
 
-
-def layer_size(layer) -> int:
-    return int(layer._identifiers.shape[0])
+    step = max(1, (1 << 26) // max(layer.size, 1))
+    return np.concatenate([search_positions(layer, queries[i:i + step], k) for i in range(0, len(queries), step)])
 
 
 def percentile_ms(seconds: list[float], q: float) -> float:
@@ -69,12 +65,12 @@ def time_interleaved(layers: dict, inputs: list, warmup: int) -> dict[str, list[
     names = list(layers)
     for x in inputs[:warmup]:
         for name in names:
-            layers[name](x)[1].numpy()
+            layers[name](x, K)[1].numpy()
     times = {name: [] for name in names}
     for i, x in enumerate(inputs[warmup:]):
         for name in (names if i % 2 == 0 else names[::-1]):
             started = time.perf_counter()
-            layers[name](x)[1].numpy()
+            layers[name](x, K)[1].numpy()
             times[name].append(time.perf_counter() - started)
     return times
 
@@ -85,7 +81,7 @@ def saved_size(layer, dim: int, scann: bool) -> int:
 
     module = tf.Module()
     module.index = layer
-    module.search = tf.function(lambda q: layer(q), input_signature=[tf.TensorSpec([None, dim], tf.float32)])
+    module.search = tf.function(lambda q: layer(q, K), input_signature=[tf.TensorSpec([None, dim], tf.float32)])
     path = Path(tempfile.mkdtemp(prefix="bench-index-"))
     try:
         options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]) if scann else None
@@ -103,7 +99,6 @@ def run_case(label: str, items, tune_queries, eval_queries, args) -> tuple[list[
     from export.index import brute_force, exact_top_k, recall_against_exact, scann, scann_candidates, tune_scann
 
     n, dim = items.shape
-    ids = np.arange(n).astype("S")
     rng = np.random.default_rng(args.seed + 7)
     k_wide = min(K_WIDE, n)
     print(f"[{label}] {n:,} items × {dim}: exact top-{k_wide} of {len(eval_queries)} queries", flush=True)
@@ -112,7 +107,7 @@ def run_case(label: str, items, tune_queries, eval_queries, args) -> tuple[list[
     print(f"[{label}] exact search {time.time() - started:.1f}s", flush=True)
 
     started = time.perf_counter()
-    bf = brute_force(items, ids, K)
+    bf = brute_force(items)
     bf_build = time.perf_counter() - started
 
     candidates = scann_candidates(n, K)
@@ -128,7 +123,7 @@ def run_case(label: str, items, tune_queries, eval_queries, args) -> tuple[list[
     print(f"[{label}] tuned in {tune_seconds:.1f}s: {config} recall@{K} {tune_recall:.4f} on the tuning queries "
           f"({len(tried)} tried)", flush=True)
     started = time.perf_counter()
-    sc = scann(items, ids, K, config["num_leaves"], config["leaves_to_search"], config["reorder"])
+    sc = scann(items, K, config["num_leaves"], config["leaves_to_search"], config["reorder"])
     sc_build = time.perf_counter() - started
 
     # ScaNN trains its tree afresh (random k-means) at every build: the shipped index is not the one tuned
@@ -419,12 +414,13 @@ def main() -> None:
         f"centres, Dirichlet weights, per-centre noise σ 0.08–0.2 per dimension, normalised; queries drawn the same "
         f"way), whose top-10 / top-100 scores resemble the trained model's.{real_note} Both indexes come from "
         f"`export/index.py`: ScaNN tuned by `tune_scann` to recall@{K} ≥ {args.target:.2f} on {args.queries} "
-        f"held-out queries (configuration = leaves, leaves searched, reordering candidates), brute force is TFRS "
-        f"`BruteForce`. Recall is measured against exact search on another {args.queries} held-out queries. "
+        f"held-out queries (configuration = leaves, leaves searched, reordering candidates), brute force is a matmul and "
+        f"top-k over a variable. Recall is measured against exact search on another {args.queries} held-out queries. "
         f"Latency: layers called eagerly with `tf.constant` queries at K={K}, after {WARMUP} warm-up calls, "
         f"{args.singles} single queries (shape [1, {'/'.join(map(str, dims))}]) and {args.batches} batches of "
-        f"{args.batch_size}, the two indexes alternating call by call. SavedModel MB: the layer saved in a "
-        f"`tf.Module` with a search function (`tf.saved_model.save`; string identifiers included).\n\n"
+        f"{args.batch_size}, the two indexes alternating call by call. SavedModel MB: the index saved in a "
+        f"`tf.Module` with a search function (`tf.saved_model.save`; it returns catalogue rows, the served catalogue "
+        f"holds the ids).\n\n"
         f"{table}\n\nSpeed-up of ScaNN over brute force (same run):\n\n{ratio_table}\n\n"
         f"ScaNN configurations tried (leaves/searched/reorder → recall@{K} on the tuning queries; the first to "
         f"reach the target is kept):\n\n{tuning}\n\n"

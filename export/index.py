@@ -1,11 +1,18 @@
-"""The retrieval index stored in the SavedModel: TFRS's ScaNN layer, tuned to a recall target, or brute force.
+"""The retrieval index stored in the SavedModel: ScaNN tuned to a recall target, or brute force.
 
 Why it exists: ScaNN's speed comes from parameters (leaves, leaves searched, reordering) that depend on the
 catalogue; picked by hand they either waste time or lose recall. ``tune_scann`` tries configurations from the
 fastest up and keeps the first whose recall@K against exact brute force, on a sample of real query vectors,
-reaches the target; the measured figure goes into the model card. Brute force (``tfrs`` BruteForce, a matmul
-and top-k) uses core ops only, so stock TF Serving loads it; it is also the fallback below ScaNN's minimum
-catalogue size (asymmetric hashing needs at least 16 items).
+reaches the target; the measured figure goes into the model card. Brute force (a matmul and top-k) uses core ops
+only, so stock TF Serving loads it; it is also the fallback below ScaNN's minimum catalogue size (asymmetric
+hashing needs at least 16 items).
+
+Both indexes answer ``index(queries, k) -> (scores [B, k], positions [B, k])``, positions being rows of the
+vectors they index (the served catalogue's rows). Both keep their state in variables of open shape, so that
+``twotower index add`` can grow a *loaded* SavedModel and save it again: brute force reads the catalogue's vector
+variable itself, and ScaNN keeps the searcher's serialised tensors (scann's own ``ScannState`` pins their shapes
+when saved, hence this module holds them itself) and rebuilds its searcher from them on each call, as scann's
+TensorFlow ops do.
 """
 
 from __future__ import annotations
@@ -17,11 +24,13 @@ import time
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 
 log = logging.getLogger("twotower.export")
 INDEX_TYPES = ("scann", "brute-force")
 SCANN_MIN_ITEMS = 16
+# scann_to_tensors' outputs in order; tensors_to_scann takes the last one (the dataset) first.
+SCANN_TENSORS = ("scann_config", "serialized_partitioner", "datapoint_to_token", "ah_codebook", "hashed_dataset",
+                 "int8_dataset", "int8_multipliers", "dp_norms", "dataset")
 
 
 @dataclasses.dataclass
@@ -58,18 +67,86 @@ def recall_against_exact(approx: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean(hits)) if hits else 1.0
 
 
-def brute_force(items: np.ndarray, identifiers: np.ndarray, k: int) -> tfrs.layers.factorized_top_k.BruteForce:
-    layer = tfrs.layers.factorized_top_k.BruteForce(k=k, name="brute_force_index")
-    layer.index(tf.constant(items), tf.constant(identifiers))
-    return layer
+def growable(value: np.ndarray, name: str) -> tf.Variable:
+    """A non-trainable variable whose leading dimension stays open in the SavedModel (so it can grow later)."""
+    value = np.asarray(value)
+    shape = tf.TensorShape([None, *value.shape[1:]])
+    return tf.Variable(value, shape=shape, trainable=False, name=name)
 
 
-def scann(items: np.ndarray, identifiers: np.ndarray | None, k: int, num_leaves: int, leaves_to_search: int,
-          reorder: int | None) -> tfrs.layers.factorized_top_k.ScaNN:
-    layer = tfrs.layers.factorized_top_k.ScaNN(k=k, num_leaves=num_leaves, num_leaves_to_search=leaves_to_search,
-                                               num_reordering_candidates=reorder, name="scann_index")
-    layer.index(tf.constant(items), None if identifiers is None else tf.constant(identifiers))
-    return layer
+class BruteForceIndex(tf.Module):
+    """Exact top-k over a [N, D] vector variable: one matmul and ``tf.math.top_k`` (core ops only)."""
+
+    def __init__(self, vectors: tf.Variable, name: str = "brute_force_index"):
+        super().__init__(name=name)
+        self.vectors = vectors
+
+    @property
+    def size(self) -> int:
+        return int(self.vectors.shape[0] if self.vectors.shape[0] is not None else tf.shape(self.vectors)[0])
+
+    def __call__(self, queries: tf.Tensor, k) -> tuple[tf.Tensor, tf.Tensor]:
+        scores = tf.linalg.matmul(queries, self.vectors, transpose_b=True)
+        return tf.math.top_k(scores, k=k)
+
+
+def scann_tensors(items: np.ndarray, k: int, num_leaves: int, leaves_to_search: int, reorder: int | None,
+                  training_iterations: int = 12) -> dict[str, tf.Tensor]:
+    """Builds a ScaNN searcher over ``items`` (dot product; tree + asymmetric hashing + optional reordering, the
+    configuration TFRS's ScaNN layer uses) and returns its serialised tensors."""
+    from scann.scann_ops.py import scann_ops
+
+    builder = scann_ops.builder(tf.constant(items), k, "dot_product").tree(
+        num_leaves=num_leaves, num_leaves_to_search=leaves_to_search, training_iterations=training_iterations)
+    builder = builder.score_ah(2)
+    if reorder is not None:
+        builder = builder.reorder(reorder)
+    searcher = builder.build()
+    return dict(zip(SCANN_TENSORS, scann_ops.scann_to_tensors(searcher.searcher_handle)))
+
+
+class ScannIndex(tf.Module):
+    """A ScaNN searcher kept as its serialised tensors (open-shaped variables), searched in the graph."""
+
+    def __init__(self, tensors: dict[str, tf.Tensor], reorder: int | None, size: int, name: str = "scann_index"):
+        super().__init__(name=name)
+        for key in SCANN_TENSORS:
+            setattr(self, key, tf.Variable(tensors[key], shape=tf.TensorShape(None), trainable=False, name=key))
+        # The reordering pool must be at least as large as the neighbours asked (a diversity pool can be larger).
+        self.reorder = tf.Variable(-1 if reorder is None else int(reorder), trainable=False, name="reorder")
+        self.size = int(size)
+
+    @tf.function(input_signature=[])
+    def handle(self) -> tf.Tensor:
+        """The searcher rebuilt from the tensors. In a tf.function, as scann's own ScannState does it: called
+        eagerly, the searcher came out corrupted (recall 0.5 instead of 1.0 in our trials)."""
+        from scann.scann_ops.py import scann_ops
+
+        return scann_ops.tensors_to_scann(self.dataset, *(getattr(self, key) for key in SCANN_TENSORS[:-1]))
+
+    def __call__(self, queries: tf.Tensor, k) -> tuple[tf.Tensor, tf.Tensor]:
+        from scann.scann_ops.py import scann_ops
+
+        k = tf.cast(k, tf.int32)
+        pre = tf.where(self.reorder < 0, -1, tf.maximum(self.reorder, k))
+        result = scann_ops.ScannSearcher(self.handle()).search_batched_parallel(queries, final_num_neighbors=k,
+                                                                                pre_reorder_num_neighbors=pre)
+        return result.distances, result.indices
+
+
+def replace_scann_state(index, tensors: dict[str, tf.Tensor], reorder: int | None) -> None:
+    """Swaps a (possibly loaded) ScannIndex's searcher for another one built over a grown catalogue."""
+    for key in SCANN_TENSORS:
+        getattr(index, key).assign(tensors[key])
+    index.reorder.assign(-1 if reorder is None else int(reorder))
+
+
+def brute_force(items: np.ndarray) -> BruteForceIndex:
+    return BruteForceIndex(growable(items.astype(np.float32), "vectors"))
+
+
+def scann(items: np.ndarray, k: int, num_leaves: int, leaves_to_search: int, reorder: int | None) -> ScannIndex:
+    return ScannIndex(scann_tensors(items, k, num_leaves, leaves_to_search, reorder), reorder, len(items))
 
 
 def scann_candidates(n_items: int, k: int) -> list[dict]:
@@ -86,37 +163,37 @@ def scann_candidates(n_items: int, k: int) -> list[dict]:
     return out
 
 
+def search_positions(index, queries: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the index's top-``k`` for each query, as numpy."""
+    return index(tf.constant(queries), k=min(k, index.size))[1].numpy().astype(np.int64)
+
+
 def tune_scann(items: np.ndarray, queries: np.ndarray, k: int, target: float = 0.95,
-               candidates: list[dict] | None = None, identifiers: np.ndarray | None = None):
+               candidates: list[dict] | None = None):
     """The first (fastest) configuration whose recall@k vs brute force on ``queries`` reaches ``target``.
 
-    Returns (configuration, its recall, every try, the index layer that was measured). ScaNN's clustering is
-    random, so a rebuild of the same configuration can land a few points lower: ship the measured layer, not a
-    rebuild. ``candidates`` (default ``scann_candidates(len(items), k)``) lets a caller try fewer configurations;
-    ``identifiers`` become the layer's returned ids (row numbers otherwise).
+    Returns (configuration, its recall, every try, the index that was measured). ScaNN's clustering is random, so
+    a rebuild of the same configuration can land a few points lower: ship the measured index, not a rebuild.
+    ``candidates`` (default ``scann_candidates(len(items), k)``) lets a caller try fewer configurations.
     """
     exact = exact_top_k(queries, items, k)
-    rows = None if identifiers is None else {item: row for row, item in enumerate(identifiers.tolist())}
     tried, best = [], None
     for config in scann_candidates(len(items), k) if candidates is None else candidates:
-        layer = scann(items, identifiers, k, config["num_leaves"], config["leaves_to_search"], config["reorder"])
-        _, found = layer(tf.constant(queries), k=min(k, len(items)))
-        found = found.numpy()
-        if rows is not None:
-            found = np.vectorize(lambda i: rows[i.decode() if isinstance(i, bytes) else i])(found)
-        recall = recall_against_exact(found, exact)
+        index = scann(items, k, config["num_leaves"], config["leaves_to_search"], config["reorder"])
+        recall = recall_against_exact(search_positions(index, queries, k), exact)
         tried.append({**config, "recall": recall})
         log.info("ScaNN %s: recall@%d %.4f", config, k, recall)
         if best is None or recall > best[1]:
-            best = (config, recall, layer)
+            best = (config, recall, index)
         if recall >= target:
-            return config, recall, tried, layer
+            return config, recall, tried, index
     return best[0], best[1], tried, best[2]
 
 
-def build_index(kind: str, items: np.ndarray, identifiers: np.ndarray, queries: np.ndarray, k: int,
-                target: float = 0.95, margin: float = 0.02):
-    """(index layer, report). ``k`` is how many neighbours the index returns per query.
+def build_index(kind: str, items: np.ndarray, queries: np.ndarray, k: int, target: float = 0.95,
+                margin: float = 0.02, vectors: tf.Variable | None = None):
+    """(index, report). ``k`` is how many neighbours the index is tuned for; ``vectors`` is the variable a brute-force
+    index searches (the served catalogue's), made from ``items`` when not given.
 
     ScaNN is tuned to ``target + margin`` on the sample queries, so that queries it was not tuned on (every
     real request) still see about ``target``; the report keeps the recall measured on the sample.
@@ -130,13 +207,18 @@ def build_index(kind: str, items: np.ndarray, identifiers: np.ndarray, queries: 
                     SCANN_MIN_ITEMS)
         kind = "brute-force"
     if kind == "brute-force":
-        layer = brute_force(items, identifiers, k)
+        index = BruteForceIndex(vectors) if vectors is not None else brute_force(items)
         report = IndexReport("brute-force", k, len(items), 1.0, len(queries))
     else:
-        config, recall, tried, layer = tune_scann(items, queries, k, min(target + margin, 0.999),
-                                                  identifiers=identifiers)
+        config, recall, tried, index = tune_scann(items, queries, k, min(target + margin, 0.999))
         if recall < target:
             log.warning("no ScaNN configuration reached recall@%d %.2f (best %.4f)", k, target, recall)
         report = IndexReport("scann", k, len(items), recall, len(queries), config, tried)
     report.build_seconds = time.time() - started
-    return layer, report
+    return index, report
+
+
+def recall_at(index, items: np.ndarray, queries: np.ndarray, k: int) -> float:
+    """The index's recall@k against exact search on ``queries`` (what a client asking for k items sees)."""
+    k = min(k, len(items))
+    return recall_against_exact(search_positions(index, queries, k), exact_top_k(queries, items, k))

@@ -54,8 +54,24 @@ def signature_lines(version: Path) -> list[str]:
         lines.append(f"  {name}  ({signature.method_name})")
         for kind, tensors in (("in ", signature.inputs), ("out", signature.outputs)):
             for key in sorted(tensors):
-                lines.append(f"    {kind} {key:<12} {_dtype(tensors[key]):<8} {_shape(tensors[key])}")
+                default = ""
+                if kind == "in " and key in signature.defaults:
+                    default = f"  optional, default {_default(signature.defaults[key])}"
+                lines.append(f"    {kind} {key:<16} {_dtype(tensors[key]):<8} {_shape(tensors[key])}{default}")
     return lines
+
+
+def _default(proto) -> str:
+    import tensorflow as tf
+
+    return repr(tf.make_ndarray(proto).tolist())
+
+
+def signature_defaults(definition) -> dict:
+    """The SignatureDef's default input values as numpy arrays (what TF Serving feeds for an omitted input)."""
+    import tensorflow as tf
+
+    return {name: tf.make_ndarray(proto) for name, proto in definition.defaults.items()}
 
 
 def op_lines(groups: dict[str, list[str]]) -> list[str]:
@@ -89,18 +105,22 @@ def smoke_query(version: Path, card: dict) -> list[str]:
     model = tf.saved_model.load(str(version))
     recommend = model.signatures["serving_default"]
     seed = next(iter(titles), "")
-    inputs = {"user_id": tf.constant(["inspect-user"]), "history": tf.constant([[seed]]),
-              "user_text": tf.constant([""])}
+    definition = saved_model_proto(version).meta_graphs[0].signature_def["serving_default"]
+    inputs = {name: tf.constant(value) for name, value in signature_defaults(definition).items()}
+    inputs.update({"user_id": tf.constant(["inspect-user"]), "history": tf.constant([[seed]]),
+                   "user_text": tf.constant([""])})
     recommend(**inputs)  # warm-up
     started = time.perf_counter()
     out = recommend(**inputs)
     millis = 1000 * (time.perf_counter() - started)
     ids = [i.decode() for i in out["item_ids"].numpy()[0][:5]]
     scores = out["scores"].numpy()[0][:5]
+    because = [i.decode() for i in out["because"].numpy()[0][:5]] if "because" in out else [""] * len(ids)
     lines = [f"  serving_default(user_id=['inspect-user'], history=[['{seed}']], user_text=['']) "
              f"in {millis:.1f} ms", f"    history: {seed}  {titles.get(seed, '')[:60]}"]
     lines += [f"    {rank}. {item}  {score:.4f}  {titles.get(item, '')[:60]}"
-              for rank, (item, score) in enumerate(zip(ids, scores), 1)]
+              + (f"  (because you viewed {reason})" if reason else "")
+              for rank, (item, score, reason) in enumerate(zip(ids, scores, because), 1)]
     return lines
 
 
@@ -115,6 +135,7 @@ def inspect(path: str | Path, smoke: bool = True) -> str:
                                                          else "CANNOT load this model (use `twotower serve`)"))
     if card:
         index = card.get("index", {})
+        added = [p for p in card.get("provenance", []) if p.get("action") == "index add"]
         test = card.get("metrics", {}).get("test", {})
         lines += ["", "Model card (assets/model_card.json):",
                   f"  created {card.get('created')}, {card.get('items')} items, dim {card.get('embedding_dim')}, "
@@ -126,6 +147,8 @@ def inspect(path: str | Path, smoke: bool = True) -> str:
                                                   if isinstance(v, float)),
                   f"  data fingerprint {card.get('data_fingerprint')}; libraries "
                   + ", ".join(f"{k} {v}" for k, v in card.get("libraries", {}).items())]
+        lines += [f"  index add: +{p.get('added')} items from {p.get('items_file')} (version {p.get('from_version')} "
+                  f"→ {p.get('version')}, {p.get('at')})" for p in added]
     if smoke:
         lines += ["", "Smoke query:"] + smoke_query(version, card)
     return "\n".join(lines)

@@ -1,50 +1,95 @@
-"""The SavedModel's signatures: raw strings in, item ids and scores (or vectors) out, everything in the graph.
+"""The SavedModel's signatures: raw strings in, item ids, scores and explanations (or vectors) out, in the graph.
 
 Why it exists: a TF Serving client sends ``user_id``, ``history`` and ``user_text`` strings and nothing else,
-so tokenisation, id lookups (with OOV), both towers and the index all run inside the SavedModel. BERT runs only
-for rows that carry request text: a row without text takes the user's stored profile vector (or none), so an
-id-and-history request never pays for the encoder.
+so tokenisation, id lookups (with OOV), both towers, the index, filters, diversity and explanations all run inside
+the SavedModel. BERT runs only for rows that carry request text: a row without text takes the user's stored
+profile vector (or none), so an id-and-history request never pays for the encoder. History items are looked up
+in the served catalogue (``export/catalog.py``), which holds every item's vector, so the item tower runs only
+for ``embed_items``.
 
 Signatures (B = batch, H = history length, any; "" pads a history):
-- ``serving_default``: user_id [B], history [B, H], user_text [B] → item_ids [B, K], scores [B, K]; items already
-  in the history are excluded. ``recommend_including_history`` is the same without that exclusion.
-- ``embed_query``: the same inputs → embedding [B, D].
+- ``serving_default``: user_id [B], history [B, H], user_text [B], and the optional inputs below → item_ids
+  [B, K], scores [B, K], because [B, K], because_score [B, K], because_words [B, K]; items already in the history
+  are excluded. ``recommend_including_history`` is the same without that exclusion.
+- ``embed_query``: user_id, history, user_text → embedding [B, D].
 - ``embed_items``: item_id, title, description, category, brand [B] strings, price [B] float (NaN or ≤ 0 =
   unknown) → embedding [B, D]; works for items never seen in training (their id maps to the OOV row, their text
   is encoded).
-- ``score``: the query inputs + candidates [B, C] → scores [B, C], for re-ranking a given candidate list.
+- ``score``: user_id, history, user_text + candidates [B, C] → scores [B, C] (-inf for ids not in the catalogue),
+  for re-ranking a given candidate list.
+
+Optional inputs (SignatureDef ``defaults``; TF Serving fills a missing one from there, and so does
+``twotower serve``): ``diversity`` float [B] (0 = off), ``exclude`` string [B, E] (ids never returned),
+``max_per_category`` int32 [B] (0 = no cap). A default has one row and the graph broadcasts it to the batch,
+as it does any of these inputs sent with one row.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import tensorflow as tf
 
+from export.catalog import ServedCatalog
+from export.diversity import group_ids, rerank
+from export.explain import matching_words, strongest_history_item
+from ingest.privacy import HashKey, hash_ids
+from towers.feature_table import FeatureTable
+from towers.item_tower import ItemTower
 from towers.text_encoder import TextEncoder
 from towers.text_fields import join_text_fields
-from training.model import TwoTowerModel
+from towers.user_tower import UserTower
 
 STRING = tf.string
 QUERY_SPECS = (tf.TensorSpec([None], STRING, name="user_id"), tf.TensorSpec([None, None], STRING, name="history"),
                tf.TensorSpec([None], STRING, name="user_text"))
+OPTIONAL_SPECS = (tf.TensorSpec([None], tf.float32, name="diversity"),
+                  tf.TensorSpec([None, None], STRING, name="exclude"),
+                  tf.TensorSpec([None], tf.int32, name="max_per_category"))
 ITEM_FIELDS = ("title", "description", "category", "brand")
 ITEM_SPECS = (tf.TensorSpec([None], STRING, name="item_id"),
               *(tf.TensorSpec([None], STRING, name=f) for f in ITEM_FIELDS),
               tf.TensorSpec([None], tf.float32, name="price"))
+RECOMMEND_OUTPUTS = ("item_ids", "scores", "because", "because_score", "because_words")
+DIVERSITY_POOL = 3   # diversity re-ranks the top 3 × K candidates ...
+CAP_POOL = 10        # ... and max_per_category the top 10 × K (at least CAP_POOL_MIN): one category can fill
+CAP_POOL_MIN = 500   # the top 3 × K
+
+
+def recommend_signature(recommend: Callable) -> tf.function:
+    """The serving signature over ``recommend(user_id, history, user_text, diversity, exclude, max_per_category)``:
+    the optional inputs get tensor defaults, which ``tf.saved_model.save`` records in ``SignatureDef.defaults``.
+    Export wraps the Recommender's functions with it, and ``index add`` wraps a loaded model's the same way."""
+
+    def signature(user_id, history, user_text, diversity=tf.constant([0.0]),
+                  exclude=tf.constant([[]], STRING), max_per_category=tf.constant([0])):
+        return recommend(user_id, history, user_text, diversity, exclude, max_per_category)
+
+    return tf.function(signature, input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS))
 
 
 class Recommender(tf.Module):
-    """Towers + encoder + index, with one tf.function per signature."""
+    """Towers + encoder + served catalogue + index, with one tf.function per signature."""
 
-    def __init__(self, model: TwoTowerModel, encoder: TextEncoder, index: tf.Module, index_k: int, k: int,
-                 history_len: int, item_text_columns: list[str]):
+    def __init__(self, user_tower: UserTower, item_tower: ItemTower, user_table: FeatureTable, encoder: TextEncoder,
+                 catalog: ServedCatalog, index: tf.Module, k: int, history_len: int, item_text_columns: list[str],
+                 user_id_key: HashKey | None = None):
         super().__init__(name="recommender")
-        self.model = model
+        self.user_tower = user_tower
+        self.item_tower = item_tower
+        self.user_table = user_table
         self.encoder = encoder
+        self.catalog = catalog
         self.index = index
-        self.index_k = int(index_k)   # neighbours asked of the index: k plus room for excluded history items
         self.k = int(k)
         self.history_len = int(history_len)
         self.item_text_fields = [f for f in item_text_columns if f in ITEM_FIELDS]
+        self.user_id_key = None if user_id_key is None else tuple(int(w) for w in user_id_key)
+
+    # Queries -------------------------------------------------------------------------------------------------
+    def _user_ids(self, user_id: tf.Tensor) -> tf.Tensor:
+        """Raw ids as clients send them → the ids the model was trained with (hashed: ``data.hash_user_ids``)."""
+        return user_id if self.user_id_key is None else hash_ids(user_id, HashKey(self.user_id_key))
 
     def _user_text_vectors(self, user_id: tf.Tensor, user_text: tf.Tensor) -> tf.Tensor:
         text = tf.strings.strip(user_text)
@@ -54,35 +99,76 @@ class Recommender(tf.Module):
         encoded = tf.cond(tf.size(rows) > 0, lambda: self.encoder(tf.gather(text, rows)),
                           lambda: tf.zeros([0, dim], tf.float32))
         from_request = tf.scatter_nd(rows[:, None], encoded, tf.stack([tf.size(text, tf.int64), dim]))
-        stored = self.model.user_table(user_id)["text_vec"]
+        stored = self.user_table(user_id)["text_vec"]
         return tf.where(has_text[:, None], from_request, stored)
 
-    def _query(self, user_id: tf.Tensor, history: tf.Tensor, user_text: tf.Tensor) -> tf.Tensor:
-        features = {"user_id": user_id, "history": history[:, -self.history_len:],
-                    "user_text_vec": self._user_text_vectors(user_id, user_text)}
-        return self.model.user_tower(features, training=False)
+    def _history(self, history: tf.Tensor) -> dict:
+        """The last ``history_len`` items: ids, their catalogue vectors and which of them the catalogue knows."""
+        recent = history[:, -self.history_len:]
+        rows = self.catalog.rows(recent)
+        return {"ids": recent, "vectors": self.catalog.vectors_of(rows), "known": rows >= 0}
 
-    def _top_k(self, user_id, history, user_text, exclude_history: bool) -> dict:
-        scores, ids = self.index(self._query(user_id, history, user_text), k=self.index_k)
-        if exclude_history:
-            seen = tf.reduce_any(tf.equal(ids[:, :, None], history[:, None, :]) & (history[:, None, :] != ""),
-                                 axis=-1)
-            scores = tf.where(seen, tf.fill(tf.shape(scores), float("-inf")), scores)
-        top, position = tf.math.top_k(scores, k=self.k)
-        ids = tf.gather(ids, position, batch_dims=1)
-        return {"item_ids": tf.ensure_shape(ids, [None, self.k]), "scores": tf.ensure_shape(top, [None, self.k])}
+    def _query(self, user_id: tf.Tensor, history: dict, user_text: tf.Tensor) -> tf.Tensor:
+        user_id = self._user_ids(user_id)
+        features = {"user_id": user_id, "history": history["ids"], "history_vec": history["vectors"],
+                    "history_known": history["known"], "user_text_vec": self._user_text_vectors(user_id, user_text)}
+        return self.user_tower(features, training=False)
 
-    @tf.function(input_signature=QUERY_SPECS)
-    def recommend(self, user_id, history, user_text):
-        return self._top_k(user_id, history, user_text, exclude_history=True)
+    # Recommendations -----------------------------------------------------------------------------------------
+    def _recommend(self, user_id, history, user_text, diversity, exclude, max_per_category,
+                   exclude_history: bool) -> dict:
+        recent = self._history(history)
+        queries = self._query(user_id, recent, user_text)
+        batch = tf.shape(user_id)[0]
+        diversity = tf.broadcast_to(diversity, [batch])
+        max_per_category = tf.broadcast_to(max_per_category, [batch])
+        exclude = tf.broadcast_to(exclude, [batch, tf.shape(exclude)[1]])
+        blocked_ids = tf.concat([history, exclude], axis=1) if exclude_history else exclude
+        capped = tf.reduce_any(max_per_category > 0)
+        rerank_rows = tf.reduce_any(diversity > 0.0) | capped
+        size = tf.shape(self.catalog.ids)[0]
+        pool = tf.where(capped, max(CAP_POOL * self.k, CAP_POOL_MIN),
+                        tf.where(rerank_rows, DIVERSITY_POOL * self.k, self.k)) + tf.shape(blocked_ids)[1]
+        scores, rows = self.index(queries, tf.minimum(pool, size))
+        rows = tf.cast(rows, tf.int64)
+        ids = tf.gather(self.catalog.ids, rows)
+        blocked = tf.reduce_any(tf.equal(ids[:, :, None], blocked_ids[:, None, :]) & (blocked_ids[:, None, :] != ""),
+                                axis=-1)
+        relevance = tf.where(blocked, tf.fill(tf.shape(scores), float("-inf")), scores)
+        k = self.k
 
-    @tf.function(input_signature=QUERY_SPECS)
-    def recommend_including_history(self, user_id, history, user_text):
-        return self._top_k(user_id, history, user_text, exclude_history=False)
+        def diversified():
+            return rerank(relevance, self.catalog.vectors_of(rows), group_ids(tf.gather(self.catalog.category, rows)),
+                          diversity, max_per_category, k)
 
+        def ranked():
+            top, position = tf.math.top_k(relevance, k=k)
+            return position, tf.math.is_finite(top)
+
+        position, valid = tf.cond(rerank_rows, diversified, ranked)
+        chosen = tf.where(valid, tf.gather(rows, position, batch_dims=1), tf.constant(-1, tf.int64))
+        item_ids = tf.where(valid, tf.gather(ids, position, batch_dims=1), "")
+        top = tf.where(valid, tf.gather(scores, position, batch_dims=1), float("-inf"))
+        because, because_score = strongest_history_item(item_ids, self.catalog.vectors_of(chosen), recent["ids"],
+                                                        recent["vectors"], recent["known"])
+        words = tf.where(valid, tf.gather(self.catalog.words, tf.maximum(chosen, 0)), "")
+        because_words = tf.cond(tf.reduce_any(tf.strings.length(tf.strings.strip(user_text)) > 0),
+                                lambda: matching_words(user_text, words), lambda: tf.zeros_like(words))
+        outputs = (item_ids, top, because, because_score, because_words)
+        return {name: tf.ensure_shape(value, [None, k]) for name, value in zip(RECOMMEND_OUTPUTS, outputs)}
+
+    @tf.function(input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS))
+    def recommend(self, user_id, history, user_text, diversity, exclude, max_per_category):
+        return self._recommend(user_id, history, user_text, diversity, exclude, max_per_category, True)
+
+    @tf.function(input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS))
+    def recommend_including_history(self, user_id, history, user_text, diversity, exclude, max_per_category):
+        return self._recommend(user_id, history, user_text, diversity, exclude, max_per_category, False)
+
+    # Vectors and scores --------------------------------------------------------------------------------------
     @tf.function(input_signature=QUERY_SPECS)
     def embed_query(self, user_id, history, user_text):
-        return {"embedding": self._query(user_id, history, user_text)}  # [B, D]: the towers' shapes are static
+        return {"embedding": self._query(user_id, self._history(history), user_text)}  # [B, D]
 
     @tf.function(input_signature=ITEM_SPECS)
     def embed_items(self, item_id, title, description, category, brand, price):
@@ -90,16 +176,21 @@ class Recommender(tf.Module):
         text = join_text_fields([given[f] for f in self.item_text_fields])
         features = {"item_id": item_id, "text_vec": self.encoder(text), "category": category, "brand": brand,
                     "price": price}
-        return {"embedding": self.model.item_tower(features, training=False)}
+        return {"embedding": self.item_tower(features, training=False)}
 
     @tf.function(input_signature=(*QUERY_SPECS, tf.TensorSpec([None, None], STRING, name="candidates")))
     def score(self, user_id, history, user_text, candidates):
-        queries = self._query(user_id, history, user_text)
-        unique, position = tf.unique(tf.reshape(candidates, [-1]))
-        vectors = tf.gather(self.model.item_embeddings(unique), position)
-        vectors = tf.reshape(vectors, [tf.shape(candidates)[0], tf.shape(candidates)[1], -1])
-        return {"scores": tf.einsum("bd,bcd->bc", queries, vectors)}
+        queries = self._query(user_id, self._history(history), user_text)
+        rows = self.catalog.rows(candidates)
+        scores = tf.einsum("bd,bcd->bc", queries, self.catalog.vectors_of(rows))
+        return {"scores": tf.where(rows >= 0, scores, float("-inf"))}
 
     def signatures(self) -> dict:
-        return {"serving_default": self.recommend, "recommend_including_history": self.recommend_including_history,
-                "embed_query": self.embed_query, "embed_items": self.embed_items, "score": self.score}
+        return serving_signatures(self)
+
+
+def serving_signatures(module) -> dict:
+    """The signature map of a Recommender, or of one loaded from a SavedModel (``index add`` saves it again)."""
+    return {"serving_default": recommend_signature(module.recommend),
+            "recommend_including_history": recommend_signature(module.recommend_including_history),
+            "embed_query": module.embed_query, "embed_items": module.embed_items, "score": module.score}

@@ -2,13 +2,16 @@
 
 Why it exists: TF Serving polls ``base_path`` and loads any new numeric directory it sees, so a version must
 appear whole or not at all. The SavedModel is built in a hidden temporary directory beside the versions and
-renamed into place; a failure removes the temporary directory and leaves no version behind. Beside the base
+renamed into place; a failure removes the temporary directory and leaves no version behind (``write_version``,
+which ``twotower index add`` uses too). Beside the base
 path go a ``models.config`` (model_config_list text proto, merged with entries for other models already there)
 and a ``batching_parameters.txt`` for ``--enable_batching``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import datetime as dt
 import hashlib
 import importlib.metadata
@@ -17,16 +20,24 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from export.index import build_index
-from export.signatures import Recommender
+from export.catalog import ServedCatalog
+from export.explain import item_words
+from export.index import build_index, recall_at
+from export.signatures import Recommender, serving_signatures
 from export.trained import ExportError, TrainedRun, load_trained
+from ingest.privacy import key_from_config
+from training.prepare import check_same_user_hash
 
 log = logging.getLogger("twotower.export")
+MODEL_CARD = "model_card.json"
+ITEMS_TSV = "items.tsv"
+SAMPLE_QUERIES = "sample_queries.npy"   # query vectors of real users: ``index add`` re-tunes ScaNN on them
 LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "scann", "tensorflow-text", "transformers")
 BATCHING_PARAMETERS = """max_batch_size { value: 64 }
 batch_timeout_micros { value: 2000 }
@@ -78,23 +89,34 @@ def model_card(trained: TrainedRun, index_report, k: int, dim: int) -> dict:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
+    config = copy.deepcopy(trained.config)
+    if config["data"].get("hash_salt") is not None:
+        config["data"]["hash_salt"] = "<redacted>"   # the salt never leaves the run directory
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return {
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": created,
         "run_dir": str(trained.run.path.resolve()),
-        "training_config": trained.config,
+        "training_config": config,
         "data_fingerprint": data_fingerprint(trained.run.artifacts),
         "metrics": trained.run.read_json(trained.run.metrics, {}),
         "encoder": {**trained.artifacts.encoder, "max_seq_len": trained.config["model"]["max_seq_len"]},
-        "index": {"type": index_report.type, "k": k, "neighbours_asked": index_report.k,
-                  "recall_at_k_vs_brute_force": index_report.recall_at_k, "sample_queries": index_report.queries,
-                  "params": index_report.params, "tried": index_report.tried,
-                  "build_seconds": round(index_report.build_seconds, 3)},
+        "index": index_card(index_report, k),
         "items": len(trained.artifacts.catalog),
         "embedding_dim": dim,
         "history_len": trained.config["model"]["history_len"],
+        "user_ids_hashed": trained.artifacts.user_id_hash,
         "signatures": ["serving_default", "recommend_including_history", "embed_query", "embed_items", "score"],
         "libraries": versions,
+        "provenance": [{"action": "export", "at": created, "run_dir": str(trained.run.path.resolve()),
+                        "items": len(trained.artifacts.catalog)}],
     }
+
+
+def index_card(report, k: int) -> dict:
+    """The model card's ``index`` block."""
+    return {"type": report.type, "k": k, "neighbours_asked": report.k,
+            "recall_at_k_vs_brute_force": report.recall_at_k, "sample_queries": report.queries,
+            "params": report.params, "tried": report.tried, "build_seconds": round(report.build_seconds, 3)}
 
 
 def write_server_files(base: Path, name: str) -> None:
@@ -131,53 +153,79 @@ def export_run(run_dir: str, base_path: str, index: str = "scann", k: int = 100,
     """Exports RUN's best epoch as version N+1 under ``base_path``; returns the version directory."""
     if k <= 0:
         raise ExportError(f"--k must be positive, got {k}")
-    level = tf.get_logger().level
-    tf.get_logger().setLevel("ERROR")  # retracing notes from ScaNN tuning and Keras serialisation: not for users
-    try:
+    with quiet_tensorflow():
         return _export(run_dir, base_path, index, k, target_recall)
+
+
+@contextlib.contextmanager
+def quiet_tensorflow():
+    """Retracing notes from ScaNN tuning and Keras serialisation are not for users."""
+    level = tf.get_logger().level
+    tf.get_logger().setLevel("ERROR")
+    try:
+        yield
     finally:
         tf.get_logger().setLevel(level)
 
 
 def _export(run_dir: str, base_path: str, index: str, k: int, target_recall: float) -> Path:
     trained = load_trained(run_dir)
-    ids = np.array(trained.item_ids, dtype=object)
+    config = trained.config
+    key = key_from_config(config["data"])
+    check_same_user_hash(trained.artifacts, None if key is None else key.fingerprint, str(trained.run.path))
+    ids = trained.item_ids
     items = trained.item_vectors()
     k = min(k, len(ids))
-    history_len = int(trained.config["model"]["history_len"])
+    history_len = int(config["model"]["history_len"])
     queries = sample_queries(trained)
-    layer, report = build_index(index, items, ids, queries, k=min(k + history_len, len(ids)), target=target_recall)
-    if report.type == "scann":  # tuned above at K + history; record recall at the K clients get
-        from export.index import exact_top_k, recall_against_exact
-        _, found = layer(tf.constant(queries), k=k)
-        lookup = {item: row for row, item in enumerate(ids)}
-        rows = np.array([[lookup[i.decode()] for i in r] for r in found.numpy()])
-        report.recall_at_k = recall_against_exact(rows, exact_top_k(queries, items, k))
+    catalog_frame = trained.artifacts.catalog
+    catalog = ServedCatalog(ids, items, catalog_frame["category"].tolist(), item_words(catalog_frame["text"].tolist()))
+    layer, report = build_index(index, items, queries, k=min(k + history_len, len(ids)), target=target_recall,
+                                vectors=catalog.vectors)
+    if report.type == "scann":  # tuned at K + history; record recall at the K clients get
+        report.recall_at_k = recall_at(layer, items, queries, k)
     log.info("index %s over %d items: recall@%d vs brute force %.4f", report.type, len(ids), k, report.recall_at_k)
-    module = Recommender(trained.model, trained.encoder, layer, report.k, k, history_len,
-                         trained.config["data"]["item_text_columns"])
-    base = Path(base_path)
+    model = trained.model
+    model.user_tower.drop_catalog()   # history items are looked up in the served catalogue instead
+    module = Recommender(model.user_tower, model.item_tower, model.user_table, trained.encoder, catalog, layer, k,
+                         history_len, config["data"]["item_text_columns"], key)
+    card = model_card(trained, report, k, items.shape[1])
+    titles = zip(catalog_frame["item_id"], catalog_frame["title"])
+    return write_version(Path(base_path), lambda path: save_module(module, path), card, titles, queries)
+
+
+def save_module(module, path: Path) -> None:
+    """``tf.saved_model.save`` with the Recommender's signatures (a loaded one's too) and the ScaNN op namespace."""
+    options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
+    tf.saved_model.save(module, str(path), signatures=serving_signatures(module), options=options)
+
+
+def write_version(base: Path, save: Callable[[Path], None], card: dict, titles: Iterable[tuple[str, str]],
+                  queries: np.ndarray) -> Path:
+    """Writes the next version under ``base`` atomically: ``save`` fills a hidden temporary directory, the assets
+    (model card, ``items.tsv``, ``sample_queries.npy``) go beside, and one rename makes it visible; on any
+    failure the temporary directory is removed and no version appears. Returns the version directory."""
     base.mkdir(parents=True, exist_ok=True)
     version = next_version(base)
     tmp = base / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    card = {**card, "version": version}
     try:
-        options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
-        tf.saved_model.save(module, str(tmp), signatures=module.signatures(), options=options)
+        save(tmp)
         assets = tmp / "assets"
         assets.mkdir(exist_ok=True)
-        card = model_card(trained, report, k, items.shape[1])
-        (assets / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
-        catalog = trained.artifacts.catalog
-        with open(assets / "items.tsv", "w", encoding="utf-8") as handle:
+        (assets / MODEL_CARD).write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
+        with open(assets / ITEMS_TSV, "w", encoding="utf-8") as handle:
             handle.write("item_id\ttitle\n")
-            for item, title in zip(catalog["item_id"], catalog["title"]):
+            for item, title in titles:
                 handle.write(f"{item}\t{' '.join(str(title).split())}\n")
+        np.save(assets / SAMPLE_QUERIES, np.asarray(queries, np.float32))
         final = base / str(version)
         os.rename(tmp, final)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(err, Exception) and not isinstance(err, ExportError):
-            raise ExportError(f"export to {base} failed, no version written: {type(err).__name__}: {err}") from err
+            raise ExportError(f"writing version {version} under {base} failed, no version written: "
+                              f"{type(err).__name__}: {err}") from err
         raise
     write_server_files(base, base.name)
     return final

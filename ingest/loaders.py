@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .privacy import hash_dataset, key_from_config
 from .schema import INTERACTION_COLUMNS, ITEM_COLUMNS, Dataset, DataError, DropReport, log
 from .validate import (ON_BAD_ROWS, REQUIRED_COLUMNS, first_users, normalize_interactions, normalize_items,
                        normalize_users, read_table)
@@ -58,8 +59,11 @@ def load_dataset(cfg: dict) -> Dataset:
     if max_users is not None and (isinstance(max_users, bool) or not isinstance(max_users, (int, np.integer))
                                   or max_users < 1):
         raise DataError(f"data.max_users must be a positive integer or null; got {max_users!r}")
+    key = key_from_config(cfg)   # before reading anything: a missing salt fails fast
     t0 = time.perf_counter()
     ds = LOADERS[fmt](cfg, on_bad_rows, max_users)
+    if key is not None:
+        ds = hash_dataset(ds, key)
     _check_dataset(ds)
     log.info("loaded %s: %d items, %d users, %d interactions in %.2fs (dropped %d row(s))", ds.name,
              len(ds.items), ds.interactions["user_id"].nunique(), len(ds.interactions),
@@ -167,7 +171,7 @@ def _drop_unknown_items(inter: pd.DataFrame, given: pd.Series | None, items: pd.
     unknown = ~inter["item_id"].isin(set(items["item_id"]))
     if unknown.any():
         first = inter[unknown].iloc[0]
-        example = f"user {first['user_id']} item {first['item_id']}"
+        example = f"item {first['item_id']}"   # never a user id: logs stay free of them (data.hash_user_ids)
         if on_bad_rows == "error":
             raise DataError(f"{source}: {int(unknown.sum())} interaction(s) with an item that has no usable "
                             f"item row (field 'item_id'), e.g. {example} [on_bad_rows: error]")

@@ -71,6 +71,7 @@ class Dataset:
     users: columns USER_COLUMNS (+ categorical columns as str) or None when the source has no user file.
     given_split: None, or a Series aligned with `interactions` holding "train"/"valid"/"test" where the source
         ships its own split (Amazon Scientific's RecBole files).
+    user_id_hash: None, or the fingerprint of the key every user id was hashed with (``data.hash_user_ids``).
     """
 
     items: pd.DataFrame
@@ -79,3 +80,4 @@ class Dataset:
     given_split: pd.Series | None = None
     report: DropReport = dataclasses.field(default_factory=DropReport)
     name: str = "dataset"
+    user_id_hash: str | None = None   # fingerprint of the salted-hash key when user ids are hashed (ingest.privacy)

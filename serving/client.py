@@ -37,13 +37,25 @@ class Recommendation(NamedTuple):
     score: float
 
 
-class Ranking(list):
-    """The ranked ``(item_id, score)`` pairs, best first, and the model version that answered."""
+class Explanation(NamedTuple):
+    """Why an item was recommended: the request's own history item most similar to it ("" if none) with that
+    similarity, and the words of the request text it matches (empty if none)."""
 
-    def __init__(self, items: Sequence[Recommendation], model: str, version: int | None):
+    item_id: str
+    score: float
+    words: tuple[str, ...]
+
+
+class Ranking(list):
+    """The ranked ``(item_id, score)`` pairs, best first, and the model version that answered. ``explanations``
+    runs parallel to the items; it is empty when the model has no explanation outputs (older exports)."""
+
+    def __init__(self, items: Sequence[Recommendation], model: str, version: int | None,
+                 explanations: Sequence[Explanation] = ()):
         super().__init__(items)
         self.model = model
         self.version = version
+        self.explanations = list(explanations)
 
 
 @dataclass(frozen=True)
@@ -89,18 +101,33 @@ class RecommenderClient:
     # -- calls ----------------------------------------------------------------------------------------------------
 
     def recommend(self, model: str, user_id: str = "", history: Sequence[str] = (), text: str = "", k: int = 10,
-                  version: int | None = None, signature: str = DEFAULT_SIGNATURE) -> Ranking:
-        """Top ``k`` items for one user: any of an id, a history (oldest first) and free text may be empty."""
+                  version: int | None = None, signature: str = DEFAULT_SIGNATURE, diversity: float | None = None,
+                  exclude: Sequence[str] = (), max_per_category: int | None = None) -> Ranking:
+        """Top ``k`` items for one user: any of an id, a history (oldest first) and free text may be empty.
+
+        ``diversity`` (0..1), ``exclude`` (item ids never to return) and ``max_per_category`` are sent only when
+        given, so a model exported before they existed is asked exactly as before.
+        """
         from tensorflow_serving.apis import predict_pb2
 
         if k < 1:
             raise ClientError(None, f"k must be at least 1, got {k}")
+        if diversity is not None and not 0.0 <= diversity <= 1.0:
+            raise ClientError(None, f"diversity must be within [0, 1], got {diversity}")
+        if max_per_category is not None and max_per_category < 0:
+            raise ClientError(None, f"max_per_category must be 0 (no cap) or more, got {max_per_category}")
         request = predict_pb2.PredictRequest()
         self._spec(request.model_spec, model, version, signature)
         items = [str(item) for item in history] or [""]
         request.inputs["user_id"].CopyFrom(string_tensor([str(user_id)], [1]))
         request.inputs["history"].CopyFrom(string_tensor(items, [1, len(items)]))
         request.inputs["user_text"].CopyFrom(string_tensor([str(text)], [1]))
+        if diversity is not None:
+            request.inputs["diversity"].CopyFrom(number_tensor([diversity], "float32"))
+        if exclude:
+            request.inputs["exclude"].CopyFrom(string_tensor([str(i) for i in exclude], [1, len(exclude)]))
+        if max_per_category is not None:
+            request.inputs["max_per_category"].CopyFrom(number_tensor([max_per_category], "int32"))
         response = self._call(self._predict.Predict, request, model)
         missing = {"item_ids", "scores"} - set(response.outputs)
         if missing:
@@ -108,10 +135,17 @@ class RecommenderClient:
                               f"{', '.join(sorted(missing))}: not a recommendation signature")
         ids = to_array(response.outputs["item_ids"]).reshape(-1)
         scores = to_array(response.outputs["scores"]).reshape(-1)
-        ranked = [Recommendation(_text(item), float(score)) for item, score in zip(ids, scores)
-                  if float(score) != -math.inf]   # -inf marks a history item the signature excluded
+        kept = [i for i, score in enumerate(scores) if float(score) != -math.inf][:k]   # -inf: nothing there
+        ranked = [Recommendation(_text(ids[i]), float(scores[i])) for i in kept]
+        explanations = []
+        if {"because", "because_score", "because_words"} <= set(response.outputs):
+            because = to_array(response.outputs["because"]).reshape(-1)
+            strength = to_array(response.outputs["because_score"]).reshape(-1)
+            words = to_array(response.outputs["because_words"]).reshape(-1)
+            explanations = [Explanation(_text(because[i]), float(strength[i]), tuple(_text(words[i]).split()))
+                            for i in kept]
         answered = response.model_spec.version.value if response.model_spec.HasField("version") else None
-        return Ranking(ranked[:k], model, answered)
+        return Ranking(ranked, model, answered, explanations)
 
     def metadata(self, model: str, version: int | None = None) -> dict[str, Any]:
         """``{"model", "version", "signatures": {name: {"method_name", "inputs", "outputs"}}}``; each tensor
@@ -183,6 +217,13 @@ def string_tensor(values: Sequence[str], shape: Sequence[int]) -> Any:
                                        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in shape]))
     proto.string_val.extend(value.encode("utf-8") for value in values)
     return proto
+
+
+def number_tensor(values: Sequence[float], dtype: str) -> Any:
+    """A [len(values)] float32 or int32 TensorProto."""
+    import tensorflow as tf
+
+    return tf.make_tensor_proto(np.asarray(values, dtype=dtype))
 
 
 def to_array(proto: Any) -> np.ndarray:

@@ -228,8 +228,10 @@ def _shape_text(shape: list[int]) -> str:
     return "[" + ",".join(map(str, shape)) + "]"
 
 
-def _inputs_from_instances(instances: list, dtypes: Mapping[str, int]) -> dict[str, np.ndarray]:
-    """Row format: one element per batch row, an object of named inputs (or a bare value for one input)."""
+def _inputs_from_instances(instances: list, dtypes: Mapping[str, int],
+                           optional: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
+    """Row format: one element per batch row, an object of named inputs (or a bare value for one input). Inputs
+    in ``optional`` (they have a default) may be left out, by every row alike."""
     if not isinstance(instances[0], dict) and len(dtypes) > 1:
         raise invalid("instances is a plain list, but expecting list of objects as multiple input tensors "
                       "required as per tensorinfo_map")
@@ -263,9 +265,12 @@ def _inputs_from_instances(instances: list, dtypes: Mapping[str, int]) -> dict[s
                 except ServingError as err:
                     raise invalid(f"Failed to process element: {row} key: {name} of 'instances' list. Error: "
                                   f"INVALID_ARGUMENT: {err.message}") from None
-            if set(element) != set(names):
+            first = instances[0] if row else element
+            if not set(names) - optional <= set(element) <= set(names) or set(element) != set(first):
+                required = ",".join(sorted(set(names) - optional))
+                allowed = f" (and optionally: {','.join(sorted(optional))}, in every row alike)" if optional else ""
                 raise invalid(f"Failed to process element: {row} of 'instances' list. JSON object: "
-                              f"{show(element)} must only have keys: {','.join(names)}")
+                              f"{show(element)} must only have keys: {required}{allowed}")
         else:
             if element_named:
                 raise invalid(f"Expecting value/list but got object at item {row} of input list")
@@ -277,8 +282,10 @@ def _inputs_from_instances(instances: list, dtypes: Mapping[str, int]) -> dict[s
     return {name: to_array(values[name], [len(instances), *shapes[name]], dtypes[name]) for name in values}
 
 
-def _inputs_from_columns(inputs: Any, dtypes: Mapping[str, int]) -> dict[str, np.ndarray]:
-    """Columnar format: one (batched) value per named input, or a bare value for one input."""
+def _inputs_from_columns(inputs: Any, dtypes: Mapping[str, int],
+                         optional: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
+    """Columnar format: one (batched) value per named input, or a bare value for one input. Inputs in ``optional``
+    (they have a default) may be left out."""
     if not isinstance(inputs, dict) or is_b64(inputs):
         if len(dtypes) > 1:
             raise invalid("inputs is a plain value/list, but expecting an object as multiple input tensors "
@@ -289,14 +296,19 @@ def _inputs_from_columns(inputs: Any, dtypes: Mapping[str, int]) -> dict[str, np
     arrays = {}
     for name in sorted(dtypes):
         if name not in inputs:
+            if name in optional:
+                continue
             raise invalid(f"Missing named input: {name} in 'inputs' object.")
         values, shape = _tensor(inputs[name], dtypes[name])
         arrays[name] = to_array(values, shape, dtypes[name])
     return arrays
 
 
-def predict_inputs(doc: dict, dtypes: Mapping[str, int]) -> tuple[dict[str, np.ndarray], Format]:
-    """Tensors of a predict request (FillPredictRequestFromJson), given the signature's input dtypes."""
+def predict_inputs(doc: dict, dtypes: Mapping[str, int],
+                   optional: frozenset[str] = frozenset()) -> tuple[dict[str, np.ndarray], Format]:
+    """Tensors of a predict request (FillPredictRequestFromJson), given the signature's input dtypes. Inputs in
+    ``optional`` (the SignatureDef has a default for them) may be left out; TF Serving's own REST parser
+    (util/json_tensor.cc) still requires every input, its gRPC Predict fills defaults in."""
     if not dtypes:
         raise invalid(f"Failed to get input map for signature: {signature_name(doc) or 'DEFAULT'}")
     has_rows, has_columns = Format.ROW.value in doc, Format.COLUMNAR.value in doc
@@ -309,9 +321,9 @@ def predict_inputs(doc: dict, dtypes: Mapping[str, int]) -> tuple[dict[str, np.n
             raise invalid(f"JSON Value: {show(doc)} Excepting 'instances' to be an list/array")
         if not instances:
             raise invalid(f"JSON Value: {show(doc)} No values in 'instances' array")
-        return _inputs_from_instances(instances, dtypes), Format.ROW
+        return _inputs_from_instances(instances, dtypes, optional), Format.ROW
     if has_columns:
-        return _inputs_from_columns(doc[Format.COLUMNAR.value], dtypes), Format.COLUMNAR
+        return _inputs_from_columns(doc[Format.COLUMNAR.value], dtypes, optional), Format.COLUMNAR
     raise invalid("Missing 'inputs' or 'instances' key")
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from serving.client import ClientError, Ranking, RecommenderClient, read_titles
+from serving.client import ClientError, Explanation, Ranking, RecommenderClient, read_titles
 
 EXIT_ERROR = 2
 TOKEN_ENV = "TWOTOWER_AUTH_TOKEN"   # the variable the server reads its token from, too
@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--history", default="", help="item ids the user interacted with, oldest first: I1,I2,...")
     parser.add_argument("--text", default="", help="free text about the user or what they look for")
     parser.add_argument("-k", "--k", type=int, default=10, help="how many items to print (default 10)")
+    parser.add_argument("--diversity", type=float, help="0..1: trade relevance for variety (maximal marginal "
+                        "relevance; default: the model's, 0 = off)")
+    parser.add_argument("--max-per-category", type=int, help="at most this many items of one category (0 = no cap)")
+    parser.add_argument("--exclude", default="", help="item ids never to return (e.g. out of stock): I1,I2,...")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     parser.add_argument("--token-file", help=f"file holding the bearer token the server expects (default: the "
                         f"{TOKEN_ENV} environment variable, if set)")
@@ -60,9 +64,12 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
                "certificate_chain": _read(args.tls_cert, "client certificate") if args.tls_cert else None,
                "private_key": _read(args.tls_key, "client key") if args.tls_key else None}
         history = [item.strip() for item in args.history.split(",") if item.strip()]
+        exclude = [item.strip() for item in args.exclude.split(",") if item.strip()]
         with RecommenderClient(args.server, token=token, timeout=args.timeout, **tls) as client:
             ranking = client.recommend(args.model, user_id=args.user_id, history=history, text=args.text,
-                                       k=args.k, version=args.version, signature=args.signature)
+                                       k=args.k, version=args.version, signature=args.signature,
+                                       diversity=args.diversity, exclude=exclude,
+                                       max_per_category=args.max_per_category)
     except ClientError as error:
         print(f"error: {error.message}", file=err)
         return EXIT_ERROR
@@ -73,12 +80,33 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
     return 0
 
 
+def why(explanation: Explanation | None, titles: dict[str, str]) -> str:
+    """"because you viewed <title>" for a history item, "matches: <words>" for request words, "" for neither."""
+    if explanation is None:
+        return ""
+    parts = []
+    if explanation.item_id:
+        parts.append(f"because you viewed {titles.get(explanation.item_id) or explanation.item_id}")
+    if explanation.words:
+        parts.append("matches: " + ", ".join(explanation.words))
+    return "; ".join(parts)
+
+
+def _explanations(ranking: Ranking) -> list[Explanation | None]:
+    return ranking.explanations or [None] * len(ranking)
+
+
 def render_json(ranking: Ranking, titles: dict[str, str]) -> str:
     rows = []
-    for rank, (item, score) in enumerate(ranking, start=1):
+    for rank, ((item, score), explanation) in enumerate(zip(ranking, _explanations(ranking)), start=1):
         row = {"rank": rank, "item_id": item, "score": round(score, 6)}
         if titles:
             row["title"] = titles.get(item)
+        if explanation is not None:
+            row["because"] = ({"item_id": explanation.item_id, "score": round(explanation.score, 6),
+                               **({"title": titles.get(explanation.item_id)} if titles else {})}
+                              if explanation.item_id else None)
+            row["because_words"] = list(explanation.words)
         rows.append(row)
     return json.dumps(rows, ensure_ascii=False, indent=2) + "\n"
 
@@ -90,7 +118,10 @@ def render_table(ranking: Ranking, titles: dict[str, str]) -> str:
         return lines[0] + "\n"
     width = max(len("item"), *(len(item) for item, _ in ranking))
     lines.append(f"{'rank':>4}  {'item':<{width}}  {'score':>8}" + ("  title" if titles else ""))
-    for rank, (item, score) in enumerate(ranking, start=1):
+    for rank, ((item, score), explanation) in enumerate(zip(ranking, _explanations(ranking)), start=1):
         title = f"  {titles.get(item, '?')}" if titles else ""
         lines.append(f"{rank:>4}  {item:<{width}}  {score:>8.4f}{title}")
+        reason = why(explanation, titles)
+        if reason:
+            lines.append(f"{'':>4}  {'':<{width}}  {'':>8}  ↳ {reason}")
     return "\n".join(lines) + "\n"

@@ -224,7 +224,7 @@ class RestApi:
         signature_def = self._signature(target, signature,
                                         'Serving signature name: "{name}" not found in signature def')
         dtypes = {name: info.dtype for name, info in signature_def.inputs.items()}
-        inputs, fmt = json_tensor.predict_inputs(doc, dtypes)
+        inputs, fmt = json_tensor.predict_inputs(doc, dtypes, frozenset(signature_def.defaults))
         deadline = time.monotonic() + self.timeout_s if self.timeout_s else None
         call.by_core = True  # the core records this request in the metrics, whatever its outcome
         _, outputs = self.core.predict(target.model, target.version, target.label, signature, inputs,

@@ -4,6 +4,11 @@ Why it exists: TF Serving validates every request against the SignatureDef befor
 or extra inputs, dtype, rank, fixed dimensions) and answers with INVALID_ARGUMENT naming the tensor; errors the
 graph raises itself keep their canonical code with a short message. Both front-ends and the batcher go through
 this one class, so a request is judged the same way however it arrives.
+
+Optional inputs: an input with a value in the SignatureDef's ``defaults`` map may be left out, and the default is
+fed instead, as TF Serving's Predict does (``GetInputValues`` in tensorflow/cc/saved_model/util.cc). Beyond that,
+an optional input given (or defaulted) with one row while the batch has more is repeated to every row, so that
+it can be batched with other requests; the graph reads one row as "all rows" anyway.
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ class Signature:
         self.function = function
         self.inputs = dict(definition.inputs)
         self.outputs = dict(definition.outputs)
+        self.defaults = {name: tf.make_ndarray(proto) for name, proto in definition.defaults.items()}
         self.method_name = definition.method_name
         # Every input and output has a free leading dimension: requests can be concatenated along it (batching)
         # and their inputs must agree on it.
@@ -116,17 +122,31 @@ class Signature:
         ``cast_numbers`` lets numbers of another width through, converted (JSON carries no dtypes; TF Serving's REST
         API converts them to the signature's type too). gRPC tensors carry a dtype and must match exactly.
         """
-        if set(inputs) != set(self.inputs):
-            sent, wanted = sorted(inputs), sorted(self.inputs)
+        sent, wanted = set(inputs), set(self.inputs)
+        missing = wanted - sent
+        if sent - wanted or (missing and not self.defaults):
             raise invalid(
-                f"input size does not match signature: {len(sent)}!={len(wanted)} len({{{','.join(sent)}}}) != "
-                f"len({{{','.join(wanted)}}}). Sent extra: {{{','.join(sorted(set(sent) - set(wanted)))}}}. "
-                f"Missing but required: {{{','.join(sorted(set(wanted) - set(sent)))}}}.")
-        ready = {name: self._check_tensor(name, np.asarray(inputs[name]), cast_numbers) for name in sorted(inputs)}
+                f"input size does not match signature: {len(sent)}!={len(wanted)} len({{{','.join(sorted(sent))}}}) "
+                f"!= len({{{','.join(sorted(wanted))}}}). Sent extra: {{{','.join(sorted(sent - wanted))}}}. "
+                f"Missing but required: {{{','.join(sorted(missing))}}}.")
+        unfilled = sorted(missing - set(self.defaults))
+        if unfilled:
+            name = unfilled[0]
+            raise invalid(f"Signature input alias: {name}(feed name: {self.inputs[name].name}) not found in request "
+                          f"and no default value provided. Inputs expected to be in the request "
+                          f"{{{','.join(sorted(sent))}}}, or default input alias set: "
+                          f"{{{','.join(sorted(self.defaults))}}}")
+        given = {**{name: self.defaults[name] for name in missing}, **inputs}
+        ready = {name: self._check_tensor(name, np.asarray(given[name]), cast_numbers) for name in sorted(given)}
         if self.batch_major:
-            rows = {name: array.shape[0] for name, array in ready.items()}
-            if len(set(rows.values())) > 1:
-                listed = ", ".join(f"{name} has {count}" for name, count in rows.items())
+            required = {name: array.shape[0] for name, array in ready.items() if name not in self.defaults}
+            rows = max(required.values(), default=1)
+            for name in self.defaults:   # one row of an optional input stands for every row
+                if ready[name].shape[0] == 1 and rows != 1:
+                    ready[name] = np.repeat(ready[name], rows, axis=0)
+            counts = {name: array.shape[0] for name, array in ready.items()}
+            if len(set(counts.values())) > 1:
+                listed = ", ".join(f"{name} has {count}" for name, count in counts.items())
                 raise invalid(f"input tensors must have equal 0th-dimension size (the batch): {listed}")
         return ready
 

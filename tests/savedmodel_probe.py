@@ -14,12 +14,19 @@ import numpy as np  # noqa: E402
 import scann  # noqa: E402,F401
 import tensorflow as tf  # noqa: E402
 import tensorflow_text  # noqa: E402,F401
+from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 
 version, requests_file, out_file = sys.argv[1:4]
 model = tf.saved_model.load(version)
+proto = saved_model_pb2.SavedModel()
+proto.ParseFromString(open(os.path.join(version, "saved_model.pb"), "rb").read())
+definitions = proto.meta_graphs[0].signature_def
 results = {}
 for name, request in json.load(open(requests_file, encoding="utf-8")).items():
-    outputs = model.signatures[request["signature"]](**{k: tf.constant(v) for k, v in request["inputs"].items()})
+    # an omitted optional input gets the SignatureDef's default, as TF Serving feeds it
+    inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in definitions[request["signature"]].defaults.items()}
+    inputs.update({k: tf.constant(v) for k, v in request["inputs"].items()})
+    outputs = model.signatures[request["signature"]](**inputs)
     for key, value in outputs.items():
         results[f"{name}/{key}"] = value.numpy()
 project = sorted(m for m in ("towers", "training", "export", "serving", "ingest", "twotower", "transformers",

@@ -50,6 +50,11 @@ def test_recommend_by_history_text_and_nothing(client, titles):
     assert all(isinstance(item, str) and item in titles for item, _ in ranking)
     assert not set(history) & {item for item, _ in ranking}                       # history excluded
     assert [score for _, score in ranking] == sorted((score for _, score in ranking), reverse=True)
+    because = {e.item_id for e in ranking.explanations}
+    assert len(ranking.explanations) == 5 and because <= set(history) | {""} and because - {""}
+    fewer = client.recommend("shop", user_id="U00001", history=history, k=5, exclude=[ranking[0].item_id],
+                             diversity=0.0, max_per_category=0)
+    assert ranking[0].item_id not in {item for item, _ in fewer}
     with_history = client.recommend("shop", user_id="U00001", history=history, k=K,
                                     signature="recommend_including_history")
     assert len(with_history) == K
@@ -95,16 +100,23 @@ def _query(server, *args, check=True):
                check=check)
 
 
-def test_query_prints_a_table_with_titles(server, exported, titles):
-    out = _query(server, "--text", "lightweight camping tent for two", "-k", "4", "--base-path", exported).stdout
+def test_query_prints_a_table_with_titles_and_reasons(server, exported, titles):
+    history = list(titles)[:2]
+    out = _query(server, "--user-id", "U00001", "--history", ",".join(history), "-k", "4", "--base-path",
+                 exported).stdout
     lines = out.splitlines()
     assert lines[0] == "model shop version 1: 4 items"
     assert lines[1].split() == ["rank", "item", "score", "title"]
-    for rank, line in enumerate(lines[2:], start=1):
+    ranked = [line for line in lines[2:] if "↳" not in line]
+    reasons = [line.split("↳ ", 1)[1] for line in lines[2:] if "↳" in line]
+    for rank, line in enumerate(ranked, start=1):
         number, item, score, *title = line.split()
         assert int(number) == rank and item in titles and " ".join(title) == titles[item]
         float(score)
-    assert len(lines) == 6
+    assert len(ranked) == 4 and reasons        # each explained by one of the user's own items, by title
+    assert all(r in {f"because you viewed {titles[h]}" for h in history} for r in reasons)
+    text = _query(server, "--history", history[0], "--text", titles[history[0]], "-k", str(K)).stdout
+    assert any("matches: " in line for line in text.splitlines())      # the words of the text it matched
 
 
 def test_query_json(server, exported, titles):
@@ -113,8 +125,11 @@ def test_query_json(server, exported, titles):
                              exported).stdout)
     assert [row["rank"] for row in rows] == list(range(1, K + 1))
     assert all(row["title"] == titles[row["item_id"]] for row in rows)
+    assert all(row["because"] is None or row["because"]["item_id"] in history.split(",") for row in rows)
+    assert all(row["because_words"] == [] for row in rows)                        # no text, no words
     bare = json.loads(_query(server, "--user-id", "nobody", "--history", "NOT-AN-ITEM", "-k", "2", "--json").stdout)
-    assert len(bare) == 2 and set(bare[0]) == {"rank", "item_id", "score"}      # no --base-path: no titles
+    assert len(bare) == 2 and set(bare[0]) == {"rank", "item_id", "score", "because", "because_words"}
+    assert "title" not in bare[0]                                                 # no --base-path: no titles
 
 
 def test_query_errors_are_one_line(server, tmp_path):

@@ -135,7 +135,8 @@ def test_brute_force_needs_no_scann_ops_and_inspect_says_so(exported):
     assert f"SavedModel {brute}" in report and "can load this model" in report
     report = cli("inspect", scann).stdout
     assert "scann: Scann>" in report and "import scann" in report and "CANNOT load" in report
-    assert "out item_ids     string   [B, 10]" in report and "in  history      string   [B, ?]" in report
+    assert "out item_ids         string   [B, 10]" in report and "in  history          string   [B, ?]" in report
+    assert "in  diversity        float    [B]  optional, default [0.0]" in report
     assert "Smoke query:" in report and "recall@k vs brute force" in report
 
 
@@ -169,3 +170,30 @@ def test_failed_export_leaves_no_version_behind(trained, tmp_path, monkeypatch):
     result = cli("export", "--run-dir", tmp_path / "not-a-run", "--base-path", base, check=False)
     assert result.returncode == 2 and "not a run directory" in result.stderr and "Traceback" not in result.stderr
     assert list(base.iterdir()) == []
+
+
+def test_index_add_retunes_scann_over_the_grown_catalogue(exported, in_memory, tmp_path):
+    import shutil
+
+    import tensorflow as tf
+
+    from export.add_items import add_items
+    from serving.servable import register_custom_ops
+
+    _, scann, _ = exported
+    base = tmp_path / "shop"
+    shutil.copytree(scann, base / "1")
+    row = in_memory.artifacts.catalog.iloc[7]
+    items = tmp_path / "new.jsonl"
+    items.write_text(json.dumps({"item_id": "NEW-1", "title": row["title"] + " (2025 edition)",
+                                 "description": row["description"], "category": row["category"],
+                                 "brand": row["brand"], "price": float(row["price"])}) + "\n", encoding="utf-8")
+    version = add_items(str(base), str(items), progress=False)
+    card = json.loads((version / "assets" / "model_card.json").read_text())
+    assert version == base / "2" and card["items"] == 501 and card["index"]["type"] == "scann"
+    assert card["index"]["recall_at_k_vs_brute_force"] >= 0.9
+    register_custom_ops()
+    recommend = tf.saved_model.load(str(version)).signatures["serving_default"]
+    out = recommend(user_id=tf.constant([""]), history=tf.constant([[row["item_id"]]]), user_text=tf.constant([""]),
+                    diversity=tf.constant([0.0]), exclude=tf.constant([[""]]), max_per_category=tf.constant([0]))
+    assert b"NEW-1" in out["item_ids"].numpy()[0].tolist()      # the re-listing, next to its original

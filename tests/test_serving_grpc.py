@@ -77,6 +77,32 @@ def test_batching_parameters_parse():
         BatchingOptions.parse("max_batch_size { value: 0 }")
 
 
+def test_signature_fills_omitted_inputs_from_defaults_and_repeats_one_row():
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    from serving.errors import ServingError
+    from serving.signature import Signature
+
+    definition = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+    for name, dtype in (("user_id", tf.string), ("diversity", tf.float32)):
+        info = definition.inputs[name]
+        info.name, info.dtype = f"serving_default_{name}:0", dtype.as_datatype_enum
+        info.tensor_shape.dim.add(size=-1)
+    definition.outputs["scores"].CopyFrom(definition.inputs["diversity"])
+    definition.defaults["diversity"].CopyFrom(tf.make_tensor_proto(np.array([0.0], np.float32)))
+    signature = Signature("serving_default", definition, None)
+    users = np.array([b"a", b"b", b"c"], dtype=object)
+    filled = signature.validate({"user_id": users})
+    assert filled["diversity"].tolist() == [0.0, 0.0, 0.0]          # the default, one row for every row
+    assert signature.validate({"user_id": users, "diversity": np.array([0.5], np.float32)})["diversity"].tolist() \
+        == [0.5, 0.5, 0.5]
+    with pytest.raises(ServingError, match=r"user_id\(feed name: serving_default_user_id:0\) not found in request "
+                                           r"and no default value provided"):
+        signature.validate({"diversity": np.array([0.5], np.float32)})
+    with pytest.raises(ServingError, match="equal 0th-dimension size"):
+        signature.validate({"user_id": users, "diversity": np.array([0.5, 0.1], np.float32)})
+
+
 class EchoSignature:
     """Stands in for a model signature: returns each row's last history item and the batch it ran in."""
 
@@ -394,6 +420,11 @@ def test_predict_metadata_status_and_health(plain, items):
     assert len(ids) == 2 and all(len(r) == K for r in ids) and scores.shape == (2, K)
     assert items[3] not in ids[0] and items[4] not in ids[0]          # history excluded
     assert np.all(np.diff(scores, axis=1) <= 1e-6)                     # best first
+    # the optional inputs, given for one row of two (it stands for both): excluded items never come back
+    extra = predict_request(["U00001", "nobody"], [[items[3], items[4]], ["", ""]], ["", "camping tent"],
+                            exclude=[[ids[0][0], ids[1][0]]], diversity=np.array([0.3], np.float32))
+    filtered, _ = rows(prediction.Predict(extra, timeout=30))
+    assert not {ids[0][0], ids[1][0]} & (set(filtered[0]) | set(filtered[1]))
     by_label = prediction.Predict(predict_request(["U00001"], [[items[3]]], label="stable"), timeout=30)
     assert by_label.model_spec.version.value == 1
     only = predict_request(["U00001"], [[""]], signature="embed_query")
@@ -408,7 +439,9 @@ def test_predict_metadata_status_and_health(plain, items):
     assert answer.metadata["signature_def"].Unpack(signature_map) and answer.model_spec.version.value == 1
     default = signature_map.signature_def["serving_default"]
     assert default.method_name == "tensorflow/serving/predict"
-    assert sorted(default.inputs) == ["history", "user_id", "user_text"]
+    assert sorted(default.inputs) == ["diversity", "exclude", "history", "max_per_category", "user_id", "user_text"]
+    assert sorted(default.defaults) == ["diversity", "exclude", "max_per_category"]    # the optional inputs
+    assert sorted(default.outputs) == ["because", "because_score", "because_words", "item_ids", "scores"]
     assert [d.size for d in default.outputs["item_ids"].tensor_shape.dim] == [-1, K]
     assert {"embed_items", "embed_query", "score", "recommend_including_history"} <= set(signature_map.signature_def)
 
@@ -452,7 +485,8 @@ def test_concurrent_multi_row_requests_keep_the_servers_alive(servers, items):
 
 
 @pytest.mark.parametrize("case, code, pattern", [
-    ("missing", "INVALID_ARGUMENT", r"Missing but required: \{user_text\}"),
+    ("missing", "INVALID_ARGUMENT", r"Signature input alias: user_text\(feed name: .*\) not found in request and "
+                                    r"no default value provided"),
     ("extra", "INVALID_ARGUMENT", r"Sent extra: \{colour\}"),
     ("dtype", "INVALID_ARGUMENT", r"input tensor 'user_id'.*expects dtype string but float32 is provided"),
     ("rank", "INVALID_ARGUMENT", r"input tensor 'history'.*expects rank 2 .* got rank 1"),

@@ -85,6 +85,24 @@ def test_codec_rejects_what_tf_serving_rejects():
         json_tensor.signature_name({"signature_name": 3})
 
 
+def test_codec_lets_inputs_with_defaults_out():
+    optional = frozenset({"diversity"})
+    dtypes = {**QUERY, "diversity": FLOAT}
+    rows, _ = json_tensor.predict_inputs({"instances": [{"user_id": "a", "history": [""], "user_text": ""}]},
+                                         dtypes, optional)
+    assert sorted(rows) == ["history", "user_id", "user_text"]
+    given, _ = json_tensor.predict_inputs({"inputs": {"user_id": ["a"], "history": [[""]], "user_text": [""],
+                                                      "diversity": [0.5]}}, dtypes, optional)
+    assert given["diversity"].tolist() == [0.5]
+    columns, _ = json_tensor.predict_inputs({"inputs": {"user_id": ["a"], "history": [[""]], "user_text": [""]}},
+                                            dtypes, optional)
+    assert "diversity" not in columns
+    with pytest.raises(ServingError, match="in every row alike"):
+        json_tensor.predict_inputs({"instances": [{"user_id": "a", "history": [""], "user_text": ""},
+                                                  {"user_id": "b", "history": [""], "user_text": "",
+                                                   "diversity": 0.2}]}, dtypes, optional)
+
+
 def test_outputs_are_written_like_tf_serving():
     outputs = {"scores": np.array([[0.2, -1.5]], np.float32), "ids": np.array([[b"a", b"b"]], dtype=object),
                "raw_bytes": np.array([b"\x00\xff"], dtype=object)}
@@ -242,7 +260,8 @@ def test_predict_row_and_columnar_formats_agree(server):
                    {"instances": [query(history=history), query("nobody", ["", ""], "camping tent")]})
     assert rows.status == 200, rows.body
     predictions = rows.json["predictions"]
-    assert len(predictions) == 2 and set(predictions[0]) == {"item_ids", "scores"}
+    assert len(predictions) == 2 and set(predictions[0]) == {"item_ids", "scores", "because", "because_score",
+                                                             "because_words"}
     assert all(len(p["item_ids"]) == K and len(p["scores"]) == K for p in predictions)
     assert not set(history) & set(predictions[0]["item_ids"])                      # history excluded
     assert predictions[0]["scores"] == sorted(predictions[0]["scores"], reverse=True)
@@ -255,6 +274,12 @@ def test_predict_row_and_columnar_formats_agree(server):
     np.testing.assert_allclose(outputs["scores"], [p["scores"] for p in predictions], rtol=1e-5)
     by_label = request(server, "POST", "/v1/models/shop/labels/stable:predict", {"instances": [query()]})
     assert by_label.status == 200 and len(by_label.json["predictions"][0]["item_ids"]) == K
+    # optional inputs: given in every row alike, or left out (the SignatureDef's defaults)
+    top = predictions[0]["item_ids"][0]
+    excluded = request(server, "POST", "/v1/models/shop:predict", {"instances": [
+        {**query(history=history), "exclude": [top], "diversity": 0.5, "max_per_category": 3}]})
+    assert excluded.status == 200, excluded.body
+    assert top not in excluded.json["predictions"][0]["item_ids"]
 
 
 def test_b64_strings_and_single_output_signatures(server):

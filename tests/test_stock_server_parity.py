@@ -1,5 +1,7 @@
 """Where stock ``tensorflow_model_server`` is installed, it must load the brute-force export and answer exactly as
-our server does. It cannot be installed on this project's machines, so here the test says so and skips."""
+our server does: an old-style request (the optional inputs left out, filled from the SignatureDef's defaults by
+both servers) and one with them. It cannot be installed on this project's machines, so here the test says so and
+skips."""
 
 import shutil
 import subprocess
@@ -29,13 +31,17 @@ def test_stock_tf_serving_answers_like_ours(trained, tmp_path):
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ours = ServerProcess(tmp_path, "ours", "--model_name", "shop", "--model_base_path", str(base)).wait()
     try:
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = "shop"
-        for key, value in {"user_id": ["U00001", "nobody"], "history": [items[:3], ["", items[7], "unknown"]],
-                           "user_text": ["", "camping tent"]}.items():
-            request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+        plain = {"user_id": ["U00001", "nobody"], "history": [items[:3], ["", items[7], "unknown"]],
+                 "user_text": ["", "camping tent"]}
+        optional = {**plain, "diversity": np.array([0.5, 0.0], np.float32), "exclude": [[items[10]], [""]],
+                    "max_per_category": np.array([2, 0], np.int32)}
         answers = []
-        for target in (f"127.0.0.1:{port}", ours.target):
+        for inputs, target in ((plain, f"127.0.0.1:{port}"), (plain, ours.target), (optional, f"127.0.0.1:{port}"),
+                               (optional, ours.target)):
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "shop"
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
             stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
             deadline = time.monotonic() + 120
             while True:
@@ -46,11 +52,13 @@ def test_stock_tf_serving_answers_like_ours(trained, tmp_path):
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(1)
-        stock_answer, our_answer = answers
-        assert tf.make_ndarray(stock_answer.outputs["item_ids"]).tolist() == \
-            tf.make_ndarray(our_answer.outputs["item_ids"]).tolist()
-        np.testing.assert_allclose(tf.make_ndarray(stock_answer.outputs["scores"]),
-                                   tf.make_ndarray(our_answer.outputs["scores"]), atol=1e-5)
+        for stock_answer, our_answer in (answers[:2], answers[2:]):
+            for name in ("item_ids", "because", "because_words"):
+                assert tf.make_ndarray(stock_answer.outputs[name]).tolist() == \
+                    tf.make_ndarray(our_answer.outputs[name]).tolist(), name
+            for name in ("scores", "because_score"):
+                np.testing.assert_allclose(tf.make_ndarray(stock_answer.outputs[name]),
+                                           tf.make_ndarray(our_answer.outputs[name]), atol=1e-5)
     finally:
         stock.terminate()
         stock.wait(30)

@@ -19,6 +19,7 @@ class TowerConfig:
     item_features: tuple[str, ...] = ITEM_FEATURES
     user_features: tuple[str, ...] = USER_FEATURES
     id_dropout: float = 0.1
+    cold_user_dropout: float = 0.0   # share of training examples shown as a new user: text only
     history_len: int = 20
     history_decay: float = 0.9
     history_encoder: str = "mean"       # mean: recency-weighted mean | attention: Transformer over the history

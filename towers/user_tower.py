@@ -21,12 +21,18 @@ from towers.history_pooling import HistoryPooling
 from towers.id_embedding import IdEmbedding
 from towers.item_tower import ItemTower
 from towers.mlp import ProjectionHead
+from towers.seeded_mask import SeededMask
 from towers.text_encoder import TextEncoder
 
 
 class UserTower(tf_keras.Model):
     """features {user_id [B], history [B, H] ("" = padding, most recent last), user_text_vec [B, T] |
-    user_text [B]} → [B, embedding_dim]."""
+    user_text [B]} → [B, embedding_dim].
+
+    Instead of ``history``, a caller that already holds the history items' vectors (the exported model keeps every
+    catalogue item's vector) passes ``history_vec`` [B, H, D] and ``history_known`` [B, H]; the catalogue table and
+    the item tower are then not called at all.
+    """
 
     def __init__(self, config: TowerConfig, id_vocabulary: Sequence[str], item_tower: ItemTower,
                  catalog: FeatureTable, text_dim: int, encoder: TextEncoder | None = None, **kwargs):
@@ -47,10 +53,24 @@ class UserTower(tf_keras.Model):
         self.user_id = (IdEmbedding(id_vocabulary, config.id_dim, config.id_dropout, config.seed + 1,
                                     name="user_id") if "id" in features else None)
         self.head = ProjectionHead(config.hidden_units, config.embedding_dim, name="head")
+        # A share of training examples of users with text is shown as a brand-new user (history and id hidden,
+        # only the user's text left), so that a text-only request (a search query, a profile) lands somewhere
+        # sensible.
+        self.cold_user = SeededMask(config.cold_user_dropout, config.seed + 3, name="cold_user_dropout")
+
+    def drop_catalog(self) -> None:
+        """Forgets the catalogue table, for a caller that always passes ``history_vec`` (the exported model), so
+        that a SavedModel does not carry every item's text features a second time. A call without ``history_vec``
+        then counts every history item as unknown."""
+        del self.catalog   # untracks the table, so it is not saved
+        self.catalog = None
 
     def history_vectors(self, history: tf.Tensor, training: bool | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """[B, H] ids → ([B, H, D] item-tower vectors, [B, H] mask of catalogue items). Each distinct id in
         the batch goes through the item tower once."""
+        if self.catalog is None:
+            shape = tf.shape(history)
+            return tf.zeros([shape[0], shape[1], self.config.embedding_dim]), tf.zeros(shape, tf.bool)
         flat = tf.reshape(history, [-1])
         unique, position = tf.unique(flat)
         features = self.catalog(unique)
@@ -76,15 +96,24 @@ class UserTower(tf_keras.Model):
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
         parts, residual = [], None
+        user_id = features["user_id"]
+        text = self.text_vector(features) if self.text_projection is not None else None
+        # Only a user with text can be shown as a text-only newcomer: without text nothing would be left.
+        cold = self.cold_user(tf.shape(user_id), training=training)                  # [B]
+        cold = cold & (text[1][:, 0] > 0) if text is not None else tf.zeros_like(cold)
         if self.item_tower is not None:
-            vectors, mask = self.history_vectors(features["history"], training=training)
+            if "history_vec" in features:
+                vectors, mask = features["history_vec"], features["history_known"]
+            else:
+                vectors, mask = self.history_vectors(features["history"], training=training)
+            mask = mask & ~cold[:, None]
             residual, count = self.pooling(vectors, mask)
             if self.attention is not None:
                 residual = self.attention(vectors, mask, training=training)
             parts += [residual, count]
-        if self.text_projection is not None:
-            vector, has_text = self.text_vector(features)
+        if text is not None:
+            vector, has_text = text
             parts += [self.text_projection(vector) * has_text, has_text]
         if self.user_id is not None:
-            parts.append(self.user_id(features["user_id"], training=training))
+            parts.append(self.user_id(tf.where(cold, "", user_id), training=training))
         return self.head(tf.concat(parts, axis=-1), residual=residual)

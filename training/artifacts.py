@@ -33,6 +33,7 @@ class Artifacts:
     encoder: dict                    # {"name", "directory", "fingerprint", "dim"}
     item_text_vectors: np.ndarray | None = None  # frozen mode: [len(catalog), dim]
     user_text_vectors: np.ndarray | None = None  # frozen mode: [len(users), dim]
+    user_id_hash: str | None = None  # fingerprint of the key user ids were hashed with (data.hash_user_ids)
 
     @property
     def categories(self) -> list[str]:
@@ -54,7 +55,7 @@ def derive(dataset: Dataset, labels: pd.Series, item_text_columns: list[str],
                      train_item_ids=sorted(counts.index.astype(str)),
                      train_user_ids=sorted(train["user_id"].astype(str).unique()),
                      item_counts=item_counts, price_stats=price_statistics(catalog["price"].to_numpy()),
-                     encoder={})
+                     encoder={}, user_id_hash=dataset.user_id_hash)
 
 
 def tables(items: pd.DataFrame, user_rows: pd.DataFrame | None, item_text_columns: list[str],
@@ -97,7 +98,8 @@ def save(artifacts: Artifacts, directory: Path) -> None:
         if value is not None:
             np.save(tmp / f"{name}.npy", value)
     meta = {"train_item_ids": artifacts.train_item_ids, "train_user_ids": artifacts.train_user_ids,
-            "price_stats": list(artifacts.price_stats), "encoder": artifacts.encoder}
+            "price_stats": list(artifacts.price_stats), "encoder": artifacts.encoder,
+            "user_id_hash": artifacts.user_id_hash}
     (tmp / "vocab.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
     if directory.exists():
         shutil.rmtree(directory)
@@ -112,4 +114,5 @@ def load(directory: Path) -> Artifacts:
     users = pd.read_parquet(directory / "users.parquet")
     return Artifacts(catalog=catalog, users=users, train_item_ids=meta["train_item_ids"],
                      train_user_ids=meta["train_user_ids"], item_counts=np.load(directory / "item_counts.npy"),
-                     price_stats=tuple(meta["price_stats"]), encoder=meta["encoder"], **vectors)
+                     price_stats=tuple(meta["price_stats"]), encoder=meta["encoder"],
+                     user_id_hash=meta.get("user_id_hash"), **vectors)

@@ -26,6 +26,8 @@ DEFAULTS: dict = {
         "split": {"type": "leave_last_out"},
         "on_bad_rows": "drop",      # drop (counted, with reasons, in the run log) | error
         "max_users": None,
+        "hash_user_ids": False,     # salted-hash user ids at ingestion (ingest/privacy.py)
+        "hash_salt": None,          # null: the salt comes from the TWOTOWER_HASH_SALT environment variable
     },
     "model": {
         "encoder": "minilm",        # minilm | tiny | /path/to/a/local/bert
@@ -42,6 +44,7 @@ DEFAULTS: dict = {
         "item_features": ["text", "id", "category", "brand", "price"],
         "user_features": ["text", "history", "id"],
         "id_dropout": 0.1,
+        "cold_user_dropout": 0.1,   # share of training examples shown as a brand-new user (text only)
         "history_len": 20,
         "history_decay": 0.9,
         "history_encoder": "mean",  # mean (recency-weighted) | attention (Transformer over the history)
@@ -68,6 +71,7 @@ DEFAULTS: dict = {
         "steps_per_execution": 1,   # >1 runs several steps per call into the graph: less Python overhead
         "text_cache_dir": ".cache/text",
         "encode_batch_size": 128,
+        "warm_start_from": None,    # a finished run: its weights start this one (ids matched row by row)
     },
     "evaluation": {
         "ks": [10, 50],

@@ -133,6 +133,7 @@ def build_model(config: dict, artifacts: Artifacts, encoder: TextEncoder | None 
         id_dim=model_cfg["id_dim"], categorical_dim=model_cfg["categorical_dim"],
         text_projection_dim=model_cfg["text_projection_dim"], item_features=tuple(model_cfg["item_features"]),
         user_features=tuple(model_cfg["user_features"]), id_dropout=model_cfg["id_dropout"],
+        cold_user_dropout=model_cfg.get("cold_user_dropout", 0.0),
         history_len=model_cfg["history_len"], history_decay=model_cfg["history_decay"],
         history_encoder=model_cfg["history_encoder"], history_layers=model_cfg["history_layers"],
         history_heads=model_cfg["history_heads"], history_dropout=model_cfg["history_dropout"],

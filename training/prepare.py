@@ -70,6 +70,7 @@ def prepare(config: dict, run: RunDir, progress: bool = True) -> Prepared:
     dataset, labels = (stream.dataset_view(), pd.Series([], dtype=str)) if stream else load_split(config)
     if (run.artifacts / "vocab.json").exists():
         derived = artifacts_io.load(run.artifacts)
+        check_same_user_hash(derived, dataset.user_id_hash, str(run.path))
         return Prepared(dataset, labels, derived, encoder_source(config, run, None), stream)
     derived = stream.artifacts(data["item_text_columns"], data["user_text_columns"]) if stream else \
         artifacts_io.derive(dataset, labels, data["item_text_columns"], data["user_text_columns"])
@@ -98,6 +99,17 @@ def prepare(config: dict, run: RunDir, progress: bool = True) -> Prepared:
         derived.user_text_vectors = vectors
     artifacts_io.save(derived, run.artifacts)
     return Prepared(dataset, labels, derived, source, stream)
+
+
+def check_same_user_hash(artifacts: Artifacts, fingerprint: str | None, where: str) -> None:
+    """User ids hashed with another salt (or hashed now and not then) would silently match nobody: refuse."""
+    if artifacts.user_id_hash != fingerprint:
+        def state(key: str | None) -> str:
+            return "not hashed" if key is None else f"hashed with key {key}"
+
+        raise ValueError(f"{where} holds user ids {state(artifacts.user_id_hash)} but the data now loads them "
+                         f"{state(fingerprint)}: use the same data.hash_user_ids and salt (the TWOTOWER_HASH_SALT "
+                         f"environment variable or data.hash_salt)")
 
 
 def report_unknown_tokens(encoder: TextEncoder, dataset: Dataset, derived: Artifacts, config: dict) -> dict:

@@ -25,6 +25,7 @@ from training.model import TwoTowerModel, build_model
 from training.prepare import Prepared, prepare
 from training.run import RunDir, write_atomic
 from training.shard_reader import ShardStream
+from training.warm_start import adopt_encoder, source_run, warm_start
 
 log = logging.getLogger("twotower.train")
 KEEP_EPOCH_CHECKPOINTS = 2
@@ -133,18 +134,21 @@ def start_or_resume(config: dict | None, run: RunDir) -> tuple[dict, bool]:
     return config, False
 
 
-def _prepare_fresh(config: dict, run: RunDir, progress: bool, created: bool) -> Prepared:
-    """A new run's first step. Its config.yaml is written only once data and text vectors are ready, and a
-    directory made for this run (``created``) is removed again if that fails: bad input leaves nothing
-    half-written."""
+def _prepare_fresh(config: dict, run: RunDir, progress: bool, created: bool) -> tuple[Prepared, RunDir | None]:
+    """A new run's first step (and the run it warm-starts from, if any). Its config.yaml is written only once data
+    and text vectors are ready, and a directory made for this run (``created``) is removed again if that fails:
+    bad input leaves nothing half-written."""
     try:
+        source = source_run(config)
+        if source is not None:
+            adopt_encoder(config, run, source)
         prepared = prepare(config, run, progress=progress)
     except BaseException:
         if created:
             shutil.rmtree(run.path, ignore_errors=True)
         raise
     write_atomic(run.config, dump_config(config))
-    return prepared
+    return prepared, source
 
 
 def prepare_run(config: dict, run: RunDir, progress: bool = True) -> None:
@@ -176,7 +180,11 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
                                       "best_value": None, "bad_epochs": 0, "finished": False})
     if resumed and (state["epochs_done"] or cluster is None):
         log.info("resuming %s after epoch %d", run.path, state["epochs_done"])
-    prepared = prepare(config, run, progress=progress) if resumed else _prepare_fresh(config, run, progress, created)
+    if resumed:
+        prepared = prepare(config, run, progress=progress)
+        source = source_run(config) if not state["epochs_done"] else None
+    else:
+        prepared, source = _prepare_fresh(config, run, progress, created)
     examples = prepared.stream or training_examples(prepared.dataset.interactions, prepared.labels,
                                                     config["model"]["history_len"])
     count = examples.examples if prepared.stream else len(examples)
@@ -196,6 +204,8 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
     writable = cluster.writable if cluster is not None else (lambda path: path)
     if state["epochs_done"]:
         checkpoint.read(str(run.checkpoints / f"epoch-{state['epochs_done']:04d}")).expect_partial()
+    elif source is not None:
+        warm_start(model, prepared.artifacts, source)
     metric = train_cfg["early_stopping_metric"]
     writer = tf.summary.create_file_writer(str(writable(run.tensorboard) / "validation"))
     tensorboard = tf_keras.callbacks.TensorBoard(log_dir=str(writable(run.tensorboard)), update_freq="epoch")

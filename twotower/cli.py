@@ -29,7 +29,8 @@ def _train(args: argparse.Namespace) -> int:
     from training.trainer import train
 
     run = RunDir(args.run_dir)
-    config = load_config(args.config, args.set) if args.config or args.set else None
+    overrides = [*args.set, *([f"training.warm_start_from={args.warm_start_from}"] if args.warm_start_from else [])]
+    config = load_config(args.config, overrides) if args.config or overrides else None
     if config is None and not run.exists():
         raise SystemExit(f"error: {run.path} holds no run to resume; give --config")
     created = not run.path.exists()
@@ -58,6 +59,15 @@ def _export(args: argparse.Namespace) -> int:
 
     setup_logging(None, args.verbose)
     print(export_run(args.run_dir, args.base_path, index=args.index, k=args.k))
+    return 0
+
+
+def _index_add(args: argparse.Namespace) -> int:
+    from export.add_items import add_items
+    from training.run import setup_logging
+
+    setup_logging(None, args.verbose)
+    print(add_items(args.base_path, args.items, target_recall=args.target_recall, progress=not args.quiet))
     return 0
 
 
@@ -119,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set training.epochs=3 (repeatable)")
     train.add_argument("--run-dir", required=True, help="where checkpoints, logs and metrics go")
+    train.add_argument("--warm-start-from", metavar="RUN",
+                       help="start from a finished run's weights (same model shape): ids it knew keep their "
+                            "embeddings, new ids start as its unknown-id row (= --set training.warm_start_from=RUN)")
     train.set_defaults(func=_train)
 
     evaluate = add("evaluate", help="full-catalogue ranking metrics of a run")
@@ -134,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="scann (default; needs ScaNN ops to load) or brute-force (stock TF Serving loads it)")
     export.add_argument("--k", type=int, default=100, help="items returned per request (default 100)")
     export.set_defaults(func=_export)
+
+    index = add("index", help="change an exported model's catalogue without retraining")
+    index_commands = index.add_subparsers(dest="index_command", required=True)
+    index_add = index_commands.add_parser("add", parents=[common],
+                                          help="embed new items and write the next version with them in the index")
+    index_add.add_argument("--base-path", required=True, help="TF Serving base path; its newest version is grown")
+    index_add.add_argument("--items", required=True,
+                           help="new items: CSV/TSV/Parquet/JSONL with item_id, title [, description, category, "
+                                "brand, price]")
+    index_add.add_argument("--target-recall", type=float, default=0.95,
+                           help="ScaNN is re-tuned to this recall@K against brute force (default 0.95)")
+    index_add.set_defaults(func=_index_add)
 
     inspect = add("inspect", help="signatures, custom ops, model card and a smoke query of an export")
     inspect.add_argument("path", help="a base path (its newest version) or a version directory")
