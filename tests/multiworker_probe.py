@@ -43,7 +43,7 @@ def main(out: str, per_replica: int) -> None:
     data = examples(STEPS * global_batch)
     config = copy.deepcopy(DEFAULTS)
     config["model"].update(embedding_dim=8, hidden_units=[16], id_dim=4, categorical_dim=2, text_projection_dim=4,
-                           id_dropout=0.0)
+                           id_dropout=0.0, cold_user_dropout=0.0)   # masks differ per replica
     config["training"].update(item_frequency="streaming", logq_correction=True, remove_accidental_hits=True)
     tf_keras.utils.set_random_seed(1)
     with cluster.strategy.scope() if cluster else contextlib.nullcontext():
