@@ -62,8 +62,14 @@ demo-serve: venv
 	echo; echo "== unknown user 'nobody' with an unknown item in the history"; \
 	$(QUERY) --user-id nobody --history NOT-AN-ITEM
 
-test: venv
+test: venv $(VENV)/.peers
 	$(BIN)/python -m pytest tests -q
+
+# The benchmark-only peers (implicit, lightfm) that bench/quality.py and its smoke test compare us with: installed
+# into the venv for the tests, never listed in requirements.txt.
+$(VENV)/.peers: $(VENV)/.installed bench/install_peers.sh
+	bash bench/install_peers.sh
+	touch $@
 
 bench: venv
 	$(BIN)/python bench/train_speed.py
