@@ -164,10 +164,21 @@ def rest_caller(port: int, version: int, user: str, history: list[str]):
     return factory
 
 
-def inprocess_caller(signature, user: str, history: list[str]):
+def signature_defaults(version: Path, name: str = "serving_default") -> dict:
+    """The SignatureDef's default values of its optional inputs (diversity, exclude, ...), as TF Serving fills them
+    in: a signature function loaded in-process has no optional arguments, so the reference call passes them."""
+    import tensorflow as tf
+    from tensorflow.python.saved_model import loader_impl
+
+    definition = loader_impl.parse_saved_model(str(version)).meta_graphs[0].signature_def[name]
+    return {key: tf.constant(tf.make_ndarray(proto)) for key, proto in definition.defaults.items()}
+
+
+def inprocess_caller(signature, user: str, history: list[str], defaults: dict):
     import tensorflow as tf
 
-    inputs = {"user_id": tf.constant([user]), "history": tf.constant([history]), "user_text": tf.constant([""])}
+    inputs = {**defaults, "user_id": tf.constant([user]), "history": tf.constant([history]),
+              "user_text": tf.constant([""])}
 
     def factory():
         def call():
@@ -266,10 +277,11 @@ def main() -> int:
     signatures = {}
     for index, version in VERSIONS.items():
         loaded = tf.saved_model.load(str(base / str(version)))
-        signatures[index] = (loaded, loaded.signatures["serving_default"])
+        signatures[index] = (loaded, loaded.signatures["serving_default"], signature_defaults(base / str(version)))
     for index in VERSIONS:
         for c in CONCURRENCY:
-            cell("in-process", index, c, inprocess_caller(signatures[index][1], user, history))
+            _, signature, defaults = signatures[index]
+            cell("in-process", index, c, inprocess_caller(signature, user, history, defaults))
     signatures.clear()
 
     server = start_server(work, "plain")
