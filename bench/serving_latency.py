@@ -168,10 +168,12 @@ def signature_defaults(version: Path, name: str = "serving_default") -> dict:
     """The SignatureDef's default values of its optional inputs (diversity, exclude, ...), as TF Serving fills them
     in: a signature function loaded in-process has no optional arguments, so the reference call passes them."""
     import tensorflow as tf
-    from tensorflow.python.saved_model import loader_impl
 
-    definition = loader_impl.parse_saved_model(str(version)).meta_graphs[0].signature_def[name]
-    return {key: tf.constant(tf.make_ndarray(proto)) for key, proto in definition.defaults.items()}
+    from serving.servable import read_signature_defs
+    from serving.signature import Signature
+
+    signature = Signature(name, read_signature_defs(version)[name], None)   # the server's own reading of them
+    return {key: tf.constant(value) for key, value in signature.defaults.items()}
 
 
 def inprocess_caller(signature, user: str, history: list[str], defaults: dict):
