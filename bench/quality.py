@@ -7,7 +7,7 @@ One run trains our model with each dataset's shipped config (configs/<dataset>.y
 ones), fits every peer of bench/peers.py over its small grid, picks each peer's setting on the validation split,
 and ranks the full catalogue for the test split with it: the same cases, the same protocol
 (training.evaluate.ranks: every item a candidate, the user's earlier items excluded, ties broken at random).
-Amazon Beauty is also ranked without excluding history items, the way its published numbers were made. Writes
+Every dataset is also ranked without excluding history items, the way the published numbers were made. Writes
 one table per dataset, the cold-start block and a plot to docs/quality.md and docs/quality.png.
 
 ``--quick`` is the CI-sized smoke run: a slice of users, the tiny encoder, one setting per peer, two epochs. Peers whose library is
@@ -40,10 +40,16 @@ DATASETS = {"amazon-scientific": "amazon_scientific", "amazon-beauty": "amazon_b
 TEXT_DATASETS = {"amazon-scientific", "amazon-beauty", "movielens-100k"}
 PEER_HISTORY = 50          # history items a peer sees per case (peers use the whole history set anyway)
 KS = (10, 50)
-PUBLISHED = {"amazon-beauty": [("SASRec (Kang & McAuley 2018)", 0.0605, 0.0318),
+# Published full-ranking test figures on the same files and splits (recall@10, ndcg@10), history items kept.
+PUBLISHED = {"amazon-scientific": [("MISSRec (Wang et al. 2023)", 0.1360, 0.0753),
+                                   ("VQ-Rec (Hou et al. 2023)", 0.1238, 0.0645)],
+             "amazon-beauty": [("eSASRec (transformer_benchmark)", 0.0928, 0.0523),
+                               ("SASRec+SS (transformer_benchmark)", 0.0921, 0.0531),
+                               ("TIGER (Rajput et al. 2023)", 0.0648, 0.0384),
                                ("S3-Rec (Zhou et al. 2020)", 0.0647, 0.0327),
-                               ("TIGER (Rajput et al. 2023)", 0.0648, 0.0384)]}
+                               ("SASRec (Kang & McAuley 2018)", 0.0605, 0.0318)]}
 QUICK_USERS = 300
+SERVED_CHECK_USERS = 500   # test users whose served top-10 is compared with the evaluated one
 log = logging.getLogger("twotower.bench")
 
 
@@ -55,8 +61,9 @@ class Result:
     params: dict
     valid: dict
     test: dict
-    test_with_history: dict | None = None     # ranked without excluding history items (Beauty's protocol)
+    test_with_history: dict | None = None     # ranked without excluding history items (the published protocol)
     seconds: float = 0.0
+    served: dict | None = None    # ours: the exported model checked against this evaluation (served_check)
 
 
 def load(dataset: str, quick: bool, runs: Path):
@@ -95,31 +102,32 @@ def train_data(prepared) -> TrainData:
                      prepared.artifacts.item_text_vectors)
 
 
-def evaluate(scorer, cases, item_index: dict, with_history: bool) -> tuple[dict, dict | None]:
+def evaluate(scorer, cases, item_index: dict) -> tuple[dict, dict]:
+    """Test metrics with history items excluded (what the served model does) and kept (the published protocol),
+    from one scoring pass."""
     from training import evaluate as ev
 
-    block = ev.report(ev.ranks(scorer, cases, item_index), cases, KS)
-    kept = ev.summarize(ev.ranks(scorer, cases, item_index, exclude_history=False), KS) if with_history else None
-    return block, kept
+    excluded, kept = ev.both_ranks(scorer, cases, item_index)
+    return ev.report(excluded, cases, KS), ev.summarize(kept, KS)
 
 
-def run_peer(peer: Peer, data: TrainData, cases: dict, quick: bool, with_history: bool) -> Result:
+def run_peer(peer: Peer, data: TrainData, cases: dict, quick: bool) -> Result:
     started = time.time()
     grid = list(peer.grid)[:1] if quick else list(peer.grid)
     best = None
     for params in grid:
         peer.fit(data, **params)
-        valid, _ = evaluate(peer.score, cases["valid"], data.item_index, False)
+        valid, _ = evaluate(peer.score, cases["valid"], data.item_index)
         log.info("%s %s: valid recall@10 %.4f", peer.name, params, valid["recall@10"])
         if best is None or valid["recall@10"] > best[1]["recall@10"]:
             best = (params, valid)
     if len(grid) > 1:
         peer.fit(data, **best[0])
-    test, kept = evaluate(peer.score, cases["test"], data.item_index, with_history)
+    test, kept = evaluate(peer.score, cases["test"], data.item_index)
     return Result(peer.name, best[0], best[1], test, kept, time.time() - started)
 
 
-def run_ours(config: dict, run, prepared, cases: dict, with_history: bool, seconds: float) -> Result:
+def run_ours(config: dict, run, prepared, cases: dict, seconds: float) -> Result:
     import tensorflow as tf
 
     from training import evaluate as ev
@@ -129,12 +137,30 @@ def run_ours(config: dict, run, prepared, cases: dict, with_history: bool, secon
     tf.train.Checkpoint(model=model).read(str(run.checkpoints / "best")).expect_partial()
     scorer = ev.model_scorer(model, prepared.artifacts.catalog["item_id"].tolist())
     index = {item: row for row, item in enumerate(prepared.artifacts.catalog["item_id"].tolist())}
-    valid, _ = evaluate(scorer, cases["valid"], index, False)
-    test, kept = evaluate(scorer, cases["test"], index, with_history)
+    valid, _ = evaluate(scorer, cases["valid"], index)
+    test, kept = evaluate(scorer, cases["test"], index)
     model_cfg = config["model"]
     params = {"history": model_cfg["history_encoder"], "user": "+".join(model_cfg["user_features"]),
               "item": "+".join(model_cfg["item_features"]), "best_epoch": json.loads(run.state.read_text())["best_epoch"]}
     return Result("twotower (ours)", params, valid, test, kept, seconds)
+
+
+def served_check(run, dataset: str, runs: Path, cases: int) -> dict:
+    """Exports the run we report (brute force, K = 10) and checks that the SavedModel's top-10 and query vectors
+    equal this evaluation's for a sample of test users (export/parity.py), so that no reported figure belongs to
+    a model that cannot be served. A difference stops the benchmark."""
+    from export.parity import differences, evaluated, in_process
+    from export.writer import export_run
+
+    version = export_run(str(run.path), str(runs / "models" / dataset), index="brute-force", k=10)
+    expected = evaluated(run.path, cases=cases)
+    found = differences(expected, in_process(version)(expected.requests()), 10)
+    if found:
+        raise SystemExit(f"error: {dataset}: the exported model {version} does not rank as evaluated:\n  " +
+                         "\n  ".join(found[:5]))
+    log.info("%s: served top-10 = evaluated top-10 for %d sampled test users (%s)", dataset,
+             len(expected.user_id), version)
+    return {"version": str(version), "users": len(expected.user_id)}
 
 
 def bench_dataset(dataset: str, quick: bool, runs: Path) -> list[Result]:
@@ -148,12 +174,12 @@ def bench_dataset(dataset: str, quick: bool, runs: Path) -> list[Result]:
     ours_cases = {s: evaluation_cases(interactions, labels, s, config["model"]["history_len"], novel)[0]
                   for s in ("valid", "test")}
     peer_cases = {s: evaluation_cases(interactions, labels, s, PEER_HISTORY, novel)[0] for s in ("valid", "test")}
-    with_history = dataset == "amazon-beauty"
-    results = [run_ours(config, run, prepared, ours_cases, with_history, seconds)]
+    results = [run_ours(config, run, prepared, ours_cases, seconds)]
+    results[0].served = served_check(run, dataset, runs, 50 if quick else SERVED_CHECK_USERS)
     data = train_data(prepared)
     for peer in all_peers(with_text=dataset in TEXT_DATASETS):
         try:
-            results.append(run_peer(peer, data, peer_cases, quick, with_history))
+            results.append(run_peer(peer, data, peer_cases, quick))
         except ImportError as err:
             log.warning("%s skipped: %s (bench/install_peers.sh installs the peers)", peer.name, err)
             continue
@@ -179,6 +205,10 @@ def table(dataset: str, results: list[Result]) -> str:
         lines.append(_metrics_row(name, r.test) + f" {r.valid['recall@10']:.4f} | "
                      f"{', '.join(f'{k}={v}' for k, v in r.params.items())} | {r.seconds:.0f} |")
     ours = next(r for r in results if r.model == "twotower (ours)")
+    if ours.served:
+        lines += ["", f"Served = evaluated: the exported model (`{Path(ours.served['version']).parent.name}`, "
+                      f"brute force) returned the evaluated top-10, in order, for all {ours.served['users']} "
+                      f"sampled test users."]
     if best_peer is not None:
         lines += ["", f"Ours vs the best peer ({best_peer.model}): recall@10 "
                       f"{ours.test['recall@10'] / max(best_peer.test['recall@10'], 1e-9):.2f}x, ndcg@10 "

@@ -31,7 +31,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from export.explain import item_words
-from export.index import SCANN_TENSORS, IndexReport, recall_at, replace_scann_state, tune_scann
+from export.index import SCANN_TENSORS, IndexReport, recall_at, replace_scann_state, tune_scann, tuning_target
 from export.inspect import InspectError, resolve_version
 from export.trained import ExportError
 from export.writer import (ITEMS_TSV, MODEL_CARD, SAMPLE_QUERIES, index_card, quiet_tensorflow, save_module,
@@ -47,6 +47,8 @@ TUNE_MARGIN = 0.02   # as at export: tuned a little above the target, so unseen 
 
 def add_items(base_path: str, items_file: str, target_recall: float = 0.95, progress: bool = True) -> Path:
     """Writes the next version under ``base_path``: the newest version plus the items of ``items_file``."""
+    if not 0.0 < target_recall <= 1.0:
+        raise ExportError(f"--target-recall must be in (0, 1], got {target_recall}")
     with quiet_tensorflow():
         return _add_items(Path(base_path), Path(items_file), target_recall, progress)
 
@@ -116,7 +118,8 @@ def _add_items(base: Path, items_file: Path, target_recall: float, progress: boo
     if index["type"] == "scann":   # brute force searches the grown catalogue variable as it is
         started = time.time()
         asked = min(k + int(card["history_len"]), size)
-        config, recall, tried, tuned = tune_scann(everything, queries, asked, min(target_recall + TUNE_MARGIN, 0.999))
+        config, recall, tried, tuned = tune_scann(everything, queries, asked,
+                                                  tuning_target(target_recall, TUNE_MARGIN))
         if recall < target_recall:
             log.warning("no ScaNN configuration reached recall@%d %.2f (best %.4f)", asked, target_recall, recall)
         replace_scann_state(model.index, {key: getattr(tuned, key) for key in SCANN_TENSORS}, config["reorder"])

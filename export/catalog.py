@@ -38,12 +38,14 @@ class ServedCatalog(tf.Module):
         self.words = growable(np.array([str(w) for w in words], dtype=object), "words")
 
     def rows(self, ids: tf.Tensor) -> tf.Tensor:
-        """Catalogue rows of ``ids`` (any shape); -1 for ids not in the catalogue (and for "")."""
-        return self.keys.lookup(ids)
+        """Catalogue rows of ``ids`` (any shape); -1 for ids not in the catalogue (and for ""). A hash table's
+        lookup loses the static shape; the towers need at least the rank (a history-only user tower normalises
+        the pooled history vectors), so it is restored here."""
+        return tf.ensure_shape(self.keys.lookup(ids), ids.shape)
 
     def vectors_of(self, rows: tf.Tensor) -> tf.Tensor:
         """[..., D] vectors of ``rows``; zeros where a row is -1."""
-        vectors = tf.gather(self.vectors, tf.maximum(rows, 0))
+        vectors = tf.ensure_shape(tf.gather(self.vectors, tf.maximum(rows, 0)), rows.shape.concatenate([self.dim]))
         return vectors * tf.cast(rows >= 0, tf.float32)[..., None]
 
     @tf.function(input_signature=(tf.TensorSpec([None], STRING), tf.TensorSpec([None, None], tf.float32),

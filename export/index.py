@@ -190,6 +190,14 @@ def tune_scann(items: np.ndarray, queries: np.ndarray, k: int, target: float = 0
     return best[0], best[1], tried, best[2]
 
 
+def tuning_target(target: float, margin: float) -> float:
+    """The recall ScaNN is tuned to on the sample queries for a ``target`` on real ones: ``target + margin``
+    below 1, and 1.0 itself (no margin possible, nothing short of exact accepted) for a target of 1.0."""
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"--target-recall must be in (0, 1], got {target}")
+    return 1.0 if target >= 1.0 else min(target + margin, 0.999)
+
+
 def build_index(kind: str, items: np.ndarray, queries: np.ndarray, k: int, target: float = 0.95,
                 margin: float = 0.02, vectors: tf.Variable | None = None):
     """(index, report). ``k`` is how many neighbours the index is tuned for; ``vectors`` is the variable a brute-force
@@ -210,7 +218,7 @@ def build_index(kind: str, items: np.ndarray, queries: np.ndarray, k: int, targe
         index = BruteForceIndex(vectors) if vectors is not None else brute_force(items)
         report = IndexReport("brute-force", k, len(items), 1.0, len(queries))
     else:
-        config, recall, tried, index = tune_scann(items, queries, k, min(target + margin, 0.999))
+        config, recall, tried, index = tune_scann(items, queries, k, tuning_target(target, margin))
         if recall < target:
             log.warning("no ScaNN configuration reached recall@%d %.2f (best %.4f)", k, target, recall)
         report = IndexReport("scann", k, len(items), recall, len(queries), config, tried)

@@ -18,6 +18,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterable
@@ -44,6 +45,20 @@ batch_timeout_micros { value: 2000 }
 max_enqueued_batches { value: 100 }
 num_batch_threads { value: 2 }
 """
+
+
+def one_line(err: BaseException) -> str:
+    """An exception as one line: TensorFlow's tracing errors span many lines ("in user code:", frames, the
+    Keras call arguments); the line naming the inner error, with the sentence that follows it, is what a user
+    can act on (TWOTOWER_DEBUG=1 shows the whole traceback)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    inner = [i for i, line in enumerate(lines) if re.match(r"^[A-Za-z_.]*(Error|Exception): ", line)]
+    if not inner:
+        return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    first = inner[-1]
+    detail = lines[first + 1] if first + 1 < len(lines) and not lines[first + 1].startswith(
+        ("Call arguments", "File ", "•")) else ""
+    return " ".join(part for part in (lines[first], detail) if part)
 
 
 def next_version(base: Path) -> int:
@@ -153,6 +168,8 @@ def export_run(run_dir: str, base_path: str, index: str = "scann", k: int = 100,
     """Exports RUN's best epoch as version N+1 under ``base_path``; returns the version directory."""
     if k <= 0:
         raise ExportError(f"--k must be positive, got {k}")
+    if not 0.0 < target_recall <= 1.0:
+        raise ExportError(f"--target-recall must be in (0, 1], got {target_recall}")
     with quiet_tensorflow():
         return _export(run_dir, base_path, index, k, target_recall)
 
@@ -225,7 +242,7 @@ def write_version(base: Path, save: Callable[[Path], None], card: dict, titles: 
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(err, Exception) and not isinstance(err, ExportError):
             raise ExportError(f"writing version {version} under {base} failed, no version written: "
-                              f"{type(err).__name__}: {err}") from err
+                              f"{one_line(err)}") from err
         raise
     write_server_files(base, base.name)
     return final

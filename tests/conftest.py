@@ -1,8 +1,11 @@
 """Shared fixtures: one generated world, one text cache and one trained run for the whole session.
 
-Every end-to-end test drives the real command line in a subprocess, as a user would.
+End-to-end tests drive the real command line: in a subprocess where the process boundary is what is tested,
+in-process (``cli_in_process``) where a subprocess would prove nothing extra.
 """
 
+import contextlib
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +23,19 @@ def cli(*args, check=True, cwd=None, **popen):
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result
+
+
+def cli_in_process(*args) -> str:
+    """The command line in this process, for steps where a subprocess proves nothing extra (no interpreter start,
+    no second TensorFlow import); its stdout. A failure raises with what it printed."""
+    from twotower.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["-q", *map(str, args)])
+    if code != 0:
+        raise AssertionError(f"twotower {' '.join(map(str, args))} failed ({code}):\n{err.getvalue()[-4000:]}")
+    return out.getvalue()
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,13 @@
 """Export: TF Serving layout, signatures, parity in a fresh process, custom-op accounting, OOV, atomicity."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, cli
+from conftest import cli
+from served_parity import probe_versions
 
 K = 10
 
@@ -26,15 +25,6 @@ def in_memory(trained):
     from export.trained import load_trained
 
     return load_trained(str(trained[0]))
-
-
-def probe(version: Path, requests: dict, tmp_path: Path) -> dict:
-    spec, out = tmp_path / f"requests-{version.name}.json", tmp_path / f"out-{version.name}.npz"
-    spec.write_text(json.dumps(requests), encoding="utf-8")
-    subprocess.run([sys.executable, str(ROOT / "tests" / "savedmodel_probe.py"), str(version), str(spec), str(out)],
-                   check=True, capture_output=True, timeout=300)
-    with np.load(out, allow_pickle=True) as data:
-        return {key: data[key] for key in data.files}
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +52,8 @@ def requests(in_memory):
 @pytest.fixture(scope="module")
 def outputs(exported, requests, tmp_path_factory):
     _, scann, brute = exported
-    folder = tmp_path_factory.mktemp("probe")
-    return {"scann": probe(scann, requests, folder), "brute": probe(brute, requests, folder)}
+    scann_out, brute_out = probe_versions([(scann, requests), (brute, requests)], tmp_path_factory.mktemp("probe"))
+    return {"scann": scann_out, "brute": brute_out}
 
 
 def test_versions_layout_model_card_and_server_files(exported):
@@ -197,3 +187,25 @@ def test_index_add_retunes_scann_over_the_grown_catalogue(exported, in_memory, t
     out = recommend(user_id=tf.constant([""]), history=tf.constant([[row["item_id"]]]), user_text=tf.constant([""]),
                     diversity=tf.constant([0.0]), exclude=tf.constant([[""]]), max_per_category=tf.constant([0]))
     assert b"NEW-1" in out["item_ids"].numpy()[0].tolist()      # the re-listing, next to its original
+
+
+def test_an_export_error_is_one_line(trained, tmp_path, monkeypatch, capsys):
+    """A TensorFlow tracing error spans dozens of lines; the user gets the inner error on one `error:` line."""
+    import tensorflow as tf
+
+    from twotower.cli import main
+
+    def tracing_error(*args, **kwargs):
+        raise ValueError("in user code:\n\n    File \"towers/mlp.py\", line 30, in call\n        x = self.norm(inputs)\n\n"
+                         "    ValueError: Exception encountered when calling layer 'norm' (type LayerNormalization)."
+                         "\n    \n    Cannot take the length of shape with unknown rank.\n    \n"
+                         "    Call arguments received by layer 'norm' (type LayerNormalization):\n      • inputs=x\n")
+
+    monkeypatch.setattr(tf.saved_model, "save", tracing_error)
+    monkeypatch.delenv("TWOTOWER_DEBUG", raising=False)
+    base = tmp_path / "models" / "shop"
+    code = main(["-q", "export", "--run-dir", str(trained[0]), "--base-path", str(base), "--index", "brute-force"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith(("INFO", "WARNING"))]
+    assert code == 2 and len(errors) == 1, errors
+    assert errors[0].startswith("error: writing version 1") and "unknown rank" in errors[0]
+    assert list(base.iterdir()) == []

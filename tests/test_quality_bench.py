@@ -4,6 +4,7 @@ page, so the benchmark cannot rot between full runs."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,4 +34,8 @@ def test_quick_quality_bench_ranks_every_model_on_the_same_cases(tmp_path):
         assert 0.0 <= r["test"]["recall@10"] <= r["test"]["recall@50"] <= 1.0
         assert f"| {r['model']} |" in page or f"| **{r['model']}** |" in page
     assert "cold_items" in models["twotower (ours)"]["test"]    # the slice leaves test targets unseen in training
+    # the reported model was exported and its served top-10 checked against this evaluation
+    served = models["twotower (ours)"]["served"]
+    assert served["users"] == 50 and (Path(served["version"]) / "saved_model.pb").exists()
+    assert f"in order, for all {served['users']} sampled test users" in page
     assert out.with_suffix(".png").stat().st_size > 1000

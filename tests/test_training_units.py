@@ -90,6 +90,22 @@ def test_ranks_and_metrics_by_hand():
     assert block["new_users"]["users"] == 1 and block["cold_items"]["users"] == 3
 
 
+def test_history_kept_ranks_history_items_among_the_candidates():
+    """The published protocol: u1's history items a, b, c (scores 9, 8, 7) stay above its target d (1)."""
+    frame, labels = _interactions()
+    cases, _ = evaluation_cases(frame, labels, "test", history_len=3, novel_only=False)
+    index = {item: row for row, item in enumerate("abcde")}
+    table = {"u1": [9, 8, 7, 1, 2], "u2": [0, 5, 0, 0, 4], "u3": [1, 1, 3, 2, 1]}
+    scorer = lambda part: np.array([table[u] for u in part.user_id], float)
+    excluded, kept = ev.both_ranks(scorer, cases, index, batch_size=2)
+    assert excluded.tolist() == ev.ranks(scorer, cases, index).tolist() == [1, 0, 0]
+    assert kept.tolist() == ev.ranks(scorer, cases, index, exclude_history=False).tolist() == [4, 1, 0]
+    block = ev.report(excluded, cases, [1], kept)
+    assert block["history_kept"]["recall@1"] == pytest.approx(1 / 3) and block["recall@1"] == pytest.approx(2 / 3)
+    assert set(block["history_kept"]) == set(block) - {"history_kept"}
+    assert "two-tower, history kept" in ev.format_table("test", block, [1])
+
+
 def test_ties_are_broken_at_random_not_in_the_targets_favour():
     """A scorer that gives every item the same score ranks its target uniformly, not first."""
     n = 2000

@@ -194,12 +194,14 @@ class TextEncoder(tf_keras.layers.Layer):
         for index, layer in enumerate(layers):
             layer.trainable = index >= len(layers) - top_n
 
-    def call(self, texts: tf.Tensor) -> tf.Tensor:
+    def call(self, texts: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        """``training`` (BERT's dropout) comes from the caller's call context: on in a fine-tuning step, off in
+        evaluation and in the export, so that what ``evaluate`` scores is what the SavedModel serves."""
         tokens = self.tokenizer(tf.reshape(texts, [-1]))
         mask = tf.cast(tokens["attention_mask"], tf.float32)
+        dropout = bool(training) and self.mode != "frozen" and self.trainable
         hidden = self.bert(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
-                           token_type_ids=tokens["token_type_ids"],
-                           training=self.mode != "frozen" and self.trainable).last_hidden_state
+                           token_type_ids=tokens["token_type_ids"], training=dropout).last_hidden_state
         summed = tf.reduce_sum(hidden * mask[:, :, None], axis=1)
         pooled = summed / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
         return tf.math.l2_normalize(pooled, axis=-1)

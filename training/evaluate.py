@@ -28,23 +28,38 @@ def ranks(scorer: Scorer, cases: Examples, item_index: dict[str, int], batch_siz
     Ties are broken uniformly at random (seeded): a scorer that gives most items the same score (popularity,
     item-kNN) must not rank its target above all of them for free.
     """
+    excluded, kept = both_ranks(scorer, cases, item_index, batch_size, progress, keep=not exclude_history)
+    return excluded if exclude_history else kept
+
+
+def both_ranks(scorer: Scorer, cases: Examples, item_index: dict[str, int], batch_size: int = 1024,
+               progress: bool = False, keep: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """(ranks with the history items excluded, ranks with them kept as candidates) from one scoring pass; the
+    second is None unless ``keep``. Each protocol breaks ties with its own seeded stream."""
     out = np.zeros(len(cases), np.int64)
-    tie_break = np.random.default_rng(0)
+    kept = np.zeros(len(cases), np.int64) if keep else None
+    tie_break, kept_tie_break = np.random.default_rng(0), np.random.default_rng(1)
     bar = tf_keras.utils.Progbar(len(cases), unit_name="user") if progress and len(cases) else None
+
+    def rank(scores: np.ndarray, target_scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        above = (scores > target_scores[:, None]).sum(axis=1)
+        ties = (scores == target_scores[:, None]).sum(axis=1) - 1   # other items with the target's score
+        return above + np.floor(rng.random(len(scores)) * (ties + 1)).astype(np.int64)
+
     for start in range(0, len(cases), batch_size):
         part = _slice(cases, start, batch_size)
         scores = np.array(scorer(part), np.float64, copy=True)
         target_rows = np.array([item_index[t] for t in part.target])
         target_scores = scores[np.arange(len(part)), target_rows]
-        for i, excluded in enumerate(part.exclude if exclude_history else ()):
+        if kept is not None:
+            kept[start:start + len(part)] = rank(scores, target_scores, kept_tie_break)
+        for i, excluded in enumerate(part.exclude):
             rows = [item_index[x] for x in excluded if x in item_index]
             scores[i, rows] = -np.inf
-        above = (scores > target_scores[:, None]).sum(axis=1)
-        ties = (scores == target_scores[:, None]).sum(axis=1) - 1   # other items with the target's score
-        out[start:start + len(part)] = above + np.floor(tie_break.random(len(part)) * (ties + 1)).astype(np.int64)
+        out[start:start + len(part)] = rank(scores, target_scores, tie_break)
         if bar is not None:
             bar.add(len(part))
-    return out
+    return out, kept
 
 
 def _slice(cases: Examples, start: int, size: int) -> Examples:
@@ -66,13 +81,17 @@ def summarize(rank: np.ndarray, ks: Sequence[int]) -> dict:
     return result
 
 
-def report(rank: np.ndarray, cases: Examples, ks: Sequence[int]) -> dict:
-    """The overall block, and the same block for cold-item targets and new users where there are any."""
+def report(rank: np.ndarray, cases: Examples, ks: Sequence[int], kept: np.ndarray | None = None) -> dict:
+    """The overall block, and the same block for cold-item targets and new users where there are any; with
+    ``kept`` (ranks with history items left among the candidates, the protocol of most published numbers), a
+    ``history_kept`` sub-block of the same shape."""
     block = summarize(rank, ks)
     if cases.cold_item is not None and cases.cold_item.any():
         block["cold_items"] = summarize(rank[cases.cold_item], ks)
     if cases.new_user is not None and cases.new_user.any():
         block["new_users"] = summarize(rank[cases.new_user], ks)
+    if kept is not None:
+        block["history_kept"] = report(kept, cases, ks)
     return block
 
 
@@ -112,6 +131,12 @@ def format_table(split: str, block: dict, ks: Sequence[int]) -> str:
     add("two-tower", block)
     for name, metrics in block.get("baselines", {}).items():
         add(name, metrics)
+    if "history_kept" in block:   # the published protocol: history items stay among the candidates
+        add("two-tower, history kept", {k: v for k, v in block["history_kept"].items() if k != "new_users"})
+        for name, metrics in block.get("baselines", {}).items():
+            if "history_kept" in metrics:
+                add(f"{name}, history kept", {k: v for k, v in metrics["history_kept"].items()
+                                              if k != "new_users"})
     header = [f"[{split}]"] + columns
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in

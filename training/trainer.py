@@ -102,20 +102,25 @@ def _checkpoint(model: TwoTowerModel, optimizer=None) -> tf.train.Checkpoint:
 
 
 def evaluate_model(model: TwoTowerModel, prepared: Prepared, cases: Examples, config: dict,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, history_kept: bool = False) -> dict:
+    """The metrics block of ``cases``; ``history_kept`` adds the protocol with history items left among the
+    candidates (one scoring pass for both)."""
     catalog_ids = prepared.artifacts.catalog["item_id"].tolist()
-    index = {item: row for row, item in enumerate(catalog_ids)}
     batch = config["evaluation"]["batch_size"]
-    scorer = ev.model_scorer(model, catalog_ids, batch)
-    return ev.report(ev.ranks(scorer, cases, index, batch, progress), cases, config["evaluation"]["ks"])
+    return _block(ev.model_scorer(model, catalog_ids, batch), prepared, cases, config, progress, history_kept)
 
 
-def evaluate_popularity(prepared: Prepared, cases: Examples, config: dict) -> dict:
-    catalog_ids = prepared.artifacts.catalog["item_id"].tolist()
-    index = {item: row for row, item in enumerate(catalog_ids)}
+def evaluate_popularity(prepared: Prepared, cases: Examples, config: dict, history_kept: bool = False) -> dict:
     scorer = ev.popularity_scorer(prepared.artifacts.item_counts)
-    return ev.report(ev.ranks(scorer, cases, index, config["evaluation"]["batch_size"]), cases,
-                     config["evaluation"]["ks"])
+    return _block(scorer, prepared, cases, config, False, history_kept)
+
+
+def _block(scorer: ev.Scorer, prepared: Prepared, cases: Examples, config: dict, progress: bool,
+           history_kept: bool) -> dict:
+    index = {item: row for row, item in enumerate(prepared.artifacts.catalog["item_id"].tolist())}
+    excluded, kept = ev.both_ranks(scorer, cases, index, config["evaluation"]["batch_size"], progress,
+                                   keep=history_kept)
+    return ev.report(excluded, cases, config["evaluation"]["ks"], kept)
 
 
 def start_or_resume(config: dict | None, run: RunDir) -> tuple[dict, bool]:
@@ -267,8 +272,8 @@ def finish(config: dict, run: RunDir, prepared: Prepared, model: TwoTowerModel,
         if not len(cases):
             log.warning("split '%s' has no evaluation users", split)
             continue
-        block = evaluate_model(model, prepared, cases, config, progress)
-        block["baselines"] = {"popularity": evaluate_popularity(prepared, cases, config)}
+        block = evaluate_model(model, prepared, cases, config, progress, history_kept=True)
+        block["baselines"] = {"popularity": evaluate_popularity(prepared, cases, config, history_kept=True)}
         block["best_epoch"] = state.get("best_epoch")
         metrics[split] = block
         print(ev.format_table(split, block, config["evaluation"]["ks"]))
@@ -276,11 +281,24 @@ def finish(config: dict, run: RunDir, prepared: Prepared, model: TwoTowerModel,
     return metrics
 
 
-def evaluate_run(run: RunDir, splits: tuple[str, ...], progress: bool = True) -> dict:
-    """``twotower evaluate``: rebuilds the run's towers, loads its best checkpoint, ranks the full catalogue."""
+def evaluated_model(run: RunDir, progress: bool = False) -> tuple[dict, Prepared, TwoTowerModel]:
+    """The model ``evaluate`` scores: the run's towers rebuilt from its config and artifacts, with the best
+    checkpoint loaded (the served-equals-evaluated checks compare an export against exactly this)."""
     config = run.read_config()
     if not (run.checkpoints / "best.index").exists():
         raise FileNotFoundError(f"{run.path} has no trained checkpoint yet (checkpoints/best); train it first")
     prepared = prepare(config, run, progress=progress)
     model = build_model(config, prepared.artifacts, _tower_encoder(config, prepared))
+    _checkpoint(model).read(str(run.checkpoints / "best")).expect_partial()
+    return config, prepared, model
+
+
+def evaluation_split(config: dict, prepared: Prepared, split: str) -> Examples:
+    """The cases ``evaluate`` ranks for ``split``."""
+    return _cases(config, prepared, split)
+
+
+def evaluate_run(run: RunDir, splits: tuple[str, ...], progress: bool = True) -> dict:
+    """``twotower evaluate``: rebuilds the run's towers, loads its best checkpoint, ranks the full catalogue."""
+    config, prepared, model = evaluated_model(run, progress)
     return finish(config, run, prepared, model, _checkpoint(model), progress, splits)

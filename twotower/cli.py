@@ -58,7 +58,7 @@ def _export(args: argparse.Namespace) -> int:
     from training.run import setup_logging
 
     setup_logging(None, args.verbose)
-    print(export_run(args.run_dir, args.base_path, index=args.index, k=args.k))
+    print(export_run(args.run_dir, args.base_path, index=args.index, k=args.k, target_recall=args.target_recall))
     return 0
 
 
@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--index", choices=("scann", "brute-force"), default="scann",
                         help="scann (default; needs ScaNN ops to load) or brute-force (stock TF Serving loads it)")
     export.add_argument("--k", type=int, default=100, help="items returned per request (default 100)")
+    export.add_argument("--target-recall", type=float, default=0.95,
+                        help="ScaNN is tuned to this recall@K against brute force on real queries (default 0.95; "
+                             "1.0 asks for an exact search)")
     export.set_defaults(func=_export)
 
     index = add("index", help="change an exported model's catalogue without retraining")
