@@ -25,6 +25,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from export.native_logs import native_stderr_to_debug
+
 log = logging.getLogger("twotower.export")
 INDEX_TYPES = ("scann", "brute-force")
 SCANN_MIN_ITEMS = 16
@@ -101,7 +103,8 @@ def scann_tensors(items: np.ndarray, k: int, num_leaves: int, leaves_to_search: 
     builder = builder.score_ah(2)
     if reorder is not None:
         builder = builder.reorder(reorder)
-    searcher = builder.build()
+    with native_stderr_to_debug():     # ScaNN's partitioner logs a dozen C++ lines per build
+        searcher = builder.build()
     return dict(zip(SCANN_TENSORS, scann_ops.scann_to_tensors(searcher.searcher_handle)))
 
 

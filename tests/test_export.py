@@ -15,9 +15,9 @@ K = 10
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory):
     base = tmp_path_factory.mktemp("models") / "shop"
-    scann = cli("export", "--run-dir", trained[0], "--base-path", base, "--k", K).stdout.strip().splitlines()[-1]
+    scann = cli("export", "--run-dir", trained[0], "--base-path", base, "--k", K)
     brute = cli("export", "--run-dir", trained[0], "--base-path", base, "--k", K, "--index", "brute-force")
-    return base, Path(scann), Path(brute.stdout.strip().splitlines()[-1])
+    return base, Path(scann.stdout.strip().splitlines()[-1]), Path(brute.stdout.strip().splitlines()[-1]), scann.stderr
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +51,13 @@ def requests(in_memory):
 
 @pytest.fixture(scope="module")
 def outputs(exported, requests, tmp_path_factory):
-    _, scann, brute = exported
+    _, scann, brute, _ = exported
     scann_out, brute_out = probe_versions([(scann, requests), (brute, requests)], tmp_path_factory.mktemp("probe"))
     return {"scann": scann_out, "brute": brute_out}
 
 
 def test_versions_layout_model_card_and_server_files(exported):
-    base, scann, brute = exported
+    base, scann, brute, _ = exported
     assert (scann.name, brute.name) == ("1", "2") and scann.parent == base
     for version in (scann, brute):
         assert (version / "saved_model.pb").exists() and (version / "variables").is_dir()
@@ -116,7 +116,7 @@ def test_fresh_process_parity_exact_brute_force_and_scann_recall(outputs, reques
 def test_brute_force_needs_no_scann_ops_and_inspect_says_so(exported):
     from export.ops import custom_ops, stock_server_can_load
 
-    _, scann, brute = exported
+    _, scann, brute, _ = exported
     brute_ops, scann_ops = custom_ops(brute), custom_ops(scann)
     assert "scann" not in brute_ops and stock_server_can_load(brute_ops)
     assert set(brute_ops) <= {"tensorflow_text"}  # TF Text ops: linked into stock TF Serving since 2.2
@@ -170,7 +170,7 @@ def test_index_add_retunes_scann_over_the_grown_catalogue(exported, in_memory, t
     from export.add_items import add_items
     from serving.servable import register_custom_ops
 
-    _, scann, _ = exported
+    _, scann, _, _ = exported
     base = tmp_path / "shop"
     shutil.copytree(scann, base / "1")
     row = in_memory.artifacts.catalog.iloc[7]
@@ -209,3 +209,13 @@ def test_an_export_error_is_one_line(trained, tmp_path, monkeypatch, capsys):
     assert code == 2 and len(errors) == 1, errors
     assert errors[0].startswith("error: writing version 1") and "unknown rank" in errors[0]
     assert list(base.iterdir()) == []
+
+
+def test_export_prints_no_native_log_lines(exported, trained):
+    """ScaNN's C++ partitioner lines and TensorFlow's start-up lines stay off the terminal (`-v` shows them)."""
+    from export.native_logs import NATIVE_LINE
+
+    for stderr in (exported[3], trained[1].stderr):
+        noise = [line for line in stderr.splitlines() if NATIVE_LINE.match(line) or "cuInit" in line
+                 or "oneDNN" in line or "deprecated" in line]
+        assert not noise, noise[:5]

@@ -11,7 +11,14 @@ import os
 import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _library_log_levels(verbose: bool) -> None:
+    """TensorFlow's C++ start-up lines (a failed cuInit on a machine without a GPU, oneDNN notes) and
+    Transformers' deprecation notice are not for users; ``-v`` shows them. Read by TensorFlow at its first
+    import, which every command defers until it runs; a value already in the environment wins."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "info" if verbose else "error")
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -211,6 +218,7 @@ def _serve(argv: list[str], quiet: bool, verbose: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _library_log_levels(verbose=bool({"-v", "--verbose"} & set(argv)))
     common = argv[:argv.index("serve")] if "serve" in argv else None
     if common is not None and set(common) <= {"-q", "--quiet", "-v", "--verbose"}:
         return _serve(argv[len(common) + 1:], quiet=bool({"-q", "--quiet"} & set(common)),
