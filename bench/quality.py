@@ -10,8 +10,9 @@ and ranks the full catalogue for the test split with it: the same cases, the sam
 Every dataset is also ranked without excluding history items, the way the published numbers were made. Writes
 one table per dataset, the cold-start block and a plot to docs/quality.md and docs/quality.png.
 
-``--quick`` is the CI-sized smoke run: a slice of users, the tiny encoder, one setting per peer, two epochs. Peers whose library is
-not installed (implicit and lightfm are benchmark-only: bench/install_peers.sh) are skipped with a note.
+``--quick`` is the CI-sized smoke run: a slice of users, the tiny encoder, one setting per peer, two epochs. Peers
+whose library is not installed (implicit and lightfm are benchmark-only: bench/install_peers.sh) are skipped with
+a note.
 """
 
 from __future__ import annotations

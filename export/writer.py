@@ -212,8 +212,9 @@ def _export(run_dir: str, base_path: str, index: str, k: int, target_recall: flo
 
 
 def save_module(module, path: Path) -> None:
-    """``tf.saved_model.save`` with the Recommender's signatures (a loaded one's too) and the ScaNN op namespace."""
-    options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
+    """``tf.saved_model.save`` with the Recommender's signatures (a loaded one's too) and the custom op namespaces
+    it may hold: ScaNN's, and TF Text's (a TF Hub preprocessing model may use its namespaced ops)."""
+    options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann", "TFText"])
     tf.saved_model.save(module, str(path), signatures=serving_signatures(module), options=options)
 
 

@@ -101,3 +101,44 @@ def test_cache_finds_texts_whose_digest_ends_in_a_zero_byte(tmp_path):
     TextVectorCache(tmp_path, "fp").get(texts, encode)
     _, new = TextVectorCache(tmp_path, "fp").get(texts, encode)
     assert new == 0
+
+
+PARITY_TEXTS = CORPUS + ["", "x", "a very long product description " * 20, "Portable ESPRESSO machine — travel!",
+                         "轻便双人帐篷，防水", "Mixed 中文 and English 混合 text"]
+
+
+def hub_cosines(direct_source, out) -> np.ndarray:
+    """Cosines between a direct encoder and its `twotower encoder export-hub` pair, on PARITY_TEXTS."""
+    from towers.text_encoder import write_hub_pair
+
+    pair = write_hub_pair(str(direct_source.directory), out)
+    direct = TextEncoder(direct_source, max_length=32).encode(PARITY_TEXTS, progress=False)
+    hub = TextEncoder(resolve_encoder(f"hub:{pair.directory}"), max_length=32).encode(PARITY_TEXTS, progress=False)
+    return (direct * hub).sum(axis=1)
+
+
+def test_hub_format_tiny_encoder_matches_the_direct_one(tiny, tmp_path):
+    assert hub_cosines(tiny.source, tmp_path / "hub").min() >= 0.9999
+    pair = resolve_encoder(str(tmp_path / "hub"))            # a directory holding the pair works too
+    encoder = TextEncoder(pair, max_length=32)
+    assert encoder.token_stats(["帐篷"]) == tiny.token_stats(["帐篷"]) == (2, 2)   # its vocabulary ships with it
+    assert encoder.source.fingerprint() != tiny.source.fingerprint()
+    with pytest.raises(EncoderError, match="finetune_top_n needs a Transformers BERT"):
+        TextEncoder(pair, max_length=32, mode="finetune_top_n")
+
+
+def test_hub_format_minilm_matches_the_direct_one(tmp_path):
+    assert hub_cosines(resolve_encoder("minilm"), tmp_path / "hub").min() >= 0.9999
+
+
+def test_hub_errors_name_the_path(tmp_path):
+    from towers.hub_encoder import HubFormatError
+    from towers.text_encoder import write_hub_pair
+
+    (tmp_path / "half" / "preprocess").mkdir(parents=True)
+    with pytest.raises(HubFormatError, match="lacks preprocess/saved_model.pb, encoder/saved_model.pb"):
+        resolve_encoder(f"hub:{tmp_path / 'half'}")
+    with pytest.raises(HubFormatError, match="already exists"):
+        write_hub_pair("minilm", tmp_path / "half")
+    with pytest.raises(EncoderError, match="RUN/encoder"):
+        write_hub_pair("tiny", tmp_path / "new")

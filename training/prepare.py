@@ -119,6 +119,8 @@ def report_unknown_tokens(encoder: TextEncoder, dataset: Dataset, derived: Artif
     if len(derived.users):
         fields["user_text"] = derived.users["text"].tolist()
     shares = unk_report(encoder, fields)
+    if not shares and fields:
+        log.info("encoder '%s' ships no vocabulary file: no [UNK] report", config["model"]["encoder"])
     for name, share in shares.items():
         if share > UNK_WARN_SHARE:
             log.warning("%.1f%% of the tokens in text field '%s' are [UNK] for encoder '%s' (its vocabulary does "

@@ -69,6 +69,13 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encoder_export_hub(args: argparse.Namespace) -> int:
+    from towers.text_encoder import write_hub_pair
+
+    print(write_hub_pair(args.encoder, args.out).directory)
+    return 0
+
+
 def _index_add(args: argparse.Namespace) -> int:
     from export.add_items import add_items
     from training.run import setup_logging
@@ -169,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     index_add.add_argument("--target-recall", type=float, default=0.95,
                            help="ScaNN is re-tuned to this recall@K against brute force (default 0.95)")
     index_add.set_defaults(func=_index_add)
+
+    encoder = add("encoder", help="text encoders in other formats")
+    encoder_commands = encoder.add_subparsers(dest="encoder_command", required=True)
+    export_hub = encoder_commands.add_parser("export-hub", parents=[common],
+                                             help="write an encoder as a TF Hub BERT pair (preprocess/, encoder/)")
+    export_hub.add_argument("--encoder", required=True,
+                            help="minilm, a Transformers BERT directory, or a run's tiny encoder (RUN/encoder)")
+    export_hub.add_argument("--out", required=True, help="a new directory; use it as model.encoder: hub:DIR")
+    export_hub.set_defaults(func=_encoder_export_hub)
 
     inspect = add("inspect", help="signatures, custom ops, model card and a smoke query of an export")
     inspect.add_argument("path", help="a base path (its newest version) or a version directory")
