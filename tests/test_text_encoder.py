@@ -142,3 +142,38 @@ def test_hub_errors_name_the_path(tmp_path):
         write_hub_pair("minilm", tmp_path / "half")
     with pytest.raises(EncoderError, match="RUN/encoder"):
         write_hub_pair("tiny", tmp_path / "new")
+
+
+def test_torch_checkpoints_are_read_without_running_their_pickle(tmp_path):
+    """A pickle naming anything but a plain tensor's classes is refused, naming it; the real m3e-small file reads
+    into numpy with every tensor (bert-base-chinese's vocabulary, 4 layers, 512 wide)."""
+    import zipfile
+
+    from towers.named_encoders import NAMED, source_folder
+    from towers.torch_weights import TorchFileError, load_state_dict
+
+    evil = tmp_path / "evil.bin"
+    with zipfile.ZipFile(evil, "w") as archive:   # pickle protocol 2 for os.system("echo")
+        archive.writestr("archive/data.pkl", b"\x80\x02cos\nsystem\nq\x00X\x04\x00\x00\x00echoq\x01\x85q\x02Rq\x03.")
+    with pytest.raises(TorchFileError, match="refuses to load 'os.system'"):
+        load_state_dict(evil)
+    with pytest.raises(TorchFileError, match="not a PyTorch zip checkpoint"):
+        load_state_dict(tmp_path / "missing.bin")
+    state = load_state_dict(source_folder(NAMED["m3e-small"]) / "pytorch_model.bin")
+    assert state["embeddings.word_embeddings.weight"].shape == (21128, 512)
+    assert state["encoder.layer.3.attention.self.query.weight"].dtype == np.float32
+    assert len([k for k in state if k.endswith("attention.self.query.weight")]) == 4
+
+
+def test_m3e_small_covers_chinese_and_capitals(tmp_path, monkeypatch):
+    from towers.named_encoders import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    encoder = TextEncoder(resolve_encoder("m3e-small"), max_length=32)
+    texts = ["轻便双人帐篷，防水", "双人露营帐篷 轻量化", "不锈钢保温杯 大容量", "Stainless Steel TRAVEL Mug"]
+    assert encoder.token_stats(texts)[0] == 0             # no [UNK]: Chinese characters and lowercased Latin
+    tent, paraphrase, cup, _ = encoder.encode(texts, progress=False)
+    assert tent @ paraphrase > tent @ cup + 0.1            # a paraphrase is nearer than another product
+    assert resolve_encoder("m3e-small").directory == encoder.source.directory   # converted once, then reused
+    vocab = encoder.source.vocab
+    assert len(vocab) == 21128 and vocab.index("[UNK]") == 100

@@ -72,11 +72,11 @@ def check_whole_way(run: Path, version: Path, folder: Path) -> None:
 
     expected = evaluated(run)
     odd = {"signature": "serving_default", "inputs": {
-        "user_id": ["nobody", ""], "history": [["NOT-AN-ITEM", ""], ["", ""]],
-        "user_text": ["", "lightweight camping tent"]}}
+        "user_id": ["nobody", "", ""], "history": [["NOT-AN-ITEM", ""], ["", ""], ["", ""]],
+        "user_text": ["", "lightweight camping tent", "轻便双人帐篷，防水"]}}
     outputs, = probe_versions([(version, {**expected.requests(), "odd": odd})], folder)
     assert outputs["__imported__"].tolist() == []    # the project's code was never imported there
-    assert outputs["odd/item_ids"].shape == (2, EXPORT_K) and all(i for i in outputs["odd/item_ids"].ravel())
+    assert outputs["odd/item_ids"].shape == (3, EXPORT_K) and all(i for i in outputs["odd/item_ids"].ravel())
     assert_served_equals_evaluated(expected, outputs, EXPORT_K)
 
 
@@ -136,6 +136,24 @@ def test_tf_hub_encoder_trains_exports_and_serves_as_evaluated(mode, tiny_hub, s
     _, _, model = evaluated_model(RunDir(str(run)))
     expected = model.embed_items(tf.constant(fields["item_id"])).numpy()
     np.testing.assert_allclose(outputs["items/embedding"], expected, atol=1e-5)
+
+
+def test_chinese_encoder_m3e_small_trains_exports_and_serves(small_world, text_cache, tmp_path, monkeypatch):
+    """model.encoder: m3e-small (converted from its registry package without PyTorch): no [UNK] warning on the
+    world's Chinese fields, and the export answers Chinese user text in a fresh process."""
+    import json
+
+    from towers.named_encoders import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "encoders"))
+    run, version = train_and_export(ROOT / "configs" / "smoke.yaml", ["model.encoder=m3e-small"], small_world,
+                                    text_cache, tmp_path)
+    log = (run / "train.log").read_text(encoding="utf-8")
+    assert "non-commercial research use only" in log and "are [UNK]" not in log
+    assert "[UNK] share in 'title': 0.00%" in log
+    check_whole_way(run, version, tmp_path)
+    card = json.loads((version / "assets" / "model_card.json").read_text(encoding="utf-8"))
+    assert card["encoder"]["name"] == "m3e-small" and card["encoder"]["dim"] == 512
 
 
 @pytest.mark.parametrize("config", sorted(SHIPPED))

