@@ -136,3 +136,10 @@ def test_popularity_scorer_ranks_by_training_counts():
     assert rank[0] in (0, 1) and rank[1] in (1, 2, 3) and rank[2] in (2, 3, 4)
     table = ev.format_table("test", {**ev.summarize(rank, [10]), "baselines": {"popularity": ev.summarize(rank, [10])}}, [10])
     assert "recall@10" in table and "popularity" in table
+
+
+def test_mostly_chinese_counts_letters_not_digits_or_punctuation():
+    assert ev.mostly_chinese("轻便双人帐篷，防水 2人")
+    assert ev.mostly_chinese("Nike 跑步鞋 男款")          # 5 ideographs of 9 letters
+    assert not ev.mostly_chinese("Lightweight camping tent 帐篷")
+    assert not ev.mostly_chinese("") and not ev.mostly_chinese("12345, !?")

@@ -8,6 +8,7 @@ cold item, and for new users. Any scorer works: the trained towers or a baseline
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -81,15 +82,28 @@ def summarize(rank: np.ndarray, ks: Sequence[int]) -> dict:
     return result
 
 
+# metrics.json sub-block → the Examples flag that selects its cases
+GROUPS = {"cold_items": "cold_item", "new_users": "new_user", "chinese": "chinese", "cross_lingual": "cross_lingual"}
+CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+LETTER = re.compile(r"[^\W\d_]")
+
+
+def mostly_chinese(text: str) -> bool:
+    """More than half of the text's letters are CJK ideographs."""
+    letters = len(LETTER.findall(text))
+    return letters > 0 and len(CJK.findall(text)) > letters / 2
+
+
 def report(rank: np.ndarray, cases: Examples, ks: Sequence[int], kept: np.ndarray | None = None) -> dict:
-    """The overall block, and the same block for cold-item targets and new users where there are any; with
+    """The overall block, and the same block for each of GROUPS (cold-item targets, new users, Chinese text)
+    where there are any; with
     ``kept`` (ranks with history items left among the candidates, the protocol of most published numbers), a
     ``history_kept`` sub-block of the same shape."""
     block = summarize(rank, ks)
-    if cases.cold_item is not None and cases.cold_item.any():
-        block["cold_items"] = summarize(rank[cases.cold_item], ks)
-    if cases.new_user is not None and cases.new_user.any():
-        block["new_users"] = summarize(rank[cases.new_user], ks)
+    for group, flag in GROUPS.items():
+        mask = getattr(cases, flag)
+        if mask is not None and mask.any():
+            block[group] = summarize(rank[mask], ks)
     if kept is not None:
         block["history_kept"] = report(kept, cases, ks)
     return block
@@ -122,7 +136,7 @@ def format_table(split: str, block: dict, ks: Sequence[int]) -> str:
 
     def add(name: str, metrics: dict) -> None:
         rows.append([name] + [f"{metrics[c]:.4f}" if c != "users" else str(metrics[c]) for c in columns])
-        for group in ("cold_items", "new_users"):
+        for group in GROUPS:
             if group in metrics:
                 rows.append([f"  {group.replace('_', ' ')}"] +
                             [f"{metrics[group][c]:.4f}" if c != "users" else str(metrics[group][c])

@@ -28,6 +28,8 @@ class Examples:
     exclude: list[np.ndarray] = dataclasses.field(default_factory=list)  # per row, items not to rank
     cold_item: np.ndarray | None = None  # target never seen in training interactions
     new_user: np.ndarray | None = None   # user had no training interactions
+    chinese: np.ndarray | None = None    # the user's text or the target item's text is mostly Chinese
+    cross_lingual: np.ndarray | None = None   # the user's text is not Chinese, the target item's text is
 
     def __len__(self) -> int:
         return len(self.target)
@@ -37,7 +39,9 @@ class Examples:
         return Examples(self.user_id[index], self.history[index], self.target[index], self.weight[index],
                         [self.exclude[i] for i in index] if self.exclude else [],
                         None if self.cold_item is None else self.cold_item[index],
-                        None if self.new_user is None else self.new_user[index])
+                        None if self.new_user is None else self.new_user[index],
+                        None if self.chinese is None else self.chinese[index],
+                        None if self.cross_lingual is None else self.cross_lingual[index])
 
 
 def _pad(history: list[str], length: int) -> list[str]:

@@ -49,7 +49,20 @@ def _cases(config: dict, prepared: Prepared, split: str) -> Examples:
     novel_only = config["data"]["split"]["type"] == "temporal"
     cases, _ = evaluation_cases(prepared.dataset.interactions, prepared.labels, split,
                                 config["model"]["history_len"], novel_only)
+    cases.chinese, cases.cross_lingual = _script_groups(prepared, cases)
     return cases
+
+
+def _script_groups(prepared: Prepared, cases: Examples) -> tuple[np.ndarray, np.ndarray]:
+    """Cases whose user's own text or whose target item's text is mostly Chinese (the ``chinese`` block), and
+    cases of a user with non-Chinese text whose target item is Chinese (``cross_lingual``)."""
+    catalog, users = prepared.artifacts.catalog, prepared.artifacts.users
+    item_chinese = dict(zip(catalog["item_id"], map(ev.mostly_chinese, catalog["text"].astype(str))))
+    user_text = dict(zip(users["user_id"], users["text"].astype(str))) if len(users) else {}
+    target = np.array([item_chinese.get(t, False) for t in cases.target], bool)
+    user = np.array([ev.mostly_chinese(user_text.get(u, "")) for u in cases.user_id], bool)
+    other_script = np.array([bool(user_text.get(u, "").strip()) for u in cases.user_id], bool) & ~user
+    return target | user, target & other_script
 
 
 def _dataset(examples: Examples | ShardStream, batch_size: int, seed: int, epoch: int,
