@@ -157,11 +157,16 @@ def test_chinese_encoder_m3e_small_trains_exports_and_serves(small_world, text_c
 
 
 @pytest.mark.parametrize("config", sorted(SHIPPED))
-def test_every_shipped_config_goes_the_whole_way_on_a_slice(config, small_world, text_cache, tmp_path):
-    """Each file in configs/ as shipped, but the tiny encoder, one epoch and (for the datasets) 300 users."""
+def test_every_shipped_config_goes_the_whole_way_on_a_slice(config, small_world, text_cache, tmp_path, request):
+    """Each file in configs/ as shipped, but the tiny encoder, one epoch and (for the datasets) 300 users. The
+    smoke config is the session's own run (tests/conftest.py), already trained and exported."""
     folder = SHIPPED[config]
     if folder is not None and not (SHARED / folder).is_dir():
         pytest.skip(f"{SHARED / folder} not found: the shared datasets are not on this machine")
+    if config == "smoke":
+        run, base = request.getfixturevalue("trained")[0], request.getfixturevalue("brute_force_export")
+        check_whole_way(run, base / "1", tmp_path)
+        return
     data = small_world if folder is None else SHARED / folder
     extra = () if folder is None else ("--set", "data.max_users=300")
     run, version = train_and_export(ROOT / "configs" / f"{config}.yaml", ["model.encoder=tiny"], data, text_cache,
