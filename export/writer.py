@@ -119,6 +119,8 @@ def model_card(trained: TrainedRun, index_report, k: int, dim: int) -> dict:
         "items": len(trained.artifacts.catalog),
         "embedding_dim": dim,
         "history_len": trained.config["model"]["history_len"],
+        "semantic_channel": (trained.model.user_tower.semantic.describe()
+                             if trained.model.user_tower.semantic is not None else None),
         "user_ids_hashed": trained.artifacts.user_id_hash,
         "signatures": ["serving_default", "recommend_including_history", "embed_query", "embed_items", "score"],
         "libraries": versions,

@@ -2,7 +2,8 @@
 raw-string requests, and the served model ranks exactly as ``evaluate`` scored it.
 
 The matrix covers the user features (history, text, id and their unions), item feature subsets, both history
-encoders, frozen and both fine-tune modes, mixed negatives and streaming logQ, each trained for one short epoch
+encoders, frozen and both fine-tune modes, mixed negatives and streaming logQ, the semantic channel with
+history, text or both on the query side, a TF Hub encoder and a Chinese one, each trained for one short epoch
 with the tiny encoder on one small generated world. The shipped configs run on a slice of their own data (the
 shared datasets; skipped with a message where ../shared is absent). Training and export run in-process; only the
 query runs in a fresh process, which is the boundary that matters: a SavedModel that loads without the
@@ -36,6 +37,13 @@ MATRIX = {
                                    "model.history_encoder=attention"],
     "history-only-full-finetune": ["model.user_features=[history]", "model.item_features=[text]",
                                    "model.encoder_mode=full"],
+    "semantic-all-features": ["model.semantic_channel=true"],
+    "semantic-history-only-attention": ["model.semantic_channel=true", "model.user_features=[history]",
+                                        "model.item_features=[text,category,brand,price]",
+                                        "model.history_encoder=attention"],
+    "semantic-text-only-users-finetune": ["model.semantic_channel=true", "model.user_features=[text]",
+                                          "model.item_features=[text,id]", "model.encoder_mode=finetune_top_n",
+                                          "model.finetune_top_n=1"],
 }
 # shipped config → the shared dataset folder it reads (None: the generated world)
 SHIPPED = {"default": None, "smoke": None, "amazon_scientific": "amazon-scientific",

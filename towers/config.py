@@ -26,6 +26,7 @@ class TowerConfig:
     history_layers: int = 2
     history_heads: int = 2
     history_dropout: float = 0.0
+    semantic_channel: bool = False      # the raw BERT vectors' similarity joins the score (semantic_channel.py)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -37,6 +38,10 @@ class TowerConfig:
             unknown = sorted(set(given) - set(allowed))
             if unknown or not given:
                 raise ValueError(f"{name}: unknown or empty {unknown or given} (choose from {', '.join(allowed)})")
+        if self.semantic_channel and ("text" not in self.item_features or
+                                      not {"text", "history"} & set(self.user_features)):
+            raise ValueError("model.semantic_channel needs 'text' in model.item_features and 'text' or 'history' "
+                             "in model.user_features (it compares the query's text with the item's)")
         if self.history_encoder not in HISTORY_ENCODERS:
             raise ValueError(f"model.history_encoder: {self.history_encoder!r} is not one of "
                              f"{', '.join(HISTORY_ENCODERS)}")

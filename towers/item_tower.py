@@ -21,7 +21,8 @@ from towers.text_encoder import TextEncoder
 
 
 class ItemTower(tf_keras.Model):
-    """features {item_id, text_vec | text, category, brand, price} [B] → [B, embedding_dim]."""
+    """features {item_id, text_vec | text, category, brand, price} [B] → [B, embedding_dim], or with
+    ``semantic_channel`` [B, embedding_dim + text dim]: the learned vector, then the item's unit text vector."""
 
     def __init__(self, config: TowerConfig, id_vocabulary: Sequence[str], category_vocabulary: Sequence[str],
                  brand_vocabulary: Sequence[str], price_log_mean_std: tuple[float, float],
@@ -55,8 +56,9 @@ class ItemTower(tf_keras.Model):
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
         parts = []
-        if self.text_projection is not None:
-            parts.append(self.text_projection(self.text_vector(features)))
+        text = self.text_vector(features) if self.text_projection is not None else None
+        if text is not None:
+            parts.append(self.text_projection(text))
         if self.item_id is not None:
             parts.append(self.item_id(features["item_id"], training=training))
         if self.category is not None:
@@ -70,7 +72,11 @@ class ItemTower(tf_keras.Model):
             scaled = (tf.math.log1p(tf.where(missing, tf.zeros_like(price), price)) - mean) / std
             parts.append(tf.stack([tf.where(missing, tf.zeros_like(scaled), scaled),
                                    tf.cast(missing, tf.float32)], axis=-1))
-        return self.head(tf.concat(parts, axis=-1))
+        learned = self.head(tf.concat(parts, axis=-1))
+        if not self.config.semantic_channel:
+            return learned
+        # [learned, text]: the user tower's [u, β·q_text] dotted with it adds β·cos(q_text, item text)
+        return tf.concat([learned, tf.math.l2_normalize(text, axis=-1)], axis=-1)
 
 
 def price_statistics(prices: np.ndarray) -> tuple[float, float]:

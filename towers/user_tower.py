@@ -22,12 +22,13 @@ from towers.id_embedding import IdEmbedding
 from towers.item_tower import ItemTower
 from towers.mlp import ProjectionHead
 from towers.seeded_mask import SeededMask
+from towers.semantic_channel import SemanticQuery
 from towers.text_encoder import TextEncoder
 
 
 class UserTower(tf_keras.Model):
     """features {user_id [B], history [B, H] ("" = padding, most recent last), user_text_vec [B, T] |
-    user_text [B]} → [B, embedding_dim].
+    user_text [B]} → [B, embedding_dim], or with ``semantic_channel`` [B, embedding_dim + T] (semantic_channel.py).
 
     Instead of ``history``, a caller that already holds the history items' vectors (the exported model keeps every
     catalogue item's vector) passes ``history_vec`` [B, H, D] and ``history_known`` [B, H]; the catalogue table and
@@ -57,6 +58,7 @@ class UserTower(tf_keras.Model):
         # only the user's text left), so that a text-only request (a search query, a profile) lands somewhere
         # sensible.
         self.cold_user = SeededMask(config.cold_user_dropout, config.seed + 3, name="cold_user_dropout")
+        self.semantic = SemanticQuery(name="semantic_channel") if config.semantic_channel else None
 
     def drop_catalog(self) -> None:
         """Forgets the catalogue table, for a caller that always passes ``history_vec`` (the exported model), so
@@ -70,16 +72,21 @@ class UserTower(tf_keras.Model):
         the batch goes through the item tower once."""
         if self.catalog is None:
             shape = tf.shape(history)
-            return tf.zeros([shape[0], shape[1], self.config.embedding_dim]), tf.zeros(shape, tf.bool)
+            return tf.zeros([shape[0], shape[1], self.item_dim]), tf.zeros(shape, tf.bool)
         flat = tf.reshape(history, [-1])
         unique, position = tf.unique(flat)
         features = self.catalog(unique)
         features["item_id"] = unique
         vectors = tf.gather(self.item_tower(features, training=training), position)
         shape = tf.shape(history)
-        vectors = tf.reshape(vectors, [shape[0], shape[1], self.config.embedding_dim])
+        vectors = tf.reshape(vectors, [shape[0], shape[1], self.item_dim])
         mask = tf.gather(features["known"], position)
         return vectors, tf.reshape(mask, tf.shape(history))
+
+    @property
+    def item_dim(self) -> int:
+        """The item tower's output width: the learned vector, then (semantic channel) the item's text vector."""
+        return self.config.embedding_dim + (self.text_dim if self.semantic is not None else 0)
 
     def text_vector(self, features: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         """([B, T] text vector, [B, 1] has-text flag); zeros where the user has no text."""
@@ -95,7 +102,7 @@ class UserTower(tf_keras.Model):
         return vector, tf.cast(has_text, tf.float32)
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
-        parts, residual = [], None
+        parts, residual, history_text, history_weights = [], None, None, None
         user_id = features["user_id"]
         text = self.text_vector(features) if self.text_projection is not None else None
         # Only a user with text can be shown as a text-only newcomer: without text nothing would be left.
@@ -107,6 +114,10 @@ class UserTower(tf_keras.Model):
             else:
                 vectors, mask = self.history_vectors(features["history"], training=training)
             mask = mask & ~cold[:, None]
+            if self.semantic is not None:    # [learned, text] per item (ItemTower): each part pooled on its own
+                dim = self.config.embedding_dim
+                vectors, history_text = vectors[..., :dim], vectors[..., dim:]
+                history_weights = self.pooling.recency_weights(mask)
             residual, count = self.pooling(vectors, mask)
             if self.attention is not None:
                 residual = self.attention(vectors, mask, training=training)
@@ -116,4 +127,9 @@ class UserTower(tf_keras.Model):
             parts += [self.text_projection(vector) * has_text, has_text]
         if self.user_id is not None:
             parts.append(self.user_id(tf.where(cold, "", user_id), training=training))
-        return self.head(tf.concat(parts, axis=-1), residual=residual)
+        learned = self.head(tf.concat(parts, axis=-1), residual=residual)
+        if self.semantic is None:
+            return learned
+        has_text = text[1] if text is not None else tf.zeros_like(learned[:, :1])
+        semantic = self.semantic(text[0] if text is not None else None, has_text, history_text, history_weights)
+        return tf.concat([learned, semantic], axis=-1)

@@ -51,6 +51,7 @@ DEFAULTS: dict = {
         "history_layers": 2,
         "history_heads": 2,
         "history_dropout": 0.0,
+        "semantic_channel": False,  # the raw BERT similarity joins the score with learned weights (towers/semantic_channel.py)
     },
     "training": {
         "seed": 0,

@@ -137,7 +137,7 @@ def build_model(config: dict, artifacts: Artifacts, encoder: TextEncoder | None 
         history_len=model_cfg["history_len"], history_decay=model_cfg["history_decay"],
         history_encoder=model_cfg["history_encoder"], history_layers=model_cfg["history_layers"],
         history_heads=model_cfg["history_heads"], history_dropout=model_cfg["history_dropout"],
-        seed=train_cfg["seed"])
+        semantic_channel=bool(model_cfg.get("semantic_channel", False)), seed=train_cfg["seed"])
     frozen = model_cfg["encoder_mode"] == "frozen"
     catalog = artifacts.catalog
     columns = {"item_id": catalog["item_id"].to_numpy(object),

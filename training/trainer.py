@@ -280,6 +280,8 @@ def finish(config: dict, run: RunDir, prepared: Prepared, model: TwoTowerModel,
     checkpoint.read(str(run.checkpoints / "best")).expect_partial()
     metrics = run.read_json(run.metrics, {})
     state = run.read_json(run.state, {})
+    if model.user_tower.semantic is not None:
+        log.info("semantic channel, learned weights: %s", model.user_tower.semantic.describe())
     for split in splits:
         cases = _cases(config, prepared, split)
         if not len(cases):
