@@ -31,6 +31,7 @@ import pandas as pd
 from .schema import INTERACTION_COLUMNS, ITEM_COLUMNS, ITEM_TEXT_COLUMNS, USER_COLUMNS, DataError, DropReport
 
 ON_BAD_ROWS = ("drop", "error")
+TIMESTAMP_UNITS = ("auto", "s", "ms", "us", "ns")   # data.timestamp_unit: what a numeric timestamp counts
 CSV_SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")

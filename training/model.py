@@ -128,16 +128,7 @@ def build_model(config: dict, artifacts: Artifacts, encoder: TextEncoder | None 
     the tables carry the texts and the towers encode them through ``encoder`` on every step.
     """
     model_cfg, train_cfg = config["model"], config["training"]
-    tower_cfg = TowerConfig(
-        embedding_dim=model_cfg["embedding_dim"], hidden_units=tuple(model_cfg["hidden_units"]),
-        id_dim=model_cfg["id_dim"], categorical_dim=model_cfg["categorical_dim"],
-        text_projection_dim=model_cfg["text_projection_dim"], item_features=tuple(model_cfg["item_features"]),
-        user_features=tuple(model_cfg["user_features"]), id_dropout=model_cfg["id_dropout"],
-        cold_user_dropout=model_cfg.get("cold_user_dropout", 0.0),
-        history_len=model_cfg["history_len"], history_decay=model_cfg["history_decay"],
-        history_encoder=model_cfg["history_encoder"], history_layers=model_cfg["history_layers"],
-        history_heads=model_cfg["history_heads"], history_dropout=model_cfg["history_dropout"],
-        seed=train_cfg["seed"])
+    tower_cfg = TowerConfig.model_validate({**model_cfg, "seed": train_cfg["seed"]})
     frozen = model_cfg["encoder_mode"] == "frozen"
     catalog = artifacts.catalog
     columns = {"item_id": catalog["item_id"].to_numpy(object),
@@ -158,7 +149,7 @@ def build_model(config: dict, artifacts: Artifacts, encoder: TextEncoder | None 
     user_tower = UserTower(tower_cfg, artifacts.train_user_ids, item_tower, catalog_table, text_dim,
                            encoder, name="user_tower")
     counts = artifacts.item_counts + 1.0  # add-one: an item never seen in training is still a possible draw
-    streaming = train_cfg.get("item_frequency", "counts") == "streaming"
+    streaming = train_cfg["item_frequency"] == "streaming"
     return TwoTowerModel(user_tower, item_tower, catalog_table, user_table, counts / counts.sum(),
                          temperature=train_cfg["temperature"], logq_correction=train_cfg["logq_correction"],
                          remove_accidental_hits=train_cfg["remove_accidental_hits"],

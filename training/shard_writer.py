@@ -32,6 +32,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from ingest.schema import DataError, Dataset, DropReport
+from training.config import ConfigError
 from ingest.split import assign_split
 from ingest.validate import (CSV_SEPARATORS, PARQUET_SUFFIXES, REQUIRED_COLUMNS, normalize_interactions,
                              normalize_items, normalize_users, read_table)
@@ -187,10 +188,10 @@ def write_shards(config: dict, out: str | os.PathLike, shards: int, progress: bo
     Written into a temporary sibling and renamed at the end: a failure leaves no half-written ``out``.
     """
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
-        raise ValueError(f"--shards must be a positive integer, got {shards!r}")
+        raise ConfigError(f"--shards must be a positive integer, got {shards!r}")
     out = Path(out)
     if out.exists():
-        raise FileExistsError(f"{out} already exists; prepare into a new directory")
+        raise ConfigError(f"{out} already exists; prepare into a new directory")
     data = config["data"]
     files, split = _sources(data)
     on_bad_rows = data["on_bad_rows"]

@@ -1,7 +1,8 @@
 """The ``twotower`` command line: one entry point for every stage.
 
-Bad input ends in one ``error: ...`` line naming the file, row, field or key, and exit status 2; never a
-traceback (set TWOTOWER_DEBUG=1 to see one).
+Bad input (the project's own config, data, export and serving errors) ends in one ``error: ...`` line naming the
+file, row, field or key, and exit status 2. Anything else is a bug: one ``internal error`` line and exit status 1.
+Never a traceback, unless TWOTOWER_DEBUG=1 asks for one.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from training.config import load_config
-    from training.run import RunDir, setup_logging
+    from training.run import RunDir, RunDirError, setup_logging
     from training.trainer import train
 
     run = RunDir(args.run_dir)
     overrides = [*args.set, *([f"training.warm_start_from={args.warm_start_from}"] if args.warm_start_from else [])]
     config = load_config(args.config, overrides) if args.config or overrides else None
     if config is None and not run.exists():
-        raise SystemExit(f"error: {run.path} holds no run to resume; give --config")
+        raise RunDirError(f"{run.path} holds no run to resume; give --config")
     created = not run.path.exists()
     setup_logging(run.log, args.verbose)
     train(config, run, progress=not args.quiet, created=created)
@@ -41,12 +42,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from training.run import RunDir, setup_logging
+    from training.run import RunDir, RunDirError, setup_logging
     from training.trainer import evaluate_run
 
     run = RunDir(args.run_dir)
     if not run.exists():
-        raise FileNotFoundError(f"{run.path} is not a run directory (no config.yaml); train one first")
+        raise RunDirError(f"{run.path} is not a run directory (no config.yaml); train one first")
     setup_logging(run.log, args.verbose)
     evaluate_run(run, tuple(args.split), progress=not args.quiet)
     print(f"metrics written to {run.metrics}")
@@ -94,7 +95,9 @@ def _submit(args: argparse.Namespace) -> int:
     if actions:
         return manage(actions[0][0], actions[0][1], args.address)
     if not args.job:
-        raise ValueError("submit: give a job file (JOB.yaml), or --status/--logs/--stop JOB_ID")
+        from training.config import ConfigError
+
+        raise ConfigError("submit: give a job file (JOB.yaml), or --status/--logs/--stop JOB_ID")
     return submit(args.job, args.target, args.workers, args.address, args.out, args.apply, wait=not args.no_wait)
 
 
@@ -109,6 +112,17 @@ def _prepare_shards(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a positive integer, or a usage error naming the flag."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
@@ -119,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = add("generate", help="write the embedded synthetic shop (no download)")
     generate.add_argument("--out", required=True, help="directory to write items/users/interactions into")
-    generate.add_argument("--users", type=int, default=2000)
-    generate.add_argument("--items", type=int, default=1500)
+    generate.add_argument("--users", type=_positive, default=2000)
+    generate.add_argument("--items", type=_positive, default=1500)
     generate.add_argument("--seed", type=int, default=0)
     generate.set_defaults(func=_generate)
 
@@ -145,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--base-path", required=True, help="TF Serving base path, e.g. models/shop")
     export.add_argument("--index", choices=("scann", "brute-force"), default="scann",
                         help="scann (default; needs ScaNN ops to load) or brute-force (stock TF Serving loads it)")
-    export.add_argument("--k", type=int, default=100, help="items returned per request (default 100)")
+    export.add_argument("--k", type=_positive, default=100, help="items returned per request (default 100)")
     export.set_defaults(func=_export)
 
     index = add("index", help="change an exported model's catalogue without retraining")
@@ -168,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit = add("submit", help="run a training job on local workers, a Ray cluster or Kubernetes")
     submit.add_argument("job", nargs="?", help="job file (see README: training jobs)")
     submit.add_argument("--target", choices=("local", "ray", "kubernetes"), default="local")
-    submit.add_argument("--workers", type=int, help="number of workers (default: the job file's)")
+    submit.add_argument("--workers", type=_positive, help="number of workers (default: the job file's)")
     submit.add_argument("--address", help="ray: the cluster's job server, e.g. http://127.0.0.1:8265 "
                         "(default: RAY_ADDRESS)")
     submit.add_argument("--out", help="kubernetes: directory for the manifests (default: beside the run dir)")
@@ -184,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     shards.add_argument("--config", required=True)
     shards.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     shards.add_argument("--out", required=True, help="directory for the shards, vocabularies and frequencies")
-    shards.add_argument("--shards", type=int, default=8, help="number of TFRecord files (default 8)")
+    shards.add_argument("--shards", type=_positive, default=8, help="number of TFRecord files (default 8)")
     shards.set_defaults(func=_prepare_shards)
 
     from serving.query import add_arguments as query_arguments
@@ -225,12 +239,26 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - the one place that turns errors into messages
         if os.environ.get("TWOTOWER_DEBUG"):
             raise
-        from ingest.schema import DataError
+        if isinstance(err, user_errors()):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        summary = (str(err).strip().splitlines() or [""])[0][:300]
+        print(f"internal error: {type(err).__name__}{': ' + summary if summary else ''} (a bug in twotower, not in "
+              f"your input; run again with TWOTOWER_DEBUG=1 to see the traceback, and report it)", file=sys.stderr)
+        return 1
 
-        known = (DataError, ValueError, FileNotFoundError, KeyError)
-        kind = "" if isinstance(err, known) else f"{type(err).__name__}: "
-        print(f"error: {kind}{err}", file=sys.stderr)
-        return 2
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The project's own errors about the user's input: printed as one ``error:`` line. Every other exception
+    (KeyError, TypeError, ...) is a bug."""
+    from export.inspect import InspectError
+    from export.trained import ExportError
+    from ingest.schema import DataError
+    from serving.client import ClientError
+    from serving.errors import ServingError
+    from towers.config import ConfigError
+
+    return ConfigError, DataError, ExportError, InspectError, ServingError, ClientError
 
 
 if __name__ == "__main__":
