@@ -43,8 +43,12 @@ REQUIRED_COLUMNS = {
     "users": ("user_id",),
 }
 
-# Numeric timestamps above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
-MILLISECONDS_ABOVE = 1e11
+# data.timestamp_unit: seconds per unit; under auto, the magnitude below which a number is in each unit (1e11 s is
+# the year 5138, 1e11 ms is 1973). A timestamp past the year 9999 (or before year 1) is out of range.
+UNIT_SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+AUTO_UNITS = ("s", "ms", "us", "ns")
+AUTO_UPPER_BOUNDS = (1e11, 1e14, 1e17, 1e20)
+LATEST_SECONDS = 253402300799.0
 _MAX_LISTED = 5  # how many offending rows / ids a message names
 
 
@@ -372,23 +376,75 @@ def normalize_items(df: pd.DataFrame, source: str, report: DropReport, on_bad_ro
     return items
 
 
-def parse_timestamps(raw: pd.Series) -> pd.Series:
-    """Strings/numbers -> float unix seconds (NaN where unparseable).
+class TimestampReader:
+    """Numeric timestamps of one file in ``data.timestamp_unit``: ``s``, ``ms``, ``us``, ``ns`` or ``auto``.
 
-    Numbers are unix seconds, or milliseconds when above 1e11; anything else goes through pd.to_datetime (UTC;
-    a date without a zone is taken as UTC).
+    ``auto`` reads each number's unit from its magnitude (below 1e11 seconds, also ordinals; below 1e14
+    milliseconds; below 1e17 microseconds; below 1e20 nanoseconds) and holds the whole file to the unit of its
+    first number: a value of another magnitude is ambiguous (a file mixing units, or one value off by 1000x) and
+    refused with both lines. One reader serves every chunk of a file read in pieces. A number that lands outside
+    the years 1-9999 (``1e300``) is out of range, never wrapped into some int64.
     """
+
+    def __init__(self, unit: str = "auto", source: str = ""):
+        if unit not in TIMESTAMP_UNITS:
+            raise DataError(f"data.timestamp_unit must be one of {', '.join(TIMESTAMP_UNITS)}; got {unit!r}")
+        self.unit = unit
+        self.source = source
+        self.first: tuple[str, str] | None = None   # auto: (unit, "line N ('raw')") of the file's first number
+
+    def seconds(self, numbers: pd.Series, shown: pd.Series, rows: np.ndarray, label: str) -> tuple[pd.Series,
+                                                                                                    np.ndarray]:
+        """Float numbers (NaN: not a number) -> (unix seconds, out-of-range mask). ``shown``: the raw text,
+        ``rows``/``label``: each row's number in the file, for the messages."""
+        values = numbers.to_numpy(dtype=float)
+        present = ~np.isnan(values)
+        if self.unit == "auto":
+            magnitude = np.abs(values)
+            kind = np.searchsorted(AUTO_UPPER_BOUNDS, magnitude, side="right")   # 0 s, 1 ms, 2 us, 3 ns, 4 none
+            usable = present & (kind < len(AUTO_UNITS))
+            if usable.any():
+                at = np.flatnonzero(usable)
+                if self.first is None:
+                    i = at[0]
+                    self.first = (AUTO_UNITS[kind[i]], f"{label} {rows[i]} ({shown.iloc[i]!r})")
+                expected = AUTO_UNITS.index(self.first[0])
+                other = at[kind[at] != expected]
+                if len(other):
+                    i = other[0]
+                    raise DataError(
+                        f"{self.source}: {label} {rows[i]}: timestamp {shown.iloc[i]!r} reads as "
+                        f"{AUTO_UNITS[kind[i]]} but {self.first[1]} as {self.first[0]} (field 'timestamp'): the "
+                        f"unit is ambiguous; set data.timestamp_unit to s, ms, us or ns")
+            factor = np.array([UNIT_SECONDS[u] for u in AUTO_UNITS] + [np.nan])[np.minimum(kind, len(AUTO_UNITS))]
+            scaled = values * factor
+        else:
+            scaled = values * UNIT_SECONDS[self.unit]
+        out_of_range = present & ~(np.abs(np.nan_to_num(scaled, nan=np.inf)) <= LATEST_SECONDS)
+        return pd.Series(np.where(out_of_range, np.nan, scaled), index=numbers.index), out_of_range
+
+
+def parse_timestamps(raw: pd.Series, reader: TimestampReader | None = None, rows: np.ndarray | None = None,
+                     label: str = "row") -> tuple[pd.Series, np.ndarray]:
+    """Strings/numbers -> (float unix seconds, NaN where unusable; mask of numbers out of range).
+
+    Numbers are read in ``reader``'s unit (default ``auto``); anything else goes through pd.to_datetime (UTC; a
+    date without a zone is taken as UTC).
+    """
+    reader = reader or TimestampReader()
     s = raw.reset_index(drop=True)
+    rows = np.arange(1, len(s) + 1) if rows is None else rows
     if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
         num = s.astype(float)
         strings = pd.Series([""] * len(s), dtype=str)
+        shown = s.astype(str)
     else:
         strings = s.fillna("").astype(str).str.strip()
         num = pd.to_numeric(strings, errors="coerce").astype(float)
-    num = num.where(np.isfinite(num))
-    num = num.where(num.abs() <= MILLISECONDS_ABOVE, num / 1000.0)
-    out = num.copy()
-    todo = out.isna() & (strings != "")
+        shown = strings
+    num = num.where(np.isfinite(num) | num.isna(), np.inf)   # inf stays a number: out of range, not unparseable
+    out, out_of_range = reader.seconds(num, shown, rows, label)
+    todo = out.isna() & (strings != "") & num.isna()
     if todo.any():
         sub = strings[todo]
         dt = pd.to_datetime(sub, utc=True, errors="coerce", format="ISO8601")
@@ -398,12 +454,13 @@ def parse_timestamps(raw: pd.Series) -> pd.Series:
         epoch = pd.Timestamp(0, tz="UTC")
         secs = (dt - epoch) / pd.Timedelta(seconds=1)
         out[todo] = secs.astype(float).to_numpy()
-    return out
+    return out, out_of_range
 
 
 def normalize_interactions(df: pd.DataFrame, items: pd.DataFrame, source: str, report: DropReport,
-                           on_bad_rows: str = "drop") -> pd.DataFrame:
-    """Interactions in INTERACTION_COLUMNS, every item known, sorted stably by (user_id, timestamp)."""
+                           on_bad_rows: str = "drop", timestamps: TimestampReader | str = "auto") -> pd.DataFrame:
+    """Interactions in INTERACTION_COLUMNS, every item known, sorted stably by (user_id, timestamp).
+    ``timestamps``: the unit of numeric timestamps (data.timestamp_unit), or the reader of a file read in chunks."""
     _check_policy(on_bad_rows)
     for col in REQUIRED_COLUMNS["interactions"]:
         if col not in df.columns:
@@ -424,8 +481,10 @@ def normalize_interactions(df: pd.DataFrame, items: pd.DataFrame, source: str, r
     drop((user_id == "").to_numpy(), "empty user_id", "user_id", None)
     drop((item_id == "").to_numpy(), "empty item_id", "item_id", None)
 
-    ts_raw = df["timestamp"].reset_index(drop=True)
-    ts = parse_timestamps(ts_raw)
+    reader = timestamps if isinstance(timestamps, TimestampReader) else TimestampReader(timestamps, source)
+    ts, out_of_range = parse_timestamps(df["timestamp"], reader, numbers, label)
+    drop(out_of_range, "timestamp out of range (before year 1 or after 9999 in data.timestamp_unit "
+                       f"{reader.unit!r})", "timestamp", _text(df, "timestamp"))
     drop(ts.isna().to_numpy(), "unparseable timestamp", "timestamp", _text(df, "timestamp"))
 
     known = pd.unique(items["item_id"].astype(str).to_numpy())
@@ -485,4 +544,5 @@ def first_users(user_ids: pd.Series, n: int | None) -> np.ndarray | None:
 
 
 __all__ = ["read_table", "normalize_items", "normalize_interactions", "normalize_users", "parse_timestamps",
+           "TimestampReader",
            "first_users", "REQUIRED_COLUMNS", "ON_BAD_ROWS", "SUPPORTED_SUFFIXES"]
