@@ -22,7 +22,7 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,10 @@ AUTO_UNITS = ("s", "ms", "us", "ns")
 AUTO_UPPER_BOUNDS = (1e11, 1e14, 1e17, 1e20)
 LATEST_SECONDS = 253402300799.0
 _MAX_LISTED = 5  # how many offending rows / ids a message names
+_CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's field limit while reading a shop's file: no limit in practice
+ID_COLUMNS = ("user_id", "item_id")
+# What a missing value turns into on its way through pandas, NumPy or a database export: never an id.
+MISSING_ID_MARKERS = frozenset({"nan", "NaN", "NAN", "None", "null", "NULL"})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -117,24 +121,43 @@ def _read_csv(path: Path, text: str, sep: str) -> pd.DataFrame:
         _raise_extra_fields(path, text, sep, f"cannot parse as {kind}: {str(e).strip()}")
     if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
         _raise_extra_fields(path, text, sep, f"cannot parse as {kind}: rows do not match the header")
-    df.index = pd.Index(_csv_line_numbers(text, sep, len(df)), name="line")
+    df.index = pd.Index(_csv_line_numbers(path, text, sep, len(df)), name="line")
     return df
+
+
+def _csv_records(path: Path, text: str, sep: str) -> Iterator[tuple[int, list[str]]]:
+    """(line the record starts on, fields) for every record, fields of any size (the csv module stops at 128 KiB
+    by default); a record the csv module cannot read is a DataError naming its line."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, _CSV_FIELD_LIMIT))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    start = 1
+    try:
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                raise DataError(f"{path}: line {start}: cannot parse as {'TSV' if sep == chr(9) else 'CSV'}: "
+                                f"{err}") from None
+            yield start, record
+            start = reader.line_num + 1
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _raise_extra_fields(path: Path, text: str, sep: str, otherwise: str) -> None:
     """pandas would silently shift or cut a row with more fields than the header: name that row instead."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
-    header, start = None, 1
-    for record in reader:
+    header = None
+    for start, record in _csv_records(path, text, sep):
         if _csv_blank(record):
-            start = reader.line_num + 1
             continue
         if header is None:
             header = record
         elif len(record) > len(header):
             raise DataError(f"{path}: line {start} has {len(record)} fields but the header has {len(header)} "
                             f"(an unquoted {'tab' if sep == chr(9) else 'comma'} inside a value?)")
-        start = reader.line_num + 1
     raise DataError(f"{path}: {otherwise}")
 
 
@@ -142,7 +165,7 @@ def _csv_blank(record: list) -> bool:
     return not record or (len(record) == 1 and record[0].strip() == "")
 
 
-def _csv_line_numbers(text: str, sep: str, n_rows: int) -> np.ndarray:
+def _csv_line_numbers(path: Path, text: str, sep: str, n_rows: int) -> np.ndarray:
     """Physical line on which each data row starts (header = line 1), as pandas counts rows."""
     plain = text.replace("\r\n", "\n")
     simple = ('"' not in plain and "\r" not in plain and not plain[:1].isspace()
@@ -150,13 +173,7 @@ def _csv_line_numbers(text: str, sep: str, n_rows: int) -> np.ndarray:
     if simple:
         return np.arange(2, 2 + n_rows)
     # Quoted fields may span lines; pandas skips blank lines (before the header too).
-    starts = []
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
-    start = 1
-    for record in reader:
-        if not _csv_blank(record):
-            starts.append(start)
-        start = reader.line_num + 1
+    starts = [start for start, record in _csv_records(path, text, sep) if not _csv_blank(record)]
     if len(starts) != n_rows + 1:  # csv and pandas read an odd file differently: plain numbering
         return np.arange(2, 2 + n_rows)
     return np.asarray(starts[1:])
@@ -168,10 +185,24 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         table = pq.read_table(path)
     except Exception as e:  # pyarrow raises several types for a damaged file
         raise DataError(f"{path}: cannot read as Parquet: {e}") from None
+    for field in table.schema:
+        if field.name in ID_COLUMNS and not _scalar_id_type(field.type):
+            raise DataError(f"{path}: column {field.name!r} holds {field.type} values; ids must be strings or "
+                            f"integers")
     df = table.to_pandas()
     df = pd.DataFrame({str(c): _as_text(df[c]) for c in df.columns})
     df.index = pd.RangeIndex(1, len(df) + 1, name="row")
     return df
+
+
+def _scalar_id_type(kind) -> bool:
+    """An Arrow type an id column may have: text or integers (floats too: pandas stores integers with gaps so)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
+            or pa.types.is_floating(kind) or pa.types.is_null(kind))
 
 
 def _as_text(col: pd.Series) -> pd.Series:
@@ -243,6 +274,11 @@ def _read_json(path: Path, text: str) -> tuple[pd.DataFrame, str]:
         if not isinstance(rec, dict):
             raise DataError(f"{path}: {label} {n}: expected a JSON object with named fields, "
                             f"got {type(rec).__name__}")
+        for column in ID_COLUMNS:
+            value = rec.get(column)
+            if isinstance(value, (list, dict, bool)):
+                raise DataError(f"{path}: {label} {n}: {column!r} is a JSON {type(value).__name__} "
+                                f"({json.dumps(value)[:60]}); ids must be strings or integers")
     columns: dict[str, None] = {}
     for rec in records:
         for k in rec:
@@ -321,6 +357,20 @@ def _empty_error(source: str, what: str, n_read: int, report: DropReport, source
 # Normalisers
 
 
+def _missing_ids(ids: pd.Series, field: str, numbers: np.ndarray, label: str, source: str, report: DropReport,
+                 on_bad_rows: str, already: np.ndarray | None = None) -> np.ndarray:
+    """Rows without an id: empty, or a missing-value marker (``NaN``, ``null``, ``None``) that pandas, NumPy or a
+    database export left where a value was missing. Such a row is dropped and counted (or refused), never kept
+    under a made-up id. Returns the mask of those rows."""
+    already = np.zeros(len(ids), bool) if already is None else already
+    empty = (ids == "").to_numpy() & ~already
+    marker = ids.isin(MISSING_ID_MARKERS).to_numpy() & ~already
+    kw = dict(df_numbers=numbers, label=label, source=source, field=field, report=report, on_bad_rows=on_bad_rows)
+    _bad_rows(empty, reason=f"empty {field}", values=None, **kw)
+    _bad_rows(marker, reason=f"{field} is a missing-value marker (NaN, null, None)", values=ids, **kw)
+    return empty | marker
+
+
 def _refuse_duplicates(ids: pd.Series, considered: np.ndarray, numbers: np.ndarray, label: str, source: str,
                        kind: str) -> None:
     """Duplicate ids are always an error (which row would win is anyone's guess): list them with their rows."""
@@ -344,9 +394,7 @@ def normalize_items(df: pd.DataFrame, source: str, report: DropReport, on_bad_ro
     numbers, label = _row_numbers(df)
     item_id = _text(df, "item_id")
 
-    empty_id = (item_id == "").to_numpy()
-    _bad_rows(empty_id, df_numbers=numbers, label=label, source=source, reason="empty item_id", field="item_id",
-              values=None, report=report, on_bad_rows=on_bad_rows)
+    empty_id = _missing_ids(item_id, "item_id", numbers, label, source, report, on_bad_rows)
 
     _refuse_duplicates(item_id, ~empty_id, numbers, label, source, "item")
 
@@ -478,8 +526,8 @@ def normalize_interactions(df: pd.DataFrame, items: pd.DataFrame, source: str, r
         _bad_rows(mask, reason=reason, field=field, values=values, **kw)
         dropped |= mask
 
-    drop((user_id == "").to_numpy(), "empty user_id", "user_id", None)
-    drop((item_id == "").to_numpy(), "empty item_id", "item_id", None)
+    for column, ids in (("user_id", user_id), ("item_id", item_id)):
+        dropped |= _missing_ids(ids, column, numbers, label, source, report, on_bad_rows, dropped)
 
     reader = timestamps if isinstance(timestamps, TimestampReader) else TimestampReader(timestamps, source)
     ts, out_of_range = parse_timestamps(df["timestamp"], reader, numbers, label)
@@ -524,9 +572,7 @@ def normalize_users(df: pd.DataFrame, source: str, report: DropReport, on_bad_ro
         raise DataError(f"{source}: missing column 'user_id' (found: {', '.join(map(str, df.columns))})")
     numbers, label = _row_numbers(df)
     user_id = _text(df, "user_id")
-    empty = (user_id == "").to_numpy()
-    _bad_rows(empty, df_numbers=numbers, label=label, source=source, reason="empty user_id", field="user_id",
-              values=None, report=report, on_bad_rows=on_bad_rows)
+    empty = _missing_ids(user_id, "user_id", numbers, label, source, report, on_bad_rows)
     _refuse_duplicates(user_id, ~empty, numbers, label, source, "user")
     out = {"user_id": user_id, "profile_text": _text(df, "profile_text")}
     out.update(_extra_columns(df, USER_COLUMNS))

@@ -249,6 +249,43 @@ def test_duplicate_user_ids(tmp_path):
         load_dataset(_files(tmp_path, users=USERS_CSV + "u1,again,x\n"))
 
 
+def test_a_quoted_csv_field_of_any_size_loads(tmp_path):
+    """Issue 15, defect 6: a quoted field over 128 KiB stopped loading ("field larger than field limit")."""
+    title = "A very long title, " + "x" * 300_000
+    items = f'item_id,title\nA1,"{title}"\nA2,"Blue\nmug"\nA3,Green mug\n'
+    loaded = load_dataset(_files(tmp_path, items=items, interactions="user_id,item_id,timestamp\nu1,A1,1\nu1,A3,2\n",
+                                 users=None))
+    assert loaded.items["title"].tolist() == [title, "Blue\nmug", "Green mug"]
+    bad = _write(tmp_path, "bad.csv", f'item_id,title\nA1,"{title}"\nA2,x,y\n')
+    with pytest.raises(DataError, match=r"bad\.csv: line 3 has 3 fields but the header has 2"):
+        read_table(bad, required=("item_id", "title"), kind="items")
+
+
+def test_list_typed_ids_are_refused_naming_file_and_column(tmp_path):
+    """Issue 15, defect 6: a list-typed Parquet user_id became the string '["U00000"]'."""
+    frame = pd.DataFrame({"user_id": [["U00000"], ["U00001"]], "item_id": ["A1", "A2"], "timestamp": [1, 2]})
+    frame.to_parquet(tmp_path / "interactions.parquet")
+    with pytest.raises(DataError, match=r"interactions\.parquet: column 'user_id' holds list<element: string> values; "
+                                        r"ids must be strings or integers"):
+        read_table(tmp_path / "interactions.parquet", required=("user_id",), kind="interactions")
+    lines = '{"user_id": "u1", "item_id": "A1", "timestamp": 1}\n{"user_id": ["u2"], "item_id": "A1", "timestamp": 2}\n'
+    jsonl = _write(tmp_path, "interactions.jsonl", lines)
+    with pytest.raises(DataError, match=r"interactions\.jsonl: line 2: 'user_id' is a JSON list \(\[\"u2\"\]\)"):
+        read_table(jsonl, required=("user_id",), kind="interactions")
+
+
+def test_a_literal_nan_is_never_an_id(tmp_path):
+    """Issue 15, defect 6: a literal NaN in a CSV became a user id."""
+    inter = "user_id,item_id,timestamp\nu1,A1,1\nNaN,A2,2\nu2,null,3\n"
+    loaded = load_dataset(_files(tmp_path, interactions=inter, users=None))
+    assert loaded.interactions["user_id"].tolist() == ["u1"]
+    source = str(tmp_path / "interactions.csv")
+    assert loaded.report.counts[(source, "user_id is a missing-value marker (NaN, null, None)")] == 1
+    assert loaded.report.counts[(source, "item_id is a missing-value marker (NaN, null, None)")] == 1
+    with pytest.raises(DataError, match=r"missing-value marker .*line 3 \(user_id='NaN'\)"):
+        load_dataset({**_files(tmp_path, interactions=inter, users=None), "on_bad_rows": "error"})
+
+
 def test_parse_timestamps():
     got, out_of_range = parse_timestamps(pd.Series(["0", "1700000000", "2023-11-14 22:13:20",
                                                     "2023-11-14T23:13:20+01:00", "14 Nov 2023 22:13:20", "nope", ""]))
