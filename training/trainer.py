@@ -20,7 +20,7 @@ import tf_keras
 from ingest.schema import DataError
 from towers.text_encoder import TextEncoder
 from training import evaluate as ev
-from training.config import ConfigError, dump_config
+from training.config import ConfigError, check, dump_config
 from training.distributed import Cluster, replica_rows
 from training.examples import Examples, evaluation_cases, training_examples
 from training.model import TwoTowerModel, build_model
@@ -122,14 +122,15 @@ def evaluate_popularity(prepared: Prepared, cases: Examples, config: dict) -> di
 
 
 def start_or_resume(config: dict | None, run: RunDir) -> tuple[dict, bool]:
-    """The config to train with, and whether this is a resume. A RUN keeps the config it started with."""
+    """The config to train with (checked, in the schema's canonical form), and whether this is a resume. A RUN
+    keeps the config it started with."""
+    config = check(config) if config is not None else None
     if run.exists():
         stored = run.read_config()
-        if config is not None and dump_config(config) != dump_config(stored):
-            changed = sorted(f"{s}.{k}" for s in stored for k in stored[s]
-                             if config.get(s, {}).get(k) != stored[s][k])
+        if config is not None and config != stored:
+            changed = sorted(f"{s}.{k}" for s in stored for k in stored[s] if config[s][k] != stored[s][k])
             raise RunConflict(f"{run.path} was started with a different config (differs in: "
-                              f"{', '.join(changed) or 'layout'}); to resume, run `twotower train --run-dir "
+                              f"{', '.join(changed)}); to resume, run `twotower train --run-dir "
                               f"{run.path}` without --config/--set, or train into a new --run-dir")
         return stored, True
     if config is None:
@@ -146,17 +147,18 @@ def _prepare_fresh(config: dict, run: RunDir, progress: bool) -> tuple[Prepared,
 
 
 @contextlib.contextmanager
-def _removed_on_failure(run: RunDir, created: bool, keep: tuple[str, ...] = ()):
-    """Whatever fails inside leaves nothing behind: a directory made for this run (``created``) is removed; in
-    one that existed before, what appeared in it meanwhile is (except ``keep``), and nothing else."""
-    before = set(os.listdir(run.path)) if run.path.is_dir() else set()
+def _removed_on_failure(run: RunDir, created: bool, keep: tuple[str, ...] | None = None):
+    """Whatever fails inside leaves nothing behind: a directory made for this run (``created``) is removed. In
+    one that existed before, what appeared in it meanwhile is removed and nothing else, or, with ``keep``,
+    everything but ``keep`` (a job's run directory, made for the job)."""
+    before = set(os.listdir(run.path)) if run.path.is_dir() and keep is None else set()
     try:
         yield
     except BaseException:
         if created:
             shutil.rmtree(run.path, ignore_errors=True)
         elif run.path.is_dir():
-            for name in sorted(set(os.listdir(run.path)) - before - set(keep)):
+            for name in sorted(set(os.listdir(run.path)) - before - set(keep or ())):
                 path = run.path / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
         raise
