@@ -31,7 +31,8 @@ class TwoTowerModel(tfrs.models.Model):
     def __init__(self, user_tower: UserTower, item_tower: ItemTower, catalog: FeatureTable,
                  user_table: FeatureTable, item_probability: np.ndarray, temperature: float,
                  logq_correction: bool, remove_accidental_hits: bool, uniform_negatives: int, seed: int,
-                 frequency: StreamingItemFrequency | None = None, negative_pool: np.ndarray | None = None):
+                 frequency: StreamingItemFrequency | None = None, negative_pool: np.ndarray | None = None,
+                 use_weights: bool = True):
         super().__init__()
         self.user_tower = user_tower
         self.item_tower = item_tower
@@ -40,6 +41,7 @@ class TwoTowerModel(tfrs.models.Model):
         # Per catalogue row (row 0 = unknown): probability that a batch slot holds that item.
         self.item_probability = tf.constant(np.concatenate([[1.0], item_probability]), tf.float32)
         self.logq_correction = logq_correction
+        self.use_weights = use_weights   # training.use_weights: the interactions' weights scale each example's loss
         self.uniform_negatives = int(uniform_negatives)
         self.seed = int(seed)
         # Every replica draws the same negatives (as one worker would): the first replica's counter is kept.
@@ -103,7 +105,7 @@ class TwoTowerModel(tfrs.models.Model):
             uniform = tf.fill([self.uniform_negatives],
                               float(self.uniform_negatives) / float(self.negative_pool.shape[0]))
             expected = tf.concat([expected, uniform], axis=0)
-        return self.task(queries, candidates, sample_weight=batch.get("weight"),
+        return self.task(queries, candidates, sample_weight=batch.get("weight") if self.use_weights else None,
                          candidate_sampling_probability=expected if self.logq_correction else None,
                          candidate_ids=rows, compute_metrics=False, compute_batch_metrics=False)
 
@@ -155,4 +157,5 @@ def build_model(config: dict, artifacts: Artifacts, encoder: TextEncoder | None 
                          remove_accidental_hits=train_cfg["remove_accidental_hits"],
                          uniform_negatives=train_cfg["uniform_negatives"], seed=train_cfg["seed"],
                          frequency=StreamingItemFrequency(name="item_frequency") if streaming else None,
-                         negative_pool=np.flatnonzero(artifacts.item_counts > 0) + 1)
+                         negative_pool=np.flatnonzero(artifacts.item_counts > 0) + 1,
+                         use_weights=train_cfg["use_weights"])
