@@ -28,6 +28,11 @@ from towers.config import ConfigError, Float, ModelConfig, PositiveInt, Section
 
 DATA_FORMATS = (*LOADERS, "prepared")
 FILE_KEYS = ("items", "interactions", "users")   # the shop's own files: only format `files` reads them
+# Keys a format never reads (beyond the file paths): setting one is a mistake, not a wish to be ignored.
+NO_EFFECT = {"prepared": ("on_bad_rows", "timestamp_unit", "max_users"),
+             **{fmt: ("timestamp_unit",) for fmt in ("amazon_scientific", "amazon_beauty", "movielens_100k")}}
+NO_EFFECT_WHY = {"on_bad_rows": "`twotower prepare` validated the rows", "max_users": "the shards hold every user",
+                 "timestamp_unit": "its timestamps come in a fixed form"}
 METRIC = re.compile(r"(recall|ndcg)@([1-9][0-9]*)")
 
 # Keys added after runs were already trained: the value an old RUN/config.yaml without the key trained with, where
@@ -119,6 +124,11 @@ class DataConfig(Section):
                 if getattr(self, key) is not None:
                     raise ValueError(f"data.{key} has no effect for data.format '{self.format}' (it reads "
                                      f"data.path); remove it, or use data.format files")
+        unused = NO_EFFECT.get(self.format, ())
+        for key in unused:
+            if getattr(self, key) != DataConfig.model_fields[key].default:
+                raise ValueError(f"data.{key} has no effect for data.format '{self.format}' ({NO_EFFECT_WHY[key]}); "
+                                 f"remove it")
         return self
 
 
