@@ -91,11 +91,20 @@ def test_an_old_run_config_still_loads(tmp_path):
                      and k not in ("cold_user_dropout", "history_layers", "history_heads", "history_dropout")},
            "training": {k: v for k, v in DEFAULTS["training"].items() if k != "warm_start_from"},
            "evaluation": DEFAULTS["evaluation"]}
-    old["data"].update(format="generated", path="worlds/x")
+    old["data"].update(format="generated", path="worlds/x", interactions="/does/not/exist.csv")  # ignored then
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     config = RunDir(tmp_path).read_config()
     assert config["model"]["cold_user_dropout"] == 0.0 and config["model"]["history_encoder"] == "mean"
     assert config["data"]["timestamp_unit"] == "auto" and config["training"]["warm_start_from"] is None
+    assert config["data"]["interactions"] is None
+
+
+@pytest.mark.parametrize("name", ["default", "smoke", "amazon_scientific", "amazon_beauty", "movielens_100k"])
+def test_every_shipped_config_passes_the_schema(name):
+    from conftest import ROOT
+
+    config = load_config(ROOT / "configs" / f"{name}.yaml")
+    assert config["data"]["format"] != "files" and config["data"]["path"]
 
 
 def test_defaults_have_one_source():

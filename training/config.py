@@ -10,6 +10,7 @@ RUN/config.yaml. Every error names the key by its dotted path.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import re
 import typing
@@ -26,6 +27,7 @@ from ingest.split import to_unix_seconds
 from ingest.validate import ON_BAD_ROWS, TIMESTAMP_UNITS
 from towers.config import ConfigError, Float, ModelConfig, PositiveInt, Section
 
+log = logging.getLogger("twotower.config")
 DATA_FORMATS = (*LOADERS, "prepared")
 FILE_KEYS = ("items", "interactions", "users")   # the shop's own files: only format `files` reads them
 # Keys a format never reads (beyond the file paths): setting one is a mistake, not a wish to be ignored.
@@ -334,6 +336,14 @@ def load_stored(path: Path) -> dict:
     for (section, key), value in ABSENT_IN_OLD_RUNS.items():
         if isinstance(stored.get(section), dict):
             stored[section].setdefault(key, value)
+    data = stored.get("data")
+    if isinstance(data, dict) and data.get("format", "files") != "files":
+        # Older versions wrote the file paths a directory format ignored (null, or whatever --set gave them).
+        for key in FILE_KEYS:
+            if data.get(key) is not None:
+                log.warning("%s: data.%s (%r) had no effect for data.format %r; ignored", path, key, data[key],
+                            data["format"])
+                data[key] = None
     return check(stored, str(path))
 
 
