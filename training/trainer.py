@@ -169,6 +169,7 @@ def prepare_run(config: dict, run: RunDir, progress: bool = True) -> None:
     workers train on the shared run directory. The model is built once too (its settings must hold for this
     data) before config.yaml is written. A failure removes what it wrote, as a first ``train`` does, but keeps
     RUN/logs/ (the job's worker logs, which say why)."""
+    config = check(config)
     with _removed_on_failure(run, created=False, keep=("logs",)):
         prepared, _ = _prepare_fresh(config, run, progress)
         _build(config, prepared)
