@@ -149,6 +149,8 @@ def test_a_failure_while_building_the_model_leaves_no_run(settings, tmp_path, mo
     (KeyError("user_id"), "internal error: KeyError: 'user_id' (a bug in twotower", 1),
     (TypeError("unsupported operand"), "internal error: TypeError: unsupported operand", 1),
     (ValueError("could not convert"), "internal error: ValueError: could not convert", 1),
+    (PermissionError(13, "Permission denied", "/srv/models"), "error: /srv/models: Permission denied\n", 2),
+    (FileNotFoundError("no such thing"), "internal error: FileNotFoundError: no such thing", 1),
 ])
 def test_only_the_projects_own_errors_read_as_user_errors(monkeypatch, capsys, error, line, code):
     """A KeyError or TypeError is a bug: it must not be dressed up as bad input."""

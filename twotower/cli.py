@@ -1,7 +1,8 @@
 """The ``twotower`` command line: one entry point for every stage.
 
-Bad input (the project's own config, data, export and serving errors) ends in one ``error: ...`` line naming the
-file, row, field or key, and exit status 2. Anything else is a bug: one ``internal error`` line and exit status 1.
+Bad input (the project's own config, data, export and serving errors, and a path of the user's that cannot be
+read or written) ends in one ``error: ...`` line naming the file, row, field or key, and exit status 2. Anything
+else is a bug: one ``internal error`` line and exit status 1.
 Never a traceback, unless TWOTOWER_DEBUG=1 asks for one.
 """
 
@@ -241,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if isinstance(err, user_errors()):
             print(f"error: {err}", file=sys.stderr)
+            return 2
+        if isinstance(err, OSError) and err.filename is not None:   # a path of yours: missing, not allowed, full
+            print(f"error: {err.filename}: {err.strerror or err}", file=sys.stderr)
             return 2
         summary = (str(err).strip().splitlines() or [""])[0][:300]
         print(f"internal error: {type(err).__name__}{': ' + summary if summary else ''} (a bug in twotower, not in "
