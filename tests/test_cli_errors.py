@@ -143,6 +143,22 @@ def test_a_failure_while_building_the_model_leaves_no_run(settings, tmp_path, mo
     assert not run.path.exists()
 
 
+def test_finetune_top_n_beyond_a_local_encoders_layers_leaves_no_run(settings, tmp_path, capsys):
+    """Only the encoder's own files say how many layers it has: the check runs while the model is built, after
+    the data was prepared, and still leaves nothing behind (issue 15, defect 5: finetune_top_n=99)."""
+    from towers.text_encoder import make_tiny_bert
+    from twotower.cli import main
+
+    bert = make_tiny_bert(tmp_path / "bert", ["red mug", "blue tent"] * 3, seed=0, hidden=16, layers=2)
+    run = tmp_path / "run"
+    code = main(["-q", "train", *SMOKE, *settings, "--set", f"model.encoder={bert.directory}",
+                 "--set", "model.encoder_mode=finetune_top_n", "--set", "model.finetune_top_n=99",
+                 "--set", "model.max_seq_len=16", "--set", "data.max_users=60", "--run-dir", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: model.finetune_top_n (99) exceeds the 2 layer(s) of the text encoder" in err, err
+    assert not run.exists()
+
+
 @pytest.mark.parametrize("error, line, code", [
     (ConfigError("model.x: bad"), "error: model.x: bad\n", 2),
     (DataError("items.csv: line 3: bad"), "error: items.csv: line 3: bad\n", 2),
