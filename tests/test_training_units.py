@@ -51,6 +51,7 @@ def test_config_layers_defaults_file_and_overrides(tmp_path):
     ("data.users=/x.csv", "data.users has no effect for data.format 'movielens_100k'"),
     ("data.timestamp_unit=hours", "data.timestamp_unit: input should be 'auto', 's', 'ms', 'us' or 'ns'"),
     ("data.timestamp_unit=ms", "data.timestamp_unit has no effect for data.format 'movielens_100k'"),
+    ("data.split={type: given}", "data.split: type 'given' needs a dataset that ships its own split"),
     ("data.split={type: temporal, valid_start: 2024-02-01, test_start: 2024-01-01}",
      "data.split.valid_start (datetime.date(2024, 2, 1)) must be before data.split.test_start"),
 ])

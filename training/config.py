@@ -33,6 +33,7 @@ FILE_KEYS = ("items", "interactions", "users")   # the shop's own files: only fo
 # Keys a format never reads (beyond the file paths): setting one is a mistake, not a wish to be ignored.
 NO_EFFECT = {"prepared": ("on_bad_rows", "timestamp_unit", "max_users"),
              **{fmt: ("timestamp_unit",) for fmt in ("amazon_scientific", "amazon_beauty", "movielens_100k")}}
+NO_GIVEN_SPLIT = ("files", "movielens_100k")   # formats whose data carries no split of its own
 NO_EFFECT_WHY = {"on_bad_rows": "`twotower prepare` validated the rows", "max_users": "the shards hold every user",
                  "timestamp_unit": "its timestamps come in a fixed form"}
 METRIC = re.compile(r"(recall|ndcg)@([1-9][0-9]*)")
@@ -126,6 +127,9 @@ class DataConfig(Section):
                 if getattr(self, key) is not None:
                     raise ValueError(f"data.{key} has no effect for data.format '{self.format}' (it reads "
                                      f"data.path); remove it, or use data.format files")
+        if self.split.type == "given" and self.format in NO_GIVEN_SPLIT:
+            raise ValueError(f"data.split: type 'given' needs a dataset that ships its own split; data.format "
+                             f"'{self.format}' has none (use leave_last_out or temporal)")
         unused = NO_EFFECT.get(self.format, ())
         for key in unused:
             if getattr(self, key) != DataConfig.model_fields[key].default:
