@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--base-path", required=True, help="TF Serving base path, e.g. models/shop")
     export.add_argument("--index", choices=("scann", "brute-force"), default="scann",
                         help="scann (default; needs ScaNN ops to load) or brute-force (stock TF Serving loads it)")
-    export.add_argument("--k", type=_positive, default=100, help="items returned per request (default 100)")
+    export.add_argument("--k", type=int, default=100, help="items returned per request (default 100)")
     export.set_defaults(func=_export)
 
     index = add("index", help="change an exported model's catalogue without retraining")
