@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Literal
@@ -43,7 +44,7 @@ def type_name(annotation, metadata: list = ()) -> str:
         return " or ".join(f"`{a}`" for a in args)
     if origin is list:
         return f"list of {type_name(args[0])}" + (f" ({bounds})" if bounds else "")
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         names = [type_name(a) for a in args if a is not type(None)]
         return " or ".join(dict.fromkeys(names)) + (" or null" if type(None) in args else "") + \
             (f" ({bounds})" if bounds else "")
