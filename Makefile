@@ -17,7 +17,7 @@ SERVER_READY = $(BIN)/python -c "import json, sys, urllib.request; \
 	sys.exit(0 if any(v['state'] == 'AVAILABLE' for v in answer['model_version_status']) else 1)"
 QUERY = $(BIN)/twotower query --server 127.0.0.1:$(GRPC_PORT) --model shop --base-path $(MODEL) -k 5
 
-.PHONY: venv demo demo-serve test bench clean
+.PHONY: venv demo demo-serve test bench clean config-doc
 
 venv: $(VENV)/.installed
 
@@ -82,3 +82,7 @@ bench: venv
 
 clean:
 	rm -rf runs worlds models .cache
+
+# docs/config.md from the configuration schema (a test checks it is current).
+config-doc: venv
+	$(BIN)/python -m twotower.config_reference

@@ -220,14 +220,44 @@ def save_module(module, path: Path) -> None:
     tf.saved_model.save(module, str(path), signatures=serving_signatures(module), options=options)
 
 
+TMP_PREFIX = ".tmp-"   # a version being written: .tmp-VERSION-PID-RANDOM, renamed to VERSION when complete
+
+
+def remove_leftovers(base: Path) -> list[Path]:
+    """Removes the temporary directories of exports (or ``index add``) that were killed before their rename;
+    one whose process is still running on this machine is kept. Returns what was removed."""
+    removed = []
+    for path in sorted(base.glob(f"{TMP_PREFIX}*")) if base.is_dir() else ():
+        parts = path.name[len(TMP_PREFIX):].split("-")
+        pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+        if pid is not None and pid != os.getpid() and _running(pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        log.info("removed %s, left behind by an export that did not finish", path)
+        removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # another user's live process
+        return True
+    return True
+
+
 def write_version(base: Path, save: Callable[[Path], None], card: dict, titles: Iterable[tuple[str, str]],
                   queries: np.ndarray) -> Path:
     """Writes the next version under ``base`` atomically: ``save`` fills a hidden temporary directory, the assets
     (model card, ``items.tsv``, ``sample_queries.npy``) go beside, and one rename makes it visible; on any
-    failure the temporary directory is removed and no version appears. Returns the version directory."""
+    failure the temporary directory is removed and no version appears. What a killed process could not remove,
+    the next call does (``remove_leftovers``). Returns the version directory."""
     base.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(base)
     version = next_version(base)
-    tmp = base / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    tmp = base / f"{TMP_PREFIX}{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     card = {**card, "version": version}
     try:
         save(tmp)

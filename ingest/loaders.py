@@ -94,7 +94,8 @@ def _load_files(cfg: dict, on_bad_rows: str, max_users: int | None) -> Dataset:
         raw_inter = raw_inter[keep]
         raw_inter.attrs.update(attrs)
         kept_users = set(raw_inter["user_id"].astype(str).str.strip())
-    interactions = normalize_interactions(raw_inter, items, str(inter_path), report, on_bad_rows)
+    interactions = normalize_interactions(raw_inter, items, str(inter_path), report, on_bad_rows,
+                                          cfg.get("timestamp_unit", "auto"))
 
     users = None
     if cfg.get("users"):

@@ -22,7 +22,7 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ import pandas as pd
 from .schema import INTERACTION_COLUMNS, ITEM_COLUMNS, ITEM_TEXT_COLUMNS, USER_COLUMNS, DataError, DropReport
 
 ON_BAD_ROWS = ("drop", "error")
+TIMESTAMP_UNITS = ("auto", "s", "ms", "us", "ns")   # data.timestamp_unit: what a numeric timestamp counts
 CSV_SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -42,9 +43,17 @@ REQUIRED_COLUMNS = {
     "users": ("user_id",),
 }
 
-# Numeric timestamps above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
-MILLISECONDS_ABOVE = 1e11
+# data.timestamp_unit: seconds per unit; under auto, the magnitude below which a number is in each unit (1e11 s is
+# the year 5138, 1e11 ms is 1973). A timestamp past the year 9999 (or before year 1) is out of range.
+UNIT_SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+AUTO_UNITS = ("s", "ms", "us", "ns")
+AUTO_UPPER_BOUNDS = (1e11, 1e14, 1e17, 1e20)
+LATEST_SECONDS = 253402300799.0
 _MAX_LISTED = 5  # how many offending rows / ids a message names
+_CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's field limit while reading a shop's file: no limit in practice
+ID_COLUMNS = ("user_id", "item_id")
+# What a missing value turns into on its way through pandas, NumPy or a database export: never an id.
+MISSING_ID_MARKERS = frozenset({"nan", "NaN", "NAN", "None", "null", "NULL"})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -112,24 +121,43 @@ def _read_csv(path: Path, text: str, sep: str) -> pd.DataFrame:
         _raise_extra_fields(path, text, sep, f"cannot parse as {kind}: {str(e).strip()}")
     if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
         _raise_extra_fields(path, text, sep, f"cannot parse as {kind}: rows do not match the header")
-    df.index = pd.Index(_csv_line_numbers(text, sep, len(df)), name="line")
+    df.index = pd.Index(_csv_line_numbers(path, text, sep, len(df)), name="line")
     return df
+
+
+def _csv_records(path: Path, text: str, sep: str) -> Iterator[tuple[int, list[str]]]:
+    """(line the record starts on, fields) for every record, fields of any size (the csv module stops at 128 KiB
+    by default); a record the csv module cannot read is a DataError naming its line."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, _CSV_FIELD_LIMIT))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    start = 1
+    try:
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                raise DataError(f"{path}: line {start}: cannot parse as {'TSV' if sep == chr(9) else 'CSV'}: "
+                                f"{err}") from None
+            yield start, record
+            start = reader.line_num + 1
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _raise_extra_fields(path: Path, text: str, sep: str, otherwise: str) -> None:
     """pandas would silently shift or cut a row with more fields than the header: name that row instead."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
-    header, start = None, 1
-    for record in reader:
+    header = None
+    for start, record in _csv_records(path, text, sep):
         if _csv_blank(record):
-            start = reader.line_num + 1
             continue
         if header is None:
             header = record
         elif len(record) > len(header):
             raise DataError(f"{path}: line {start} has {len(record)} fields but the header has {len(header)} "
                             f"(an unquoted {'tab' if sep == chr(9) else 'comma'} inside a value?)")
-        start = reader.line_num + 1
     raise DataError(f"{path}: {otherwise}")
 
 
@@ -137,7 +165,7 @@ def _csv_blank(record: list) -> bool:
     return not record or (len(record) == 1 and record[0].strip() == "")
 
 
-def _csv_line_numbers(text: str, sep: str, n_rows: int) -> np.ndarray:
+def _csv_line_numbers(path: Path, text: str, sep: str, n_rows: int) -> np.ndarray:
     """Physical line on which each data row starts (header = line 1), as pandas counts rows."""
     plain = text.replace("\r\n", "\n")
     simple = ('"' not in plain and "\r" not in plain and not plain[:1].isspace()
@@ -145,13 +173,7 @@ def _csv_line_numbers(text: str, sep: str, n_rows: int) -> np.ndarray:
     if simple:
         return np.arange(2, 2 + n_rows)
     # Quoted fields may span lines; pandas skips blank lines (before the header too).
-    starts = []
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
-    start = 1
-    for record in reader:
-        if not _csv_blank(record):
-            starts.append(start)
-        start = reader.line_num + 1
+    starts = [start for start, record in _csv_records(path, text, sep) if not _csv_blank(record)]
     if len(starts) != n_rows + 1:  # csv and pandas read an odd file differently: plain numbering
         return np.arange(2, 2 + n_rows)
     return np.asarray(starts[1:])
@@ -163,10 +185,24 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         table = pq.read_table(path)
     except Exception as e:  # pyarrow raises several types for a damaged file
         raise DataError(f"{path}: cannot read as Parquet: {e}") from None
+    for field in table.schema:
+        if field.name in ID_COLUMNS and not _scalar_id_type(field.type):
+            raise DataError(f"{path}: column {field.name!r} holds {field.type} values; ids must be strings or "
+                            f"integers")
     df = table.to_pandas()
     df = pd.DataFrame({str(c): _as_text(df[c]) for c in df.columns})
     df.index = pd.RangeIndex(1, len(df) + 1, name="row")
     return df
+
+
+def _scalar_id_type(kind) -> bool:
+    """An Arrow type an id column may have: text or integers (floats too: pandas stores integers with gaps so)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
+            or pa.types.is_floating(kind) or pa.types.is_null(kind))
 
 
 def _as_text(col: pd.Series) -> pd.Series:
@@ -238,6 +274,11 @@ def _read_json(path: Path, text: str) -> tuple[pd.DataFrame, str]:
         if not isinstance(rec, dict):
             raise DataError(f"{path}: {label} {n}: expected a JSON object with named fields, "
                             f"got {type(rec).__name__}")
+        for column in ID_COLUMNS:
+            value = rec.get(column)
+            if isinstance(value, (list, dict, bool)):
+                raise DataError(f"{path}: {label} {n}: {column!r} is a JSON {type(value).__name__} "
+                                f"({json.dumps(value)[:60]}); ids must be strings or integers")
     columns: dict[str, None] = {}
     for rec in records:
         for k in rec:
@@ -316,6 +357,20 @@ def _empty_error(source: str, what: str, n_read: int, report: DropReport, source
 # Normalisers
 
 
+def _missing_ids(ids: pd.Series, field: str, numbers: np.ndarray, label: str, source: str, report: DropReport,
+                 on_bad_rows: str, already: np.ndarray | None = None) -> np.ndarray:
+    """Rows without an id: empty, or a missing-value marker (``NaN``, ``null``, ``None``) that pandas, NumPy or a
+    database export left where a value was missing. Such a row is dropped and counted (or refused), never kept
+    under a made-up id. Returns the mask of those rows."""
+    already = np.zeros(len(ids), bool) if already is None else already
+    empty = (ids == "").to_numpy() & ~already
+    marker = ids.isin(MISSING_ID_MARKERS).to_numpy() & ~already
+    kw = dict(df_numbers=numbers, label=label, source=source, field=field, report=report, on_bad_rows=on_bad_rows)
+    _bad_rows(empty, reason=f"empty {field}", values=None, **kw)
+    _bad_rows(marker, reason=f"{field} is a missing-value marker (NaN, null, None)", values=ids, **kw)
+    return empty | marker
+
+
 def _refuse_duplicates(ids: pd.Series, considered: np.ndarray, numbers: np.ndarray, label: str, source: str,
                        kind: str) -> None:
     """Duplicate ids are always an error (which row would win is anyone's guess): list them with their rows."""
@@ -339,9 +394,7 @@ def normalize_items(df: pd.DataFrame, source: str, report: DropReport, on_bad_ro
     numbers, label = _row_numbers(df)
     item_id = _text(df, "item_id")
 
-    empty_id = (item_id == "").to_numpy()
-    _bad_rows(empty_id, df_numbers=numbers, label=label, source=source, reason="empty item_id", field="item_id",
-              values=None, report=report, on_bad_rows=on_bad_rows)
+    empty_id = _missing_ids(item_id, "item_id", numbers, label, source, report, on_bad_rows)
 
     _refuse_duplicates(item_id, ~empty_id, numbers, label, source, "item")
 
@@ -371,23 +424,75 @@ def normalize_items(df: pd.DataFrame, source: str, report: DropReport, on_bad_ro
     return items
 
 
-def parse_timestamps(raw: pd.Series) -> pd.Series:
-    """Strings/numbers -> float unix seconds (NaN where unparseable).
+class TimestampReader:
+    """Numeric timestamps of one file in ``data.timestamp_unit``: ``s``, ``ms``, ``us``, ``ns`` or ``auto``.
 
-    Numbers are unix seconds, or milliseconds when above 1e11; anything else goes through pd.to_datetime (UTC;
-    a date without a zone is taken as UTC).
+    ``auto`` reads each number's unit from its magnitude (below 1e11 seconds, also ordinals; below 1e14
+    milliseconds; below 1e17 microseconds; below 1e20 nanoseconds) and holds the whole file to the unit of its
+    first number: a value of another magnitude is ambiguous (a file mixing units, or one value off by 1000x) and
+    refused with both lines. One reader serves every chunk of a file read in pieces. A number that lands outside
+    the years 1-9999 (``1e300``) is out of range, never wrapped into some int64.
     """
+
+    def __init__(self, unit: str = "auto", source: str = ""):
+        if unit not in TIMESTAMP_UNITS:
+            raise DataError(f"data.timestamp_unit must be one of {', '.join(TIMESTAMP_UNITS)}; got {unit!r}")
+        self.unit = unit
+        self.source = source
+        self.first: tuple[str, str] | None = None   # auto: (unit, "line N ('raw')") of the file's first number
+
+    def seconds(self, numbers: pd.Series, shown: pd.Series, rows: np.ndarray, label: str) -> tuple[pd.Series,
+                                                                                                    np.ndarray]:
+        """Float numbers (NaN: not a number) -> (unix seconds, out-of-range mask). ``shown``: the raw text,
+        ``rows``/``label``: each row's number in the file, for the messages."""
+        values = numbers.to_numpy(dtype=float)
+        present = ~np.isnan(values)
+        if self.unit == "auto":
+            magnitude = np.abs(values)
+            kind = np.searchsorted(AUTO_UPPER_BOUNDS, magnitude, side="right")   # 0 s, 1 ms, 2 us, 3 ns, 4 none
+            usable = present & (kind < len(AUTO_UNITS))
+            if usable.any():
+                at = np.flatnonzero(usable)
+                if self.first is None:
+                    i = at[0]
+                    self.first = (AUTO_UNITS[kind[i]], f"{label} {rows[i]} ({shown.iloc[i]!r})")
+                expected = AUTO_UNITS.index(self.first[0])
+                other = at[kind[at] != expected]
+                if len(other):
+                    i = other[0]
+                    raise DataError(
+                        f"{self.source}: {label} {rows[i]}: timestamp {shown.iloc[i]!r} reads as "
+                        f"{AUTO_UNITS[kind[i]]} but {self.first[1]} as {self.first[0]} (field 'timestamp'): the "
+                        f"unit is ambiguous; set data.timestamp_unit to s, ms, us or ns")
+            factor = np.array([UNIT_SECONDS[u] for u in AUTO_UNITS] + [np.nan])[np.minimum(kind, len(AUTO_UNITS))]
+            scaled = values * factor
+        else:
+            scaled = values * UNIT_SECONDS[self.unit]
+        out_of_range = present & ~(np.abs(np.nan_to_num(scaled, nan=np.inf)) <= LATEST_SECONDS)
+        return pd.Series(np.where(out_of_range, np.nan, scaled), index=numbers.index), out_of_range
+
+
+def parse_timestamps(raw: pd.Series, reader: TimestampReader | None = None, rows: np.ndarray | None = None,
+                     label: str = "row") -> tuple[pd.Series, np.ndarray]:
+    """Strings/numbers -> (float unix seconds, NaN where unusable; mask of numbers out of range).
+
+    Numbers are read in ``reader``'s unit (default ``auto``); anything else goes through pd.to_datetime (UTC; a
+    date without a zone is taken as UTC).
+    """
+    reader = reader or TimestampReader()
     s = raw.reset_index(drop=True)
+    rows = np.arange(1, len(s) + 1) if rows is None else rows
     if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
         num = s.astype(float)
         strings = pd.Series([""] * len(s), dtype=str)
+        shown = s.astype(str)
     else:
         strings = s.fillna("").astype(str).str.strip()
         num = pd.to_numeric(strings, errors="coerce").astype(float)
-    num = num.where(np.isfinite(num))
-    num = num.where(num.abs() <= MILLISECONDS_ABOVE, num / 1000.0)
-    out = num.copy()
-    todo = out.isna() & (strings != "")
+        shown = strings
+    num = num.where(np.isfinite(num) | num.isna(), np.inf)   # inf stays a number: out of range, not unparseable
+    out, out_of_range = reader.seconds(num, shown, rows, label)
+    todo = out.isna() & (strings != "") & num.isna()
     if todo.any():
         sub = strings[todo]
         dt = pd.to_datetime(sub, utc=True, errors="coerce", format="ISO8601")
@@ -397,12 +502,13 @@ def parse_timestamps(raw: pd.Series) -> pd.Series:
         epoch = pd.Timestamp(0, tz="UTC")
         secs = (dt - epoch) / pd.Timedelta(seconds=1)
         out[todo] = secs.astype(float).to_numpy()
-    return out
+    return out, out_of_range
 
 
 def normalize_interactions(df: pd.DataFrame, items: pd.DataFrame, source: str, report: DropReport,
-                           on_bad_rows: str = "drop") -> pd.DataFrame:
-    """Interactions in INTERACTION_COLUMNS, every item known, sorted stably by (user_id, timestamp)."""
+                           on_bad_rows: str = "drop", timestamps: TimestampReader | str = "auto") -> pd.DataFrame:
+    """Interactions in INTERACTION_COLUMNS, every item known, sorted stably by (user_id, timestamp).
+    ``timestamps``: the unit of numeric timestamps (data.timestamp_unit), or the reader of a file read in chunks."""
     _check_policy(on_bad_rows)
     for col in REQUIRED_COLUMNS["interactions"]:
         if col not in df.columns:
@@ -420,11 +526,13 @@ def normalize_interactions(df: pd.DataFrame, items: pd.DataFrame, source: str, r
         _bad_rows(mask, reason=reason, field=field, values=values, **kw)
         dropped |= mask
 
-    drop((user_id == "").to_numpy(), "empty user_id", "user_id", None)
-    drop((item_id == "").to_numpy(), "empty item_id", "item_id", None)
+    for column, ids in (("user_id", user_id), ("item_id", item_id)):
+        dropped |= _missing_ids(ids, column, numbers, label, source, report, on_bad_rows, dropped)
 
-    ts_raw = df["timestamp"].reset_index(drop=True)
-    ts = parse_timestamps(ts_raw)
+    reader = timestamps if isinstance(timestamps, TimestampReader) else TimestampReader(timestamps, source)
+    ts, out_of_range = parse_timestamps(df["timestamp"], reader, numbers, label)
+    drop(out_of_range, "timestamp out of range (before year 1 or after 9999 in data.timestamp_unit "
+                       f"{reader.unit!r})", "timestamp", _text(df, "timestamp"))
     drop(ts.isna().to_numpy(), "unparseable timestamp", "timestamp", _text(df, "timestamp"))
 
     known = pd.unique(items["item_id"].astype(str).to_numpy())
@@ -464,9 +572,7 @@ def normalize_users(df: pd.DataFrame, source: str, report: DropReport, on_bad_ro
         raise DataError(f"{source}: missing column 'user_id' (found: {', '.join(map(str, df.columns))})")
     numbers, label = _row_numbers(df)
     user_id = _text(df, "user_id")
-    empty = (user_id == "").to_numpy()
-    _bad_rows(empty, df_numbers=numbers, label=label, source=source, reason="empty user_id", field="user_id",
-              values=None, report=report, on_bad_rows=on_bad_rows)
+    empty = _missing_ids(user_id, "user_id", numbers, label, source, report, on_bad_rows)
     _refuse_duplicates(user_id, ~empty, numbers, label, source, "user")
     out = {"user_id": user_id, "profile_text": _text(df, "profile_text")}
     out.update(_extra_columns(df, USER_COLUMNS))
@@ -484,4 +590,5 @@ def first_users(user_ids: pd.Series, n: int | None) -> np.ndarray | None:
 
 
 __all__ = ["read_table", "normalize_items", "normalize_interactions", "normalize_users", "parse_timestamps",
+           "TimestampReader",
            "first_users", "REQUIRED_COLUMNS", "ON_BAD_ROWS", "SUPPORTED_SUFFIXES"]

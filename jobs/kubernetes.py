@@ -51,7 +51,7 @@ def tfjob_manifest(spec: JobSpec) -> dict:
     """The ``kubeflow.org/v1`` TFJob: ``spec.workers`` Worker replicas (worker 0 is the chief)."""
     _check(spec)
     resources = spec.resources
-    amounts = {"cpu": str(resources["cpus_per_worker"]), "memory": f"{resources['memory_gb']}Gi",
+    amounts = {"cpu": str(resources["cpus_per_worker"]), "memory": f"{resources['memory_gb']:g}Gi",
                **({"nvidia.com/gpu": str(resources["gpus_per_worker"])} if resources["gpus_per_worker"] else {})}
     container = {"name": CONTAINER, "image": spec.image, "command": COMMAND, "env": _environment(spec),
                  "resources": {"requests": amounts, "limits": amounts}}

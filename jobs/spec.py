@@ -1,8 +1,9 @@
 """The job file: which training config, which data, which run directory, how many workers and what each needs.
 
 Why it exists: a job that runs on three engines (local processes, Ray, Kubernetes) must be described once, in a
-file that can be kept and submitted again. It is read here, every field checked with an error that names the
-file and the key, and resolved (relative paths against the job file, the training config loaded and validated
+file that can be kept and submitted again. Its keys are typed here (:class:`JobFile`, the same kind of schema as
+the run configuration's, documented with it in docs/config.md), checked with errors that name the file and the
+key, and resolved (relative paths against the job file, the training config loaded and validated
 with its overrides) into a :class:`JobSpec` that travels to every worker as JSON (``TWOTOWER_JOB``).
 
 ```yaml
@@ -24,25 +25,71 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
-from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
+from pydantic import Field, ValidationError, field_validator
 
-from training.config import ConfigError, load_config
+from towers.config import Float, PositiveInt, Section
+from training.config import ConfigError, load_config, read_mapping, validation_message
 
 JOB_ENV = "TWOTOWER_JOB"  # the resolved job, as JSON, in every worker's environment
-KNOWN = ("name", "config", "set", "data", "run_dir", "workers", "max_restarts", "resources", "image",
-         "kubernetes")
-RESOURCES = {"cpus_per_worker": 1, "memory_gb": 4, "gpus_per_worker": 0}
-KUBERNETES = {"namespace": "default", "volume_claim": None, "mount_path": None, "service_account": None}
-DATA_KEYS = ("path", "items", "interactions", "users")
-NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")   # a Kubernetes object name (RFC 1123 label)
+NAME = r"[a-z]([-a-z0-9]*[a-z0-9])?"   # a Kubernetes object name (RFC 1123 label)
 
 
-class JobError(ValueError):
+class JobError(ConfigError):
     """A job file that cannot be submitted; the message names the file and the key."""
+
+
+class Resources(Section):
+    """``resources:``: what each worker needs."""
+
+    cpus_per_worker: PositiveInt = Field(1, description="CPU cores per worker")
+    memory_gb: Float = Field(4, gt=0, description="memory per worker, in GiB")
+    gpus_per_worker: int = Field(0, ge=0, description="GPUs per worker")
+
+
+class Kubernetes(Section):
+    """``kubernetes:``: where the TFJob runs (``--target kubernetes``)."""
+
+    namespace: str = Field("default", min_length=1, description="the namespace of the TFJob")
+    volume_claim: str | None = Field(None, description="a PersistentVolumeClaim every worker mounts (shared run "
+                                     "directory and data)")
+    mount_path: str | None = Field(None, description="where the volume is mounted; run_dir must be under it")
+    service_account: str | None = Field(None, description="the pods' service account")
+
+
+class JobData(Section):
+    """``data:`` as a mapping: the config's data paths, relative to the job file."""
+
+    path: str | None = Field(None, description="data.path")
+    items: str | None = Field(None, description="data.items")
+    interactions: str | None = Field(None, description="data.interactions")
+    users: str | None = Field(None, description="data.users")
+
+
+class JobFile(Section):
+    """A job file (``twotower submit JOB.yaml``)."""
+
+    name: str | None = Field(None, pattern=f"^{NAME}$", max_length=40, description="the job's name (lowercase "
+                             "letters, digits and '-', starting with a letter, at most 40: it names Kubernetes "
+                             "objects); default: the job file's name")
+    config: str = Field(min_length=1, description="the training config (relative paths: against the job file)")
+    set: list[str] = Field([], description="--set overrides of the training config (`key=value` strings)")
+    data: JobData | None = Field(None, description="the data: a directory (data.path) or a mapping of path, "
+                                 "items, interactions, users")
+    run_dir: str = Field(min_length=1, description="the run directory, a path every worker sees")
+    workers: PositiveInt = Field(1, description="number of workers (--workers overrides it)")
+    max_restarts: int = Field(0, ge=0, description="restarts of the whole job after a worker fails (each resumes "
+                              "from the last finished epoch)")
+    resources: Resources = Field(Resources(), description="what each worker needs")
+    image: str | None = Field(None, min_length=1, description="kubernetes: the container image with this package "
+                              "installed")
+    kubernetes: Kubernetes = Field(Kubernetes(), description="kubernetes settings")
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _directory(cls, value):
+        return {"path": value} if isinstance(value, str) else value
 
 
 @dataclasses.dataclass
@@ -74,79 +121,28 @@ class JobSpec:
         return cls.from_json(text)
 
 
-def _positive(where: str, key: str, value, zero_ok: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero_ok else 1):
-        kind = "a non-negative" if zero_ok else "a positive"
-        raise JobError(f"{where}: '{key}' must be {kind} integer, got {value!r}")
-    return value
-
-
-def _block(where: str, key: str, value, defaults: dict) -> dict:
-    if value is None:
-        return dict(defaults)
-    if not isinstance(value, Mapping):
-        raise JobError(f"{where}: '{key}' must be a mapping of {', '.join(defaults)}")
-    unknown = sorted(set(value) - set(defaults))
-    if unknown:
-        raise JobError(f"{where}: unknown key '{key}.{unknown[0]}' (known: {', '.join(defaults)})")
-    return {**defaults, **value}
-
-
-def _data_overrides(where: str, data, base: Path) -> list[str]:
+def _data_overrides(data: JobData | None, base: Path) -> list[str]:
     """``data:`` as --set overrides of the config's data block, with paths made absolute."""
-    if data is None:
-        return []
-    if isinstance(data, str):
-        data = {"path": data}
-    if not isinstance(data, Mapping):
-        raise JobError(f"{where}: 'data' must be a directory or a mapping of {', '.join(DATA_KEYS)}")
-    unknown = sorted(set(data) - set(DATA_KEYS))
-    if unknown:
-        raise JobError(f"{where}: unknown key 'data.{unknown[0]}' (known: {', '.join(DATA_KEYS)})")
-    return [f"data.{key}={json.dumps(str((base / str(value)).resolve()))}" for key, value in data.items()
-            if value is not None]
+    paths = data.model_dump(exclude_none=True) if data is not None else {}
+    return [f"data.{key}={json.dumps(str((base / value).resolve()))}" for key, value in paths.items()]
 
 
 def load_job(path: str | os.PathLike, workers: int | None = None) -> JobSpec:
     """Reads and checks a job file; ``workers`` (``--workers``) overrides the file's."""
     path = Path(path)
     where = str(path)
-    if not path.is_file():
-        raise JobError(f"job file not found: {path}")
+    raw = read_mapping(path, list(JobFile.model_fields), "job", JobError)
+    if workers is not None:
+        raw["workers"] = workers
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise JobError(f"{where}: not valid YAML: {err}") from err
-    if not isinstance(raw, Mapping):
-        raise JobError(f"{where}: top level must be a mapping with keys {', '.join(KNOWN)}")
-    unknown = sorted(set(raw) - set(KNOWN))
-    if unknown:
-        raise JobError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(KNOWN)})")
-    for key in ("config", "run_dir"):
-        if not isinstance(raw.get(key), str) or not raw[key].strip():
-            raise JobError(f"{where}: '{key}' is required (a path)")
+        job = JobFile.model_validate(raw)
+    except ValidationError as err:
+        raise JobError(f"{where}: {validation_message(err, JobFile)}") from None
     base = path.resolve().parent
-    overrides = raw.get("set") or []
-    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-        raise JobError(f"{where}: 'set' must be a list of key=value strings")
     try:
-        config = load_config(base / raw["config"], [*overrides, *_data_overrides(where, raw.get("data"), base)])
+        config = load_config(base / job.config, [*job.set, *_data_overrides(job.data, base)])
     except ConfigError as err:
         raise JobError(f"{where}: {err}") from err
-    count = _positive(where, "workers", workers if workers is not None else raw.get("workers", 1))
-    resources = _block(where, "resources", raw.get("resources"), RESOURCES)
-    for key in ("cpus_per_worker", "gpus_per_worker"):
-        _positive(where, f"resources.{key}", resources[key], zero_ok=key == "gpus_per_worker")
-    if not isinstance(resources["memory_gb"], (int, float)) or resources["memory_gb"] <= 0:
-        raise JobError(f"{where}: 'resources.memory_gb' must be a positive number, got {resources['memory_gb']!r}")
-    image = raw.get("image")
-    if image is not None and (not isinstance(image, str) or not image.strip()):
-        raise JobError(f"{where}: 'image' must be a container image name")
-    name = str(raw.get("name") or path.stem)
-    if not NAME.fullmatch(name) or len(name) > 40:
-        raise JobError(f"{where}: 'name' {name!r} must be lowercase letters, digits and '-', starting with a letter "
-                       f"(at most 40 characters: it names Kubernetes objects)")
-    return JobSpec(name=name, config=config, run_dir=str((base / raw["run_dir"]).resolve()), workers=count,
-                   max_restarts=_positive(where, "max_restarts", raw.get("max_restarts", 0), zero_ok=True),
-                   resources=resources, image=image,
-                   kubernetes=_block(where, "kubernetes", raw.get("kubernetes"), KUBERNETES), source=where)
+    return JobSpec(name=job.name or path.stem, config=config, run_dir=str((base / job.run_dir).resolve()),
+                   workers=job.workers, max_restarts=job.max_restarts, resources=job.resources.model_dump(),
+                   image=job.image, kubernetes=job.kubernetes.model_dump(), source=where)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from training.config import load_config
+from conftest import ROOT, SMOKE, cli
+from ingest.schema import DataError
+from training.config import ConfigError, load_config
 from training.prepare import load_split, report_unknown_tokens
 from training.run import setup_logging
 
@@ -89,3 +91,94 @@ def test_unknown_tokens_warning_names_the_fix(tmp_path, caplog, monkeypatch):
     warnings = sorted({r.getMessage() for r in caplog.records
                        if r.levelno == logging.WARNING and r.name.startswith("twotower")})
     assert len(warnings) == 1 and "'title'" in warnings[0] and "model.encoder" in warnings[0]
+
+
+REFUSED = [  # issue 15, defect 1: each left a run directory that blocked the corrected command
+    (["model.history_encoder=attention", "model.history_heads=3"],
+     "model.history_heads (3) must divide model.embedding_dim (32)"),
+    (["model.history_heads=0"], "model.history_heads"),
+    (["training.learning_rate=fast"], "training.learning_rate"),
+    (["model.hidden_units=[-1]"], "model.hidden_units.0"),
+    (["model.hidden_units=abc"], "model.hidden_units"),
+    (["model.id_dim=0"], "model.id_dim"),
+    (["model.history_dropout=2.0"], "model.history_dropout"),
+    (["model.history_encoder=lstm"], "model.history_encoder"),
+    (["model.item_features=[]"], "model.item_features"),
+    (["model.item_features=[text,colour]"], "model.item_features"),
+    (["model.history_decay=x"], "model.history_decay"),
+    (["evaluation.batch_size=0"], "evaluation.batch_size"),
+    (["data.interactions=/does/not/exist.csv"], "data.interactions has no effect for data.format 'generated'"),
+]
+
+
+def test_a_refused_train_leaves_no_run_and_the_corrected_one_trains(settings, tmp_path, capsys):
+    from twotower.cli import main
+
+    run = tmp_path / "run"
+    quick = [*settings, "--set", "training.epochs=1", "--set", "data.max_users=120"]
+    for sets, message in REFUSED:
+        code = main(["-q", "train", *SMOKE, *quick, *[a for s in sets for a in ("--set", s)], "--run-dir", str(run)])
+        err = capsys.readouterr().err
+        assert code == 2 and f"error: {SMOKE[1]} with --set" in err and message in err, (sets, err)
+        assert not run.exists(), sets
+    cli("train", *SMOKE, *quick, "--run-dir", run)
+    assert (run / "metrics.json").exists()
+
+
+def test_a_failure_while_building_the_model_leaves_no_run(settings, tmp_path, monkeypatch):
+    """Past the config checks, anything that fails before training starts (here: the model build) removes the
+    run directory it made: config.yaml is written only once the model stands."""
+    import training.trainer as trainer
+    from training.run import RunDir
+
+    def refuse(*args, **kwargs):
+        raise ConfigError("model: refused while building")
+
+    monkeypatch.setattr(trainer, "build_model", refuse)
+    config = load_config(ROOT / "configs" / "smoke.yaml", [s for s in settings if s != "--set"]
+                         + ["data.max_users=60"])
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(ConfigError, match="refused while building"):
+        trainer.train(config, run, progress=False)
+    assert not run.path.exists()
+
+
+def test_finetune_top_n_beyond_a_local_encoders_layers_leaves_no_run(settings, tmp_path, capsys):
+    """Only the encoder's own files say how many layers it has: the check runs while the model is built, after
+    the data was prepared, and still leaves nothing behind (issue 15, defect 5: finetune_top_n=99)."""
+    from towers.text_encoder import make_tiny_bert
+    from twotower.cli import main
+
+    bert = make_tiny_bert(tmp_path / "bert", ["red mug", "blue tent"] * 3, seed=0, hidden=16, layers=2)
+    run = tmp_path / "run"
+    code = main(["-q", "train", *SMOKE, *settings, "--set", f"model.encoder={bert.directory}",
+                 "--set", "model.encoder_mode=finetune_top_n", "--set", "model.finetune_top_n=99",
+                 "--set", "model.max_seq_len=16", "--set", "data.max_users=60", "--run-dir", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: model.finetune_top_n (99) exceeds the 2 layer(s) of the text encoder" in err, err
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("error, line, code", [
+    (ConfigError("model.x: bad"), "error: model.x: bad\n", 2),
+    (DataError("items.csv: line 3: bad"), "error: items.csv: line 3: bad\n", 2),
+    (KeyError("user_id"), "internal error: KeyError: 'user_id' (a bug in twotower", 1),
+    (TypeError("unsupported operand"), "internal error: TypeError: unsupported operand", 1),
+    (ValueError("could not convert"), "internal error: ValueError: could not convert", 1),
+    (PermissionError(13, "Permission denied", "/srv/models"), "error: /srv/models: Permission denied\n", 2),
+    (FileNotFoundError("no such thing"), "internal error: FileNotFoundError: no such thing", 1),
+])
+def test_only_the_projects_own_errors_read_as_user_errors(monkeypatch, capsys, error, line, code):
+    """A KeyError or TypeError is a bug: it must not be dressed up as bad input."""
+    import twotower.cli as cli_module
+
+    def fail(args):
+        raise error
+
+    monkeypatch.delenv("TWOTOWER_DEBUG", raising=False)
+    monkeypatch.setattr(cli_module, "_inspect", fail)
+    assert cli_module.main(["inspect", "x"]) == code
+    err = capsys.readouterr().err
+    assert err.startswith(line), err
+    if code == 1:
+        assert "TWOTOWER_DEBUG=1" in err and "Traceback" not in err

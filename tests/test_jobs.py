@@ -6,6 +6,7 @@ smoke config on the session's generated world and text cache.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,17 +33,19 @@ def _job(tmp_path: Path, world: Path, settings: list[str], extra: tuple[str, ...
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"workers": 0}, "'workers' must be a positive integer, got 0"),
-    ({"run_dir": None}, "'run_dir' is required"),
+    ({"workers": 0}, "workers: input should be greater than 0, got 0"),
+    ({"run_dir": None}, "run_dir: input should be a valid string, got None"),
     ({"colour": "red"}, "unknown key 'colour'"),
-    ({"resources": {"cpu": 2}}, "unknown key 'resources.cpu'"),
-    ({"set": ["training.epochs=0"]}, "training.epochs must be a positive integer"),
-    ({"name": "Shop Job"}, "'name' 'Shop Job' must be lowercase"),
-    ({"data": {"table": "x"}}, "unknown key 'data.table'"),
+    ({"resources": {"cpu": 2}}, "unknown key 'resources.cpu' (known: cpus_per_worker, memory_gb, gpus_per_worker)"),
+    ({"resources": {"memory_gb": "lots"}}, "resources.memory_gb: input should be a valid number, got 'lots'"),
+    ({"max_restarts": True}, "max_restarts: input should be a valid integer, got True"),
+    ({"set": ["training.epochs=0"]}, "training.epochs: input should be greater than 0, got 0"),
+    ({"name": "Shop Job"}, "name: string should match pattern"),
+    ({"data": {"table": "x"}}, "unknown key 'data.table' (known: path, items, interactions, users)"),
 ])
 def test_job_file_errors_name_the_file_and_key(tmp_path, change, message):
     path = _job(tmp_path, tmp_path, ["training.text_cache_dir=c"], **change)
-    with pytest.raises(JobError, match=f"job.yaml: .*{message}".replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(JobError, match=f"job.yaml: .*{re.escape(message)}"):
         load_job(path)
 
 

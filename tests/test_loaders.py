@@ -12,7 +12,7 @@ import pytest
 
 from ingest.loaders import load_dataset, split_scientific_text
 from ingest.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, DataError, DropReport
-from ingest.validate import normalize_items, parse_timestamps, read_table
+from ingest.validate import TimestampReader, normalize_items, parse_timestamps, read_table
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -24,7 +24,7 @@ A3,Green mug,,Kitchen,,cheap,green
 INTERACTIONS_CSV = """user_id,item_id,timestamp,event,weight
 u2,A1,1700000100,view,
 u1,A2,2023-11-14T22:13:20Z,purchase,2
-u1,A1,1700000000000,view,1
+u1,A1,1700000000,view,1
 u2,A3,1700000050.7,view,abc
 """
 USERS_CSV = """user_id,profile_text,segment
@@ -69,7 +69,8 @@ def test_csv_normalised(tmp_path):
     inter = ds.interactions
     assert list(inter.columns) == list(INTERACTION_COLUMNS)
     assert inter["timestamp"].dtype == np.int64 and inter["weight"].dtype == np.float64
-    # sorted by (user, timestamp), source order breaking the tie; ms and ISO dates land on the same unix seconds
+    # sorted by (user, timestamp), source order breaking the tie; unix seconds and ISO dates land on the same
+    # seconds (one unit per file: see the timestamp tests)
     assert inter[["user_id", "item_id", "timestamp"]].values.tolist() == [
         ["u1", "A2", 1700000000], ["u1", "A1", 1700000000], ["u2", "A3", 1700000050], ["u2", "A1", 1700000100]]
     assert inter["weight"].tolist() == [2.0, 1.0, 1.0, 1.0]  # missing and "abc" -> 1.0
@@ -248,11 +249,79 @@ def test_duplicate_user_ids(tmp_path):
         load_dataset(_files(tmp_path, users=USERS_CSV + "u1,again,x\n"))
 
 
+def test_a_quoted_csv_field_of_any_size_loads(tmp_path):
+    """Issue 15, defect 6: a quoted field over 128 KiB stopped loading ("field larger than field limit")."""
+    title = "A very long title, " + "x" * 300_000
+    items = f'item_id,title\nA1,"{title}"\nA2,"Blue\nmug"\nA3,Green mug\n'
+    loaded = load_dataset(_files(tmp_path, items=items, interactions="user_id,item_id,timestamp\nu1,A1,1\nu1,A3,2\n",
+                                 users=None))
+    assert loaded.items["title"].tolist() == [title, "Blue\nmug", "Green mug"]
+    bad = _write(tmp_path, "bad.csv", f'item_id,title\nA1,"{title}"\nA2,x,y\n')
+    with pytest.raises(DataError, match=r"bad\.csv: line 3 has 3 fields but the header has 2"):
+        read_table(bad, required=("item_id", "title"), kind="items")
+
+
+def test_list_typed_ids_are_refused_naming_file_and_column(tmp_path):
+    """Issue 15, defect 6: a list-typed Parquet user_id became the string '["U00000"]'."""
+    frame = pd.DataFrame({"user_id": [["U00000"], ["U00001"]], "item_id": ["A1", "A2"], "timestamp": [1, 2]})
+    frame.to_parquet(tmp_path / "interactions.parquet")
+    with pytest.raises(DataError, match=r"interactions\.parquet: column 'user_id' holds list<element: string> values; "
+                                        r"ids must be strings or integers"):
+        read_table(tmp_path / "interactions.parquet", required=("user_id",), kind="interactions")
+    lines = '{"user_id": "u1", "item_id": "A1", "timestamp": 1}\n{"user_id": ["u2"], "item_id": "A1", "timestamp": 2}\n'
+    jsonl = _write(tmp_path, "interactions.jsonl", lines)
+    with pytest.raises(DataError, match=r"interactions\.jsonl: line 2: 'user_id' is a JSON list \(\[\"u2\"\]\)"):
+        read_table(jsonl, required=("user_id",), kind="interactions")
+
+
+def test_a_literal_nan_is_never_an_id(tmp_path):
+    """Issue 15, defect 6: a literal NaN in a CSV became a user id."""
+    inter = "user_id,item_id,timestamp\nu1,A1,1\nNaN,A2,2\nu2,null,3\n"
+    loaded = load_dataset(_files(tmp_path, interactions=inter, users=None))
+    assert loaded.interactions["user_id"].tolist() == ["u1"]
+    source = str(tmp_path / "interactions.csv")
+    assert loaded.report.counts[(source, "user_id is a missing-value marker (NaN, null, None)")] == 1
+    assert loaded.report.counts[(source, "item_id is a missing-value marker (NaN, null, None)")] == 1
+    with pytest.raises(DataError, match=r"missing-value marker .*line 3 \(user_id='NaN'\)"):
+        load_dataset({**_files(tmp_path, interactions=inter, users=None), "on_bad_rows": "error"})
+
+
 def test_parse_timestamps():
-    got = parse_timestamps(pd.Series(["0", "1700000000", "1700000000000", "2023-11-14 22:13:20",
-                                      "2023-11-14T23:13:20+01:00", "14 Nov 2023 22:13:20", "nope", ""]))
-    assert got.tolist()[:6] == [0, 1700000000, 1700000000, 1700000000, 1700000000, 1700000000]
-    assert got.iloc[6:].isna().all()
+    got, out_of_range = parse_timestamps(pd.Series(["0", "1700000000", "2023-11-14 22:13:20",
+                                                    "2023-11-14T23:13:20+01:00", "14 Nov 2023 22:13:20", "nope", ""]))
+    assert got.tolist()[:5] == [0, 1700000000, 1700000000, 1700000000, 1700000000]
+    assert got.iloc[5:].isna().all() and not out_of_range.any()
+
+
+@pytest.mark.parametrize("unit, values", [("s", ["1700000000", "1700000001"]), ("ms", ["1700000000000"]),
+                                          ("us", ["1700000000000000"]), ("ns", ["1700000000000000000"])])
+def test_timestamps_in_every_unit_explicit_or_auto(unit, values):
+    for given in (unit, "auto"):
+        got, _ = parse_timestamps(pd.Series(values), TimestampReader(given, "f.csv"))
+        assert got.tolist()[0] == pytest.approx(1700000000, abs=1e-3), (unit, given)
+
+
+def test_auto_refuses_a_file_that_mixes_units(tmp_path):
+    """Issue 15, defect 3: microseconds were read as milliseconds (the year ~56,000) without a word."""
+    inter = "user_id,item_id,timestamp\nu1,A1,1700000000000\nu1,A2,1700000000000000\n"
+    with pytest.raises(DataError, match=r"interactions\.csv: line 3: timestamp '1700000000000000' reads as us but "
+                                        r"line 2 \('1700000000000'\) as ms .*set data\.timestamp_unit"):
+        load_dataset(_files(tmp_path, interactions=inter))
+    inter_us = "user_id,item_id,timestamp\nu1,A1,1700000000000000\nu1,A2,1700000500000000\n"
+    loaded = load_dataset(_files(tmp_path, interactions=inter_us))
+    assert loaded.interactions["timestamp"].tolist() == [1700000000, 1700000500]
+
+
+@pytest.mark.parametrize("unit", ["auto", "s"])
+def test_a_timestamp_out_of_range_is_a_bad_row_never_int64_min(tmp_path, unit):
+    """Issue 15, defect 3: 1e300 became int64 min (the user's first interaction), even with on_bad_rows: error."""
+    inter = "user_id,item_id,timestamp\nu1,A1,1700000000\nu1,A2,1e300\n"
+    with pytest.raises(DataError, match=r"interactions\.csv: 1 row\(s\) with timestamp out of range .*line 3 "
+                                        r"\(timestamp='1e300'\)"):
+        load_dataset({**_files(tmp_path, interactions=inter), "on_bad_rows": "error", "timestamp_unit": unit})
+    dropped = load_dataset({**_files(tmp_path, interactions=inter), "timestamp_unit": unit})
+    assert dropped.interactions["timestamp"].tolist() == [1700000000]
+    assert any("timestamp out of range" in reason for reason in dropped.report.as_dict())
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -54,6 +54,13 @@ def test_logq_correction_changes_the_loss_only_through_popular_candidates():
     assert _loss(with_logq, uniform_batch) == pytest.approx(_loss(without, uniform_batch), rel=1e-5)
 
 
+def test_use_weights_off_ignores_the_weight_column():
+    """training.use_weights was accepted but did nothing; now false means every example counts once."""
+    weighted = dict(BATCH, weight=tf.constant([3.0, 0.5, 1.0, 2.0]))
+    assert _loss(_model(use_weights=True), weighted) != pytest.approx(_loss(_model(use_weights=True)))
+    assert _loss(_model(use_weights=False), weighted) == pytest.approx(_loss(_model(use_weights=True)), rel=1e-6)
+
+
 def test_accidental_hits_are_removed():
     removing, keeping = _model(remove_accidental_hits=True), _model(remove_accidental_hits=False)
     assert _loss(removing) < _loss(keeping)  # i0 appears twice: its other copy is no longer a negative

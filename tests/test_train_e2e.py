@@ -91,6 +91,27 @@ def test_resume_after_kill_loses_no_finished_epoch(trained, settings, tmp_path):
     assert resumed["mrr"] == pytest.approx(uninterrupted["mrr"], abs=1e-4)
 
 
+def test_resume_before_the_first_epoch_ends_matches_an_uninterrupted_run(settings, tmp_path):
+    """Killed after the run was prepared (config.yaml, artifacts, the tiny encoder written) but before its first
+    epoch ended: the resume builds the model from the same seeded initial weights as a run that was never
+    interrupted, although only the fresh run built the tiny encoder (issue 15, defect 2)."""
+    from training.config import load_config
+    from training.run import RunDir
+    from training.trainer import prepare_run
+
+    quick = [*settings, "--set", "training.epochs=1", "--set", "data.max_users=150"]
+    uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    cli("train", *SMOKE, *quick, "--run-dir", uninterrupted)
+    config = load_config(SMOKE[1], [s for s in quick if s != "--set"])
+    prepare_run(config, RunDir(killed), progress=False)   # what a kill during epoch 1 leaves behind
+    assert (killed / "config.yaml").exists() and not (killed / "state.json").exists()
+    cli("train", "--run-dir", killed)
+    resumed = json.loads((killed / "metrics.json").read_text())["test"]
+    expected = json.loads((uninterrupted / "metrics.json").read_text())["test"]
+    assert resumed["recall@10"] == pytest.approx(expected["recall@10"], abs=1e-6)
+    assert resumed["mrr"] == pytest.approx(expected["mrr"], abs=1e-6)
+
+
 def test_a_run_keeps_its_config(trained, settings):
     run, _ = trained
     result = cli("train", *SMOKE, *settings, "--set", "training.epochs=9", "--run-dir", run, check=False)

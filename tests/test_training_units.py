@@ -1,35 +1,119 @@
 """Config handling, example building and the ranking metrics, each on small hand-checked inputs."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from training import evaluate as ev
-from training.config import ConfigError, load_config
+from training.config import DEFAULTS, ConfigError, load_config
 from training.examples import evaluation_cases, training_examples
 
 
 def test_config_layers_defaults_file_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("data: {format: movielens_100k, path: x}\ntraining: {epochs: 5}\n")
-    config = load_config(path, ["training.epochs=7", "model.hidden_units=[8, 4]", "data.split={type: temporal}"])
+    config = load_config(path, ["training.epochs=7", "model.hidden_units=[8, 4]", "data.split={type: temporal, valid_start: 2024-01-01, test_start: 1706745600}"])
     assert config["training"]["epochs"] == 7 and config["model"]["hidden_units"] == [8, 4]
     assert config["training"]["batch_size"] == 1024  # default kept
-    assert config["data"]["split"] == {"type": "temporal"}
+    assert config["data"]["split"] == {"type": "temporal", "valid_start": "2024-01-01", "test_start": 1706745600}
 
 
 @pytest.mark.parametrize("override, message", [
-    ("training.epoch=3", "unknown key 'training.epoch'"),
-    ("training.epochs=0", "training.epochs must be a positive integer"),
-    ("model.encoder_mode=half", "encoder_mode"),
-    ("training.early_stopping_metric=recall@20", "recall@K or ndcg@K with K in"),
+    ("training.epoch=3", "unknown key 'training.epoch' (known: seed, epochs,"),
+    ("training.epochs=0", "training.epochs: input should be greater than 0, got 0"),
+    ("model.encoder_mode=half", "model.encoder_mode: input should be 'frozen', 'finetune_top_n' or 'full'"),
+    ("training.early_stopping_metric=recall@20", "recall@K or ndcg@K with K in evaluation.ks [10, 50]"),
     ("training.epochs", "expected key=value"),
+    # the fault probe's findings (issue 15, defects 4 and 5): every one names its key
+    ("model.history_heads=0", "model.history_heads: input should be greater than 0, got 0"),
+    ("training.learning_rate=fast", "training.learning_rate: input should be a valid number, got 'fast'"),
+    ("training.temperature=warm", "training.temperature: input should be a valid number, got 'warm'"),
+    ("model.history_decay=x", "model.history_decay: input should be a valid number, got 'x'"),
+    ("training.early_stopping_metric=recall@abc", "training.early_stopping_metric 'recall@abc' must be recall@K"),
+    ("model.hidden_units=abc", "model.hidden_units: input should be a valid list, got 'abc'"),
+    ("model.hidden_units=[-1]", "model.hidden_units.0: input should be greater than 0, got -1"),
+    ("evaluation.batch_size=0", "evaluation.batch_size: input should be greater than 0, got 0"),
+    ("training.learning_rate=-1", "training.learning_rate: input should be greater than 0, got -1"),
+    ("training.epochs=true", "training.epochs: input should be a valid integer, got True"),
+    ("training.uniform_negatives=-3", "training.uniform_negatives: input should be greater than or equal to 0"),
+    ("training.steps_per_execution=0", "training.steps_per_execution: input should be greater than 0"),
+    ("training.warmup_steps=-10", "training.warmup_steps: input should be greater than or equal to 0"),
+    ("model.id_dim=0", "model.id_dim: input should be greater than 0"),
+    ("model.history_dropout=2.0", "model.history_dropout: input should be less than 1"),
+    ("model.history_encoder=lstm", "model.history_encoder: input should be 'mean' or 'attention', got 'lstm'"),
+    ("model.item_features=[]", "model.item_features: unknown or empty []"),
+    ("model.item_features=[text,colour]", "model.item_features: unknown or empty ['colour']"),
+    ("data.interactions=/does/not/exist.csv", "data.interactions has no effect for data.format 'movielens_100k'"),
+    ("data.items=/x.csv", "data.items has no effect for data.format 'movielens_100k'"),
+    ("data.users=/x.csv", "data.users has no effect for data.format 'movielens_100k'"),
+    ("data.timestamp_unit=hours", "data.timestamp_unit: input should be 'auto', 's', 'ms', 'us' or 'ns'"),
+    ("data.timestamp_unit=ms", "data.timestamp_unit has no effect for data.format 'movielens_100k'"),
+    ("data.split={type: given}", "data.split: type 'given' needs a dataset that ships its own split"),
+    ("data.split={type: temporal, valid_start: 2024-02-01, test_start: 2024-01-01}",
+     "data.split.valid_start (datetime.date(2024, 2, 1)) must be before data.split.test_start"),
 ])
 def test_config_errors_name_the_key(tmp_path, override, message):
     path = tmp_path / "c.yaml"
-    path.write_text("data: {format: movielens_100k}\n")
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+    path.write_text("data: {format: movielens_100k, path: x}\n")
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(path, [override])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.history_encoder=attention", "model.history_heads=3", "model.embedding_dim=32"],
+     "model.history_heads (3) must divide model.embedding_dim (32)"),
+    (["model.encoder=tiny", "model.encoder_mode=finetune_top_n", "model.finetune_top_n=99"],
+     "model.finetune_top_n (99) exceeds the tiny encoder's 2 layer(s) (model.tiny_layers)"),
+])
+def test_cross_field_rules_name_both_keys(tmp_path, overrides, message):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {format: movielens_100k, path: x}\n")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path, overrides)
+
+
+def test_yaml_exponent_numbers_are_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {format: movielens_100k, path: x}\ntraining: {learning_rate: 1e-3}\n")
+    assert load_config(path)["training"]["learning_rate"] == 0.001
+
+
+def test_an_old_run_config_still_loads(tmp_path):
+    """A config.yaml from before cold_user_dropout, the history encoders and hashing existed: it loads, and the
+    keys added since take the values that run trained with."""
+    from training.run import RunDir
+
+    old = {"data": {k: v for k, v in DEFAULTS["data"].items() if k not in ("hash_user_ids", "hash_salt",
+                                                                            "timestamp_unit")},
+           "model": {k: v for k, v in DEFAULTS["model"].items() if not k.startswith("history_e")
+                     and k not in ("cold_user_dropout", "history_layers", "history_heads", "history_dropout")},
+           "training": {k: v for k, v in DEFAULTS["training"].items() if k != "warm_start_from"},
+           "evaluation": DEFAULTS["evaluation"]}
+    old["data"].update(format="generated", path="worlds/x", interactions="/does/not/exist.csv")  # ignored then
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    config = RunDir(tmp_path).read_config()
+    assert config["model"]["cold_user_dropout"] == 0.0 and config["model"]["history_encoder"] == "mean"
+    assert config["data"]["timestamp_unit"] == "auto" and config["training"]["warm_start_from"] is None
+    assert config["data"]["interactions"] is None
+
+
+@pytest.mark.parametrize("name", ["default", "smoke", "amazon_scientific", "amazon_beauty", "movielens_100k"])
+def test_every_shipped_config_passes_the_schema(name):
+    from conftest import ROOT
+
+    config = load_config(ROOT / "configs" / f"{name}.yaml")
+    assert config["data"]["format"] != "files" and config["data"]["path"]
+
+
+def test_defaults_have_one_source():
+    """towers and training read the same defaults: the schema's (cold_user_dropout disagreed before)."""
+    from towers.config import TowerConfig
+
+    assert TowerConfig().cold_user_dropout == DEFAULTS["model"]["cold_user_dropout"] == 0.1
+    assert {k: v for k, v in TowerConfig().model_dump().items() if k != "seed"} == DEFAULTS["model"]
 
 
 def test_config_file_errors(tmp_path):

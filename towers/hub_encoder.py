@@ -22,12 +22,14 @@ from pathlib import Path
 import tensorflow as tf
 import tf_keras
 
+from towers.config import ConfigError
+
 PREPROCESS, ENCODER = "preprocess", "encoder"
 VOCAB_ASSET = "vocab.txt"       # written by export_hub: lets the [UNK] report count unknown pieces
 HUB_PREFIX = "hub:"
 
 
-class HubFormatError(ValueError):
+class HubFormatError(ConfigError):
     """A directory that is not a TF Hub BERT pair; the message names the path and what is missing."""
 
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from towers.config import ConfigError
+
 log = logging.getLogger("twotower.encoder")
 CACHE_ENV = "TWOTOWER_ENCODER_CACHE"   # where converted encoders go; default ~/.cache/twotower/encoders
 
@@ -47,7 +49,7 @@ NAMED = {"m3e-small": NamedEncoder(
             "production shop.")}
 
 
-class NamedEncoderError(ValueError):
+class NamedEncoderError(ConfigError):
     """A named encoder whose package is missing or whose files are not as expected."""
 
 

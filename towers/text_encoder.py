@@ -29,14 +29,15 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from towers.config import ENCODER_MODES, ConfigError
+
 from towers.hub_encoder import HUB_PREFIX, HubBert, HubSource, is_hub_pair, resolve_hub
 from towers.named_encoders import NAMED, materialise
 
-ENCODER_MODES = ("frozen", "finetune_top_n", "full")
 _SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-class EncoderError(ValueError):
+class EncoderError(ConfigError):
     """A text encoder that cannot be found or loaded; the message names the path and what is missing."""
 
 
@@ -219,6 +220,9 @@ class TextEncoder(tf_keras.layers.Layer):
         main.embeddings.trainable = False
         main.pooler.trainable = False
         layers = main.encoder.layer
+        if top_n > len(layers):
+            raise EncoderError(f"model.finetune_top_n ({top_n}) exceeds the {len(layers)} layer(s) of the text "
+                               f"encoder in {self.source.directory}")
         for index, layer in enumerate(layers):
             layer.trainable = index >= len(layers) - top_n
 

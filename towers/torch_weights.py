@@ -18,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from towers.config import ConfigError
+
 STORAGE_DTYPES = {"FloatStorage": np.float32, "HalfStorage": np.float16, "DoubleStorage": np.float64,
                   "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
                   "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_}
 
 
-class TorchFileError(ValueError):
+class TorchFileError(ConfigError):
     """A file that is not a plain PyTorch state dict; the message names the file and what was refused."""
 
 

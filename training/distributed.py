@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from training.config import ConfigError
+
 SCRATCH_ENV = "TWOTOWER_SCRATCH"  # where non-chief workers write what only the chief keeps
 
 
@@ -72,9 +74,9 @@ def task_from_environment() -> tuple[int, int]:
         workers = chiefs + len(cluster.get("worker", []))
         index = int(task["index"]) + (chiefs if task["type"] == "worker" else 0)
     except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"TF_CONFIG is not a valid cluster description ({err}): {raw[:200]}") from err
+        raise ConfigError(f"TF_CONFIG is not a valid cluster description ({err}): {raw[:200]}") from err
     if task["type"] not in ("chief", "worker") or not 0 <= index < workers:
-        raise ValueError(f"TF_CONFIG task {task} is not one of the cluster's {workers} workers")
+        raise ConfigError(f"TF_CONFIG task {task} is not one of the cluster's {workers} workers")
     return workers, index
 
 
@@ -129,7 +131,7 @@ def replica_rows(order: np.ndarray, global_batch: int, replicas: int, replica: i
     the same number of times); since ``order`` is reshuffled each epoch, different rows fall off each time.
     """
     if global_batch % replicas:
-        raise ValueError(f"the global batch {global_batch} does not split evenly over {replicas} replicas")
+        raise ConfigError(f"the global batch {global_batch} does not split evenly over {replicas} replicas")
     per_replica = global_batch // replicas
     full = (len(order) // global_batch) * global_batch
     return order[:full].reshape(-1, replicas, per_replica)[:, replica, :].reshape(-1)

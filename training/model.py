@@ -31,7 +31,8 @@ class TwoTowerModel(tfrs.models.Model):
     def __init__(self, user_tower: UserTower, item_tower: ItemTower, catalog: FeatureTable,
                  user_table: FeatureTable, item_probability: np.ndarray, temperature: float,
                  logq_correction: bool, remove_accidental_hits: bool, uniform_negatives: int, seed: int,
-                 frequency: StreamingItemFrequency | None = None, negative_pool: np.ndarray | None = None):
+                 frequency: StreamingItemFrequency | None = None, negative_pool: np.ndarray | None = None,
+                 use_weights: bool = True):
         super().__init__()
         self.user_tower = user_tower
         self.item_tower = item_tower
@@ -40,6 +41,7 @@ class TwoTowerModel(tfrs.models.Model):
         # Per catalogue row (row 0 = unknown): probability that a batch slot holds that item.
         self.item_probability = tf.constant(np.concatenate([[1.0], item_probability]), tf.float32)
         self.logq_correction = logq_correction
+        self.use_weights = use_weights   # training.use_weights: the interactions' weights scale each example's loss
         self.uniform_negatives = int(uniform_negatives)
         self.seed = int(seed)
         # Every replica draws the same negatives (as one worker would): the first replica's counter is kept.
@@ -103,7 +105,7 @@ class TwoTowerModel(tfrs.models.Model):
             uniform = tf.fill([self.uniform_negatives],
                               float(self.uniform_negatives) / float(self.negative_pool.shape[0]))
             expected = tf.concat([expected, uniform], axis=0)
-        return self.task(queries, candidates, sample_weight=batch.get("weight"),
+        return self.task(queries, candidates, sample_weight=batch.get("weight") if self.use_weights else None,
                          candidate_sampling_probability=expected if self.logq_correction else None,
                          candidate_ids=rows, compute_metrics=False, compute_batch_metrics=False)
 
@@ -128,16 +130,7 @@ def build_model(config: dict, artifacts: Artifacts, encoder: TextEncoder | None 
     the tables carry the texts and the towers encode them through ``encoder`` on every step.
     """
     model_cfg, train_cfg = config["model"], config["training"]
-    tower_cfg = TowerConfig(
-        embedding_dim=model_cfg["embedding_dim"], hidden_units=tuple(model_cfg["hidden_units"]),
-        id_dim=model_cfg["id_dim"], categorical_dim=model_cfg["categorical_dim"],
-        text_projection_dim=model_cfg["text_projection_dim"], item_features=tuple(model_cfg["item_features"]),
-        user_features=tuple(model_cfg["user_features"]), id_dropout=model_cfg["id_dropout"],
-        cold_user_dropout=model_cfg.get("cold_user_dropout", 0.0),
-        history_len=model_cfg["history_len"], history_decay=model_cfg["history_decay"],
-        history_encoder=model_cfg["history_encoder"], history_layers=model_cfg["history_layers"],
-        history_heads=model_cfg["history_heads"], history_dropout=model_cfg["history_dropout"],
-        semantic_channel=bool(model_cfg.get("semantic_channel", False)), seed=train_cfg["seed"])
+    tower_cfg = TowerConfig.model_validate({**model_cfg, "seed": train_cfg["seed"]})
     frozen = model_cfg["encoder_mode"] == "frozen"
     catalog = artifacts.catalog
     columns = {"item_id": catalog["item_id"].to_numpy(object),
@@ -158,10 +151,11 @@ def build_model(config: dict, artifacts: Artifacts, encoder: TextEncoder | None 
     user_tower = UserTower(tower_cfg, artifacts.train_user_ids, item_tower, catalog_table, text_dim,
                            encoder, name="user_tower")
     counts = artifacts.item_counts + 1.0  # add-one: an item never seen in training is still a possible draw
-    streaming = train_cfg.get("item_frequency", "counts") == "streaming"
+    streaming = train_cfg["item_frequency"] == "streaming"
     return TwoTowerModel(user_tower, item_tower, catalog_table, user_table, counts / counts.sum(),
                          temperature=train_cfg["temperature"], logq_correction=train_cfg["logq_correction"],
                          remove_accidental_hits=train_cfg["remove_accidental_hits"],
                          uniform_negatives=train_cfg["uniform_negatives"], seed=train_cfg["seed"],
                          frequency=StreamingItemFrequency(name="item_frequency") if streaming else None,
-                         negative_pool=np.flatnonzero(artifacts.item_counts > 0) + 1)
+                         negative_pool=np.flatnonzero(artifacts.item_counts > 0) + 1,
+                         use_weights=train_cfg["use_weights"])

@@ -22,7 +22,8 @@ from towers.text_encoder import (BertSource, TextEncoder, environment_fingerprin
                                  resolve_encoder, unk_report)
 from training import artifacts as artifacts_io
 from training.artifacts import Artifacts
-from training.run import RunDir
+from training.config import ConfigError
+from training.run import RunDir, RunDirError
 from training.shard_reader import ShardStream
 
 log = logging.getLogger("twotower.prepare")
@@ -59,7 +60,7 @@ def encoder_source(config: dict, run: RunDir, corpus: list[str] | None) -> BertS
     if (run.encoder / "tf_model.h5").exists():
         return BertSource(run.encoder)
     if corpus is None:
-        raise FileNotFoundError(f"{run.encoder}: the run's tiny encoder is missing")
+        raise RunDirError(f"{run.encoder}: the run's tiny encoder is missing")
     return make_tiny_bert(run.encoder, corpus, seed=config["training"]["seed"],
                           hidden=model["tiny_hidden"], layers=model["tiny_layers"])
 
@@ -107,7 +108,7 @@ def check_same_user_hash(artifacts: Artifacts, fingerprint: str | None, where: s
         def state(key: str | None) -> str:
             return "not hashed" if key is None else f"hashed with key {key}"
 
-        raise ValueError(f"{where} holds user ids {state(artifacts.user_id_hash)} but the data now loads them "
+        raise ConfigError(f"{where} holds user ids {state(artifacts.user_id_hash)} but the data now loads them "
                          f"{state(fingerprint)}: use the same data.hash_user_ids and salt (the TWOTOWER_HASH_SALT "
                          f"environment variable or data.hash_salt)")
 

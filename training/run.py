@@ -13,7 +13,11 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
+from training.config import ConfigError, load_stored
+
+
+class RunDirError(ConfigError):
+    """A ``--run-dir`` that does not hold what the command needs (no run, no checkpoint yet)."""
 
 
 class RunDir:
@@ -41,9 +45,10 @@ class RunDir:
         write_atomic(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
     def read_config(self) -> dict:
+        """The run's config.yaml, checked against today's schema (an older run's file loads too)."""
         if not self.config.exists():
-            raise FileNotFoundError(f"{self.path} is not a run directory (no config.yaml); train one first")
-        return yaml.safe_load(self.config.read_text(encoding="utf-8"))
+            raise RunDirError(f"{self.path} is not a run directory (no config.yaml); train one first")
+        return load_stored(self.config)
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 
 from ingest.schema import DataError, Dataset
+from training.config import ConfigError
 from training.artifacts import Artifacts, tables
 from towers.item_tower import price_statistics
 from training.examples import Examples
@@ -88,7 +89,7 @@ class ShardStream:
         """This worker's shard files: every ``workers``-th, from its index."""
         shards = self.manifest["shards"]
         if len(shards) < workers:
-            raise ValueError(f"{self.directory}: {len(shards)} shard(s) for {workers} workers; prepare with "
+            raise ConfigError(f"{self.directory}: {len(shards)} shard(s) for {workers} workers; prepare with "
                              f"--shards {workers} or more")
         return [str(self.directory / s["file"]) for s in shards[worker::workers]]
 

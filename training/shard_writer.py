@@ -32,9 +32,10 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from ingest.schema import DataError, Dataset, DropReport
+from training.config import ConfigError
 from ingest.split import assign_split
-from ingest.validate import (CSV_SEPARATORS, PARQUET_SUFFIXES, REQUIRED_COLUMNS, normalize_interactions,
-                             normalize_items, normalize_users, read_table)
+from ingest.validate import (CSV_SEPARATORS, PARQUET_SUFFIXES, REQUIRED_COLUMNS, TimestampReader,
+                             normalize_interactions, normalize_items, normalize_users, read_table)
 
 log = logging.getLogger("twotower.shards")
 CHUNK_ROWS = 500_000       # interactions validated at a time
@@ -187,10 +188,10 @@ def write_shards(config: dict, out: str | os.PathLike, shards: int, progress: bo
     Written into a temporary sibling and renamed at the end: a failure leaves no half-written ``out``.
     """
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
-        raise ValueError(f"--shards must be a positive integer, got {shards!r}")
+        raise ConfigError(f"--shards must be a positive integer, got {shards!r}")
     out = Path(out)
     if out.exists():
-        raise FileExistsError(f"{out} already exists; prepare into a new directory")
+        raise ConfigError(f"{out} already exists; prepare into a new directory")
     data = config["data"]
     files, split = _sources(data)
     on_bad_rows = data["on_bad_rows"]
@@ -217,7 +218,7 @@ def write_shards(config: dict, out: str | os.PathLike, shards: int, progress: bo
 def _convert(path: Path, items: pd.DataFrame, users: pd.DataFrame | None, split: dict, config: dict, tmp: Path,
              shards: int, report: DropReport, progress: bool) -> dict:
     bucket_files = _bucket_interactions(path, items, config["data"]["on_bad_rows"], tmp / "buckets", shards,
-                                        report, progress)
+                                        report, progress, config["data"]["timestamp_unit"])
     names = [f"train-{s:05d}-of-{shards:05d}.tfrecord" for s in range(shards)]
     totals = {"counts": np.zeros(len(items), np.int64), "examples": np.zeros(shards, np.int64),
               "users": np.zeros(shards, np.int64), "split": {"train": 0, "valid": 0, "test": 0},
@@ -260,15 +261,18 @@ def _convert(path: Path, items: pd.DataFrame, users: pd.DataFrame | None, split:
 
 
 def _bucket_interactions(path: Path, items: pd.DataFrame, on_bad_rows: str, directory: Path, shards: int,
-                         report: DropReport, progress: bool) -> list[Path]:
-    """Pass 1: validate the interactions chunk by chunk and append them to bucket files by user."""
+                         report: DropReport, progress: bool, timestamp_unit: str = "auto") -> list[Path]:
+    """Pass 1: validate the interactions chunk by chunk and append them to bucket files by user (one timestamp
+    reader for the whole file: under ``auto`` every chunk is held to the unit of the file's first number)."""
+    timestamps = TimestampReader(timestamp_unit, str(path))
     estimate = _estimated_rows(path)
     buckets = _Buckets(directory, shards * max(1, -(-estimate // (BUCKET_ROWS * shards))))
     catalog = pd.Index(items["item_id"].to_numpy(object))
     seen = 0
     with tqdm(total=estimate, unit="row", desc="bucketing", disable=not progress) as bar:
         for chunk in _chunks(path):
-            rows = normalize_interactions(chunk, items, str(path), report, on_bad_rows) if len(chunk) else chunk
+            rows = normalize_interactions(chunk, items, str(path), report, on_bad_rows, timestamps) \
+                if len(chunk) else chunk
             if len(rows):
                 buckets.add(pd.DataFrame({"user_id": rows["user_id"].to_numpy(object),
                                           "item": catalog.get_indexer(rows["item_id"]).astype(np.int32),

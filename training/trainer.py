@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import time
 
@@ -16,14 +17,15 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from ingest.schema import DataError
 from towers.text_encoder import TextEncoder
 from training import evaluate as ev
-from training.config import dump_config
+from training.config import ConfigError, check, dump_config
 from training.distributed import Cluster, replica_rows
 from training.examples import Examples, evaluation_cases, training_examples
 from training.model import TwoTowerModel, build_model
 from training.prepare import Prepared, prepare
-from training.run import RunDir, write_atomic
+from training.run import RunDir, RunDirError, write_atomic
 from training.shard_reader import ShardStream
 from training.warm_start import adopt_encoder, source_run, warm_start
 
@@ -31,7 +33,7 @@ log = logging.getLogger("twotower.train")
 KEEP_EPOCH_CHECKPOINTS = 2
 
 
-class RunConflict(ValueError):
+class RunConflict(ConfigError):
     """``train --config`` names a config different from the one an existing RUN was started with."""
 
 
@@ -97,7 +99,8 @@ def _steps_per_epoch(prepared: Prepared, count: int, batch_size: int, workers: i
     else:
         steps = int(np.ceil(count / batch_size)) if workers == 1 else count // (batch_size * workers)
     if steps == 0:
-        raise ValueError(f"{count} training examples do not fill one global batch of {workers} x {batch_size}")
+        raise ConfigError(f"{count} training examples do not fill one global batch of {workers} x {batch_size} "
+                          f"(training.batch_size)")
     return steps
 
 
@@ -137,14 +140,15 @@ def _block(scorer: ev.Scorer, prepared: Prepared, cases: Examples, config: dict,
 
 
 def start_or_resume(config: dict | None, run: RunDir) -> tuple[dict, bool]:
-    """The config to train with, and whether this is a resume. A RUN keeps the config it started with."""
+    """The config to train with (checked, in the schema's canonical form), and whether this is a resume. A RUN
+    keeps the config it started with."""
+    config = check(config) if config is not None else None
     if run.exists():
         stored = run.read_config()
-        if config is not None and dump_config(config) != dump_config(stored):
-            changed = sorted(f"{s}.{k}" for s in stored for k in stored[s]
-                             if config.get(s, {}).get(k) != stored[s][k])
+        if config is not None and config != stored:
+            changed = sorted(f"{s}.{k}" for s in stored for k in stored[s] if config[s][k] != stored[s][k])
             raise RunConflict(f"{run.path} was started with a different config (differs in: "
-                              f"{', '.join(changed) or 'layout'}); to resume, run `twotower train --run-dir "
+                              f"{', '.join(changed)}); to resume, run `twotower train --run-dir "
                               f"{run.path}` without --config/--set, or train into a new --run-dir")
         return stored, True
     if config is None:
@@ -152,34 +156,51 @@ def start_or_resume(config: dict | None, run: RunDir) -> tuple[dict, bool]:
     return config, False
 
 
-def _prepare_fresh(config: dict, run: RunDir, progress: bool, created: bool) -> tuple[Prepared, RunDir | None]:
-    """A new run's first step (and the run it warm-starts from, if any). Its config.yaml is written only once data
-    and text vectors are ready, and a directory made for this run (``created``) is removed again if that fails:
-    bad input leaves nothing half-written."""
+def _prepare_fresh(config: dict, run: RunDir, progress: bool) -> tuple[Prepared, RunDir | None]:
+    """A new run's first step (and the run it warm-starts from, if any): data, artifacts and text vectors."""
+    source = source_run(config)
+    if source is not None:
+        adopt_encoder(config, run, source)
+    return prepare(config, run, progress=progress), source
+
+
+@contextlib.contextmanager
+def _removed_on_failure(run: RunDir, created: bool, keep: tuple[str, ...] | None = None):
+    """Whatever fails inside leaves nothing behind: a directory made for this run (``created``) is removed. In
+    one that existed before, what appeared in it meanwhile is removed and nothing else, or, with ``keep``,
+    everything but ``keep`` (a job's run directory, made for the job)."""
+    before = set(os.listdir(run.path)) if run.path.is_dir() and keep is None else set()
     try:
-        source = source_run(config)
-        if source is not None:
-            adopt_encoder(config, run, source)
-        prepared = prepare(config, run, progress=progress)
+        yield
     except BaseException:
         if created:
             shutil.rmtree(run.path, ignore_errors=True)
+        elif run.path.is_dir():
+            for name in sorted(set(os.listdir(run.path)) - before - set(keep or ())):
+                path = run.path / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
         raise
-    write_atomic(run.config, dump_config(config))
-    return prepared, source
 
 
 def prepare_run(config: dict, run: RunDir, progress: bool = True) -> None:
     """A new run's data, artifacts and config.yaml, written once: a multi-worker job's chief calls it before its
-    workers train on the shared run directory. A failure removes what it wrote, as a first ``train`` does, but
-    keeps RUN/logs/ (the job's worker logs, which say why)."""
-    try:
-        _prepare_fresh(config, run, progress, created=False)
-    except BaseException:
-        for path in run.path.iterdir() if run.path.exists() else ():
-            if path.name != "logs":
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        raise
+    workers train on the shared run directory. The model is built once too (its settings must hold for this
+    data) before config.yaml is written. A failure removes what it wrote, as a first ``train`` does, but keeps
+    RUN/logs/ (the job's worker logs, which say why)."""
+    config = check(config)
+    with _removed_on_failure(run, created=False, keep=("logs",)):
+        prepared, _ = _prepare_fresh(config, run, progress)
+        _build(config, prepared)
+        write_atomic(run.config, dump_config(config))
+
+
+def _build(config: dict, prepared: Prepared) -> TwoTowerModel:
+    """The run's model, its initial weights drawn from ``training.seed`` alone: whatever was built before (a
+    tiny encoder made on a fresh run but only loaded on a resume, the fine-tune encoder) draws from the global
+    random state too, and must not decide them."""
+    encoder = _tower_encoder(config, prepared)
+    tf_keras.utils.set_random_seed(int(config["training"]["seed"]))
+    return build_model(config, prepared.artifacts, encoder)
 
 
 def train(config: dict | None, run: RunDir, progress: bool = True, created: bool | None = None,
@@ -198,26 +219,28 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
                                       "best_value": None, "bad_epochs": 0, "finished": False})
     if resumed and (state["epochs_done"] or cluster is None):
         log.info("resuming %s after epoch %d", run.path, state["epochs_done"])
-    if resumed:
-        prepared = prepare(config, run, progress=progress)
-        source = source_run(config) if not state["epochs_done"] else None
-    else:
-        prepared, source = _prepare_fresh(config, run, progress, created)
-    examples = prepared.stream or training_examples(prepared.dataset.interactions, prepared.labels,
-                                                    config["model"]["history_len"])
-    count = examples.examples if prepared.stream else len(examples)
-    if count == 0:
-        raise ValueError("no training examples: every interaction fell outside the training split")
-    valid = _cases(config, prepared, "valid")
-    log.info("%d training examples, %d validation users", count, len(valid))
-
     workers = cluster.workers if cluster is not None else 1
     chief = cluster is None or cluster.is_chief
-    with cluster.strategy.scope() if cluster is not None else contextlib.nullcontext():
-        model = build_model(config, prepared.artifacts, _tower_encoder(config, prepared))
-        steps_per_epoch = _steps_per_epoch(prepared, count, train_cfg["batch_size"], workers)
-        optimizer = _optimizer(config, steps_per_epoch * train_cfg["epochs"])
-        model.compile(optimizer=optimizer, steps_per_execution=train_cfg["steps_per_execution"])
+    with contextlib.nullcontext() if resumed else _removed_on_failure(run, created):
+        if resumed:
+            prepared = prepare(config, run, progress=progress)
+            source = source_run(config) if not state["epochs_done"] else None
+        else:
+            prepared, source = _prepare_fresh(config, run, progress)
+        examples = prepared.stream or training_examples(prepared.dataset.interactions, prepared.labels,
+                                                        config["model"]["history_len"])
+        count = examples.examples if prepared.stream else len(examples)
+        if count == 0:
+            raise DataError("no training examples: every interaction fell outside the training split")
+        valid = _cases(config, prepared, "valid")
+        log.info("%d training examples, %d validation users", count, len(valid))
+        with cluster.strategy.scope() if cluster is not None else contextlib.nullcontext():
+            model = _build(config, prepared)
+            steps_per_epoch = _steps_per_epoch(prepared, count, train_cfg["batch_size"], workers)
+            optimizer = _optimizer(config, steps_per_epoch * train_cfg["epochs"])
+            model.compile(optimizer=optimizer, steps_per_execution=train_cfg["steps_per_execution"])
+        if not resumed:  # written last: a run directory with config.yaml is one that can train
+            write_atomic(run.config, dump_config(config))
     checkpoint = _checkpoint(model, optimizer)
     writable = cluster.writable if cluster is not None else (lambda path: path)
     if state["epochs_done"]:
@@ -301,9 +324,9 @@ def evaluated_model(run: RunDir, progress: bool = False) -> tuple[dict, Prepared
     checkpoint loaded (the served-equals-evaluated checks compare an export against exactly this)."""
     config = run.read_config()
     if not (run.checkpoints / "best.index").exists():
-        raise FileNotFoundError(f"{run.path} has no trained checkpoint yet (checkpoints/best); train it first")
+        raise RunDirError(f"{run.path} has no trained checkpoint yet (checkpoints/best); train it first")
     prepared = prepare(config, run, progress=progress)
-    model = build_model(config, prepared.artifacts, _tower_encoder(config, prepared))
+    model = _build(config, prepared)
     _checkpoint(model).read(str(run.checkpoints / "best")).expect_partial()
     return config, prepared, model
 

@@ -1,7 +1,9 @@
 """The ``twotower`` command line: one entry point for every stage.
 
-Bad input ends in one ``error: ...`` line naming the file, row, field or key, and exit status 2; never a
-traceback (set TWOTOWER_DEBUG=1 to see one).
+Bad input (the project's own config, data, export and serving errors, and a path of the user's that cannot be
+read or written) ends in one ``error: ...`` line naming the file, row, field or key, and exit status 2. Anything
+else is a bug: one ``internal error`` line and exit status 1.
+Never a traceback, unless TWOTOWER_DEBUG=1 asks for one.
 """
 
 from __future__ import annotations
@@ -32,14 +34,14 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from training.config import load_config
-    from training.run import RunDir, setup_logging
+    from training.run import RunDir, RunDirError, setup_logging
     from training.trainer import train
 
     run = RunDir(args.run_dir)
     overrides = [*args.set, *([f"training.warm_start_from={args.warm_start_from}"] if args.warm_start_from else [])]
     config = load_config(args.config, overrides) if args.config or overrides else None
     if config is None and not run.exists():
-        raise SystemExit(f"error: {run.path} holds no run to resume; give --config")
+        raise RunDirError(f"{run.path} holds no run to resume; give --config")
     created = not run.path.exists()
     setup_logging(run.log, args.verbose)
     train(config, run, progress=not args.quiet, created=created)
@@ -48,12 +50,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from training.run import RunDir, setup_logging
+    from training.run import RunDir, RunDirError, setup_logging
     from training.trainer import evaluate_run
 
     run = RunDir(args.run_dir)
     if not run.exists():
-        raise FileNotFoundError(f"{run.path} is not a run directory (no config.yaml); train one first")
+        raise RunDirError(f"{run.path} is not a run directory (no config.yaml); train one first")
     setup_logging(run.log, args.verbose)
     evaluate_run(run, tuple(args.split), progress=not args.quiet)
     print(f"metrics written to {run.metrics}")
@@ -108,7 +110,9 @@ def _submit(args: argparse.Namespace) -> int:
     if actions:
         return manage(actions[0][0], actions[0][1], args.address)
     if not args.job:
-        raise ValueError("submit: give a job file (JOB.yaml), or --status/--logs/--stop JOB_ID")
+        from training.config import ConfigError
+
+        raise ConfigError("submit: give a job file (JOB.yaml), or --status/--logs/--stop JOB_ID")
     return submit(args.job, args.target, args.workers, args.address, args.out, args.apply, wait=not args.no_wait)
 
 
@@ -123,6 +127,17 @@ def _prepare_shards(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a positive integer, or a usage error naming the flag."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
@@ -133,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = add("generate", help="write the embedded synthetic shop (no download)")
     generate.add_argument("--out", required=True, help="directory to write items/users/interactions into")
-    generate.add_argument("--users", type=int, default=2000)
-    generate.add_argument("--items", type=int, default=1500)
+    generate.add_argument("--users", type=_positive, default=2000)
+    generate.add_argument("--items", type=_positive, default=1500)
     generate.add_argument("--seed", type=int, default=0)
     generate.set_defaults(func=_generate)
 
@@ -194,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit = add("submit", help="run a training job on local workers, a Ray cluster or Kubernetes")
     submit.add_argument("job", nargs="?", help="job file (see README: training jobs)")
     submit.add_argument("--target", choices=("local", "ray", "kubernetes"), default="local")
-    submit.add_argument("--workers", type=int, help="number of workers (default: the job file's)")
+    submit.add_argument("--workers", type=_positive, help="number of workers (default: the job file's)")
     submit.add_argument("--address", help="ray: the cluster's job server, e.g. http://127.0.0.1:8265 "
                         "(default: RAY_ADDRESS)")
     submit.add_argument("--out", help="kubernetes: directory for the manifests (default: beside the run dir)")
@@ -210,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     shards.add_argument("--config", required=True)
     shards.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     shards.add_argument("--out", required=True, help="directory for the shards, vocabularies and frequencies")
-    shards.add_argument("--shards", type=int, default=8, help="number of TFRecord files (default 8)")
+    shards.add_argument("--shards", type=_positive, default=8, help="number of TFRecord files (default 8)")
     shards.set_defaults(func=_prepare_shards)
 
     from serving.query import add_arguments as query_arguments
@@ -252,12 +267,29 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - the one place that turns errors into messages
         if os.environ.get("TWOTOWER_DEBUG"):
             raise
-        from ingest.schema import DataError
+        if isinstance(err, user_errors()):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if isinstance(err, OSError) and err.filename is not None:   # a path of yours: missing, not allowed, full
+            print(f"error: {err.filename}: {err.strerror or err}", file=sys.stderr)
+            return 2
+        summary = (str(err).strip().splitlines() or [""])[0][:300]
+        print(f"internal error: {type(err).__name__}{': ' + summary if summary else ''} (a bug in twotower, not in "
+              f"your input; run again with TWOTOWER_DEBUG=1 to see the traceback, and report it)", file=sys.stderr)
+        return 1
 
-        known = (DataError, ValueError, FileNotFoundError, KeyError)
-        kind = "" if isinstance(err, known) else f"{type(err).__name__}: "
-        print(f"error: {kind}{err}", file=sys.stderr)
-        return 2
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The project's own errors about the user's input: printed as one ``error:`` line. Every other exception
+    (KeyError, TypeError, ...) is a bug."""
+    from export.inspect import InspectError
+    from export.trained import ExportError
+    from ingest.schema import DataError
+    from serving.client import ClientError
+    from serving.errors import ServingError
+    from towers.config import ConfigError
+
+    return ConfigError, DataError, ExportError, InspectError, ServingError, ClientError
 
 
 if __name__ == "__main__":
