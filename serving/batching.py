@@ -145,11 +145,13 @@ class Batcher:
     def run(self, servable: Servable, signature: Signature, inputs: dict[str, np.ndarray],
             deadline: float | None) -> dict[str, np.ndarray]:
         """Runs validated ``inputs`` as part of a batch; blocks until its rows come back."""
+        if not signature.batchable(inputs):
+            return signature.run(inputs)
         rows = next(iter(inputs.values())).shape[0]
         if rows > self.options.max_batch_size:
             raise exhausted(f"Task size {rows} is larger than maximum batch size {self.options.max_batch_size} "
                             "(the batching parameter max_batch_size): send fewer rows per request")
-        if rows == 0 or not signature.batch_major:
+        if rows == 0:
             return signature.run(inputs)
         task = Task(servable, signature, inputs, deadline, (id(servable), group_key(signature, inputs)), rows)
         with self._cv:
