@@ -24,7 +24,7 @@ import numpy as np
 from serving.errors import ServingError, exhausted, invalid
 from serving.metrics import Metrics
 from serving.servable import Servable
-from serving.signature import Signature
+from serving.signature import Signature, batchable
 
 log = logging.getLogger("twotower.serving")
 # BatchingParameters fields: those used, and those TF Serving has that are accepted and ignored here.
@@ -145,7 +145,7 @@ class Batcher:
     def run(self, servable: Servable, signature: Signature, inputs: dict[str, np.ndarray],
             deadline: float | None) -> dict[str, np.ndarray]:
         """Runs validated ``inputs`` as part of a batch; blocks until its rows come back."""
-        if not signature.batchable(inputs):
+        if not batchable(signature, inputs):
             return signature.run(inputs)
         rows = next(iter(inputs.values())).shape[0]
         if rows > self.options.max_batch_size:

@@ -26,7 +26,7 @@ from serving.errors import ServingError, exhausted, invalid, not_found
 from serving.manager import ModelManager, VersionStatus
 from serving.metrics import Metrics
 from serving.servable import LoadOptions, Servable
-from serving.signature import request_bytes
+from serving.signature import batchable, request_bytes
 
 __all__ = ["ModelServer", "ModelConfig", "VersionStatus", "BatchingOptions", "deadline_after"]
 log = logging.getLogger("twotower.serving")
@@ -168,7 +168,7 @@ class ModelServer:
         if self.batcher is not None:
             outputs = self.batcher.run(servable, signature, ready, deadline)
         else:
-            rows = next(iter(ready.values())).shape[0] if signature.batchable(ready) else 0
+            rows = next(iter(ready.values())).shape[0] if batchable(signature, ready) else 0
             if rows > self.max_request_rows:
                 raise exhausted(f"request has {rows} rows, over the server's limit of {self.max_request_rows} "
                                 "rows per request (--max_request_rows): send fewer rows per request")

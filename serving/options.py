@@ -27,7 +27,6 @@ DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 NO_EFFECT = {
     "flush_filesystem_caches": "this server keeps no file system caches of its own",
     "num_unload_threads": "versions are unloaded on their own thread each, once their requests have finished",
-    "use_alts_credentials": "Google ALTS is not available outside Google Cloud; use --ssl_config_file",
     "platform_config_file": "only the tensorflow platform is served; the file is checked, its settings unused",
     "per_process_gpu_memory_fraction": "this server runs on CPU",
     "remove_unused_fields_from_bundle_metagraph": "the MetaGraph is not kept in memory beyond the SignatureDefs",
@@ -96,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ConfigProto text proto: its intra/inter op thread counts are used")
     add("--tensorflow_intra_op_parallelism", type=int, default=0, help="threads within one op (0 = auto)")
     add("--tensorflow_inter_op_parallelism", type=int, default=0, help="ops run at once (0 = auto)")
-    flag("use_alts_credentials", False, "accepted; no effect here")
+    flag("use_alts_credentials", False, "refused when true: ALTS is not available here")
     add("--ssl_config_file", default="", help="SSLConfig text proto (server_key, server_cert, custom_ca, "
         "client_verify): serve gRPC and REST over TLS")
     add("--platform_config_file", default="", help="PlatformConfigMap text proto: checked; no effect here")
@@ -204,6 +203,9 @@ class ServerOptions:
                      "tensorflow_session_parallelism"):
             if getattr(args, name) < 0:
                 raise invalid(f"--{name} must be >= 0, got {getattr(args, name)}")
+        if args.use_alts_credentials:   # refused rather than ignored: the server would run without the security asked
+            raise invalid("--use_alts_credentials: Google ALTS is not available here; use --ssl_config_file (or "
+                          "--ssl_cert_file/--ssl_key_file) for TLS")
         tags = tuple(t.strip() for t in args.saved_model_tags.split(",") if t.strip())
         if not tags:
             raise invalid("--saved_model_tags is empty")

@@ -78,9 +78,23 @@ def request_bytes(inputs: Mapping[str, np.ndarray]) -> int:
 
 
 def short_tf_message(err: tf.errors.OpError) -> str:
-    """The first line of a TF error, without the graph's op stack that follows it."""
-    message = (err.message or type(err).__name__).strip().splitlines()[0]
+    """The error's own message without the graph's op stack: for "Graph execution error:" (eager calls of graph
+    functions) the message that follows the "Detected at node" stack, with the node it failed in."""
+    lines = (err.message or type(err).__name__).strip().splitlines()
+    message = lines[0]
+    if message.startswith("Graph execution error"):
+        body = [line.strip() for line in lines[1:]
+                if line.strip() and not line.startswith((" ", "\t")) and not line.startswith("Detected at node")]
+        node = next((line.strip() for line in lines if line.strip().startswith("[[{{node ")), "")
+        if body:
+            message = " ".join(body) + (f" (in {node.split('}}]]')[0].removeprefix('[[{{')})" if node else "")
     return message[:MAX_ERROR_CHARS]
+
+
+def batchable(signature: Signature, inputs: Mapping[str, np.ndarray]) -> bool:
+    """Whether validated ``inputs`` can be concatenated with other requests' along their first dimension (a
+    batch-major signature, and no scalar was sent: shapes are the graph's business, not the batcher's)."""
+    return signature.batch_major and all(np.ndim(array) >= 1 for array in inputs.values())
 
 
 class Signature:
@@ -173,10 +187,6 @@ class Signature:
                 raise invalid(f"{prefix}: expects dtype {expected} but {got} is provided")
             array = array.astype(target.as_numpy_dtype)
         return array
-
-    def batchable(self, inputs: Mapping[str, np.ndarray]) -> bool:
-        """Whether validated ``inputs`` can be concatenated with other requests' along their first dimension."""
-        return self.batch_major and all(array.ndim >= 1 for array in inputs.values())
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Runs validated inputs through the graph; every output, as numpy (strings as bytes objects)."""

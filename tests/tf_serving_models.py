@@ -23,7 +23,7 @@ def half_plus(version_dir: Path, offset: float, warmup: list | None = None) -> P
     tf1 = tf.compat.v1
     graph = tf.Graph()
     with graph.as_default():
-        serialized = tf1.placeholder(tf.string, name="tf_example")
+        serialized = tf1.placeholder(tf.string, [None], name="tf_example")
         features = tf1.parse_example(serialized, {"x": tf1.FixedLenFeature([1], tf.float32),
                                                   "x2": tf1.FixedLenFeature([1], tf.float32, default_value=[0.0])})
         x = tf.identity(features["x"], name="x")
