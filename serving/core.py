@@ -83,15 +83,21 @@ class ModelServer:
                 protocol: str = "grpc") -> tuple[int, dict[str, np.ndarray]]:
         """Runs one request; returns (version served, outputs). Raises ``ServingError`` with TF Serving's code."""
         name = signature or DEFAULT_SIGNATURE
-        size = request_bytes(inputs)
+
+        def work(servable: Servable) -> dict[str, np.ndarray]:
+            self._check_limits(request_bytes(inputs), 0, "inputs")
+            return self._run(servable, name, inputs, output_filter, deadline, protocol)
+
+        return self._serve(model, version, label, name, deadline, protocol, work)
+
+    def _check_limits(self, size: int, rows: int, what: str) -> None:
+        """--max_request_bytes and (without batching) --max_request_rows: RESOURCE_EXHAUSTED past them."""
         if size > self.max_request_bytes:
-            error = exhausted(f"request inputs are {size} bytes, over the server's limit of "
-                              f"{self.max_request_bytes} bytes (--max_request_bytes)")
-        else:
-            error = None
-        return self._serve(model, version, label, name, deadline, protocol,
-                           lambda servable: self._run(servable, name, inputs, output_filter, deadline, protocol),
-                           refused=error)
+            raise exhausted(f"request {what} are {size} bytes, over the server's limit of {self.max_request_bytes} "
+                            "bytes (--max_request_bytes)")
+        if self.batcher is None and rows > self.max_request_rows:
+            raise exhausted(f"request has {rows} rows, over the server's limit of {self.max_request_rows} rows per "
+                            "request (--max_request_rows): send fewer rows per request")
 
     def infer(self, model: str, version: int | None, label: str | None, tasks: Sequence[tuple[str, str]],
               examples: Callable[[], np.ndarray], deadline: float | None = None, protocol: str = "grpc",
@@ -111,20 +117,14 @@ class ModelServer:
             if len({c.input_tensor for c in checked}) > 1:
                 raise invalid("Input tensor must be the same for all Signatures.")
             batch = examples()
-            size = request_bytes({"examples": batch})
-            if size > self.max_request_bytes:
-                raise exhausted(f"request examples are {size} bytes, over the server's limit of "
-                                f"{self.max_request_bytes} bytes (--max_request_bytes)")
-            if len(batch) > self.max_request_rows:
-                raise exhausted(f"request has {len(batch)} examples, over the server's limit of "
-                                f"{self.max_request_rows} rows per request (--max_request_rows)")
+            self._check_limits(request_bytes({"examples": batch}), len(batch), "examples")
             check_deadline(deadline, "before the request ran")
             return [examples_module.run(c, batch) for c in checked]
 
         return self._serve(model, version, label, names[0], deadline, protocol, work)
 
     def _serve(self, model: str, version: int | None, label: str | None, signature: str, deadline: float | None,
-               protocol: str, work: Callable[[Servable], T], refused: ServingError | None = None) -> tuple[int, T]:
+               protocol: str, work: Callable[[Servable], T]) -> tuple[int, T]:
         """Runs ``work`` on the servable the request names, held while it runs; counts the request in the
         metrics whatever its outcome, and turns anything unexpected into INTERNAL (traceback logged)."""
         started = time.perf_counter()
@@ -133,8 +133,6 @@ class ModelServer:
         code = grpc.StatusCode.OK
         try:
             check_deadline(deadline, "before the request was read")
-            if refused is not None:
-                raise refused
             servable = self.manager.acquire(model, version, label)
             try:
                 served = servable.version
@@ -168,10 +166,7 @@ class ModelServer:
         if self.batcher is not None:
             outputs = self.batcher.run(servable, signature, ready, deadline)
         else:
-            rows = next(iter(ready.values())).shape[0] if batchable(signature, ready) else 0
-            if rows > self.max_request_rows:
-                raise exhausted(f"request has {rows} rows, over the server's limit of {self.max_request_rows} "
-                                "rows per request (--max_request_rows): send fewer rows per request")
+            self._check_limits(0, next(iter(ready.values())).shape[0] if batchable(signature, ready) else 0, "inputs")
             outputs = signature.run(ready)
         return {alias: outputs[alias] for alias in wanted}
 

@@ -221,10 +221,13 @@ def set_thread_counts(intra: int, inter: int) -> None:
     run before TensorFlow runs its first op."""
     import tensorflow as tf
 
-    if intra:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-    if inter:
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    try:
+        if intra:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+        if inter:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError as err:   # only in-process, where TensorFlow already ran
+        raise ValueError(f"cannot set TensorFlow's thread counts: {err}") from None
 
 
 def print_version() -> None:

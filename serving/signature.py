@@ -84,10 +84,11 @@ def short_tf_message(err: tf.errors.OpError) -> str:
     message = lines[0]
     if message.startswith("Graph execution error"):
         body = [line.strip() for line in lines[1:]
-                if line.strip() and not line.startswith((" ", "\t")) and not line.startswith("Detected at node")]
+                if line.strip() and not line.startswith((" ", "\t", "Detected at node", "<stack traces unavailable>"))]
         node = next((line.strip() for line in lines if line.strip().startswith("[[{{node ")), "")
         if body:
-            message = " ".join(body) + (f" (in {node.split('}}]]')[0].removeprefix('[[{{')})" if node else "")
+            message = " ".join(body).replace("\\'", "'")   # Assert messages come with their quotes escaped
+            message += f" (in {node.split('}}]]')[0].removeprefix('[[{{')})" if node else ""
     return message[:MAX_ERROR_CHARS]
 
 
@@ -209,7 +210,7 @@ class Signature:
 
     def explain_failure(self, inputs: Mapping[str, np.ndarray]) -> str | None:
         """Which input a failed graph run is most likely about: one whose shape does not fit the SignatureDef, or
-        one with an empty batch (None when every input fits)."""
+        one with an empty batch or another empty dimension (None when every input fits)."""
         for name in sorted(inputs):
             array = inputs[name]
             prefix = f"input tensor '{name}' of signature '{self.name}'"
@@ -223,9 +224,13 @@ class Signature:
                     if want != -1 and want != have:
                         return (f"{prefix}: dimension {axis} must be {want} (shape {shape_text(dims)}) but got "
                                 f"shape {shape_text(array.shape)}")
-        for name in sorted(inputs):
-            if inputs[name].ndim >= 1 and inputs[name].shape[0] == 0:
+        for name in sorted(inputs, key=lambda n: (n in self.defaults, n)):   # the inputs a client must send first
+            shape = inputs[name].shape
+            if shape and shape[0] == 0:
                 return f"input tensor '{name}' of signature '{self.name}' has an empty batch (0 rows)"
+            if 0 in shape:
+                return (f"input tensor '{name}' of signature '{self.name}' has an empty dimension "
+                        f"{shape.index(0)} (shape {shape_text(shape)})")
         return None
 
     def warmup_inputs(self) -> dict[str, np.ndarray]:

@@ -20,6 +20,7 @@ Not applicable here (they need what this server does not serve or this machine l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -465,3 +466,58 @@ def test_reload_config_waits_and_reports_models_that_did_not_become_available(se
     assert "{name: broken version: 1}, UNKNOWN:" in details and "no_such_signature" in details
     assert "{name: empty}, NOT_FOUND: no version found under base path" in details
     verify_predict(servers["polling"].target, 4.0, VERSION, model_name="half_plus_three")   # the good one serves
+
+
+def test_a_half_copied_version_waits_until_it_is_complete(testdata, tmp_path):
+    """In-process manager with the real loader: no variables index yet → START, not a failed load."""
+    import shutil
+
+    from serving.config import ModelConfig
+    from serving.manager import ModelManager
+    from serving.metrics import Metrics
+
+    base = tmp_path / "model"
+    shutil.copytree(testdata["half_plus_three"] / f"{VERSION:08d}", base / "7")
+    index = base / "7" / "variables" / "variables.index"
+    held = index.read_bytes()
+    index.unlink()
+    metrics = Metrics()
+    manager = ModelManager(metrics, poll_seconds=0)
+    manager.start([ModelConfig("m", str(base))])
+    try:
+        assert [(s.version, s.state) for s in manager.status("m")] == [(7, "START")]
+        index.write_bytes(held)
+        manager.poll()
+        manager.poll()
+        assert [(s.version, s.state) for s in manager.status("m")] == [(7, "AVAILABLE")]
+        assert b"twotower_model_load_failures_total" not in metrics.render() or \
+            b'twotower_model_load_failures_total{model="m"' not in metrics.render()
+    finally:
+        manager.stop(timeout=5)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model_base_path", "{base}", "--use_alts_credentials"], "--use_alts_credentials: Google ALTS is not available"),
+    (["--model_base_path", "{base}", "--grpc_channel_arguments=grpc.max_connection_age_ms"],
+     "--grpc_channel_arguments: 'grpc.max_connection_age_ms' is not key=value"),
+    (["--model_base_path", "{base}", "--monitoring_config_file={bad}"],
+     "Error parsing text-format tensorflow.serving.MonitoringConfig"),
+    (["--model_base_path", "{base}", "--ssl_config_file={bad}"], "Error parsing text-format tensorflow.serving.SSLConfig"),
+    (["--model_base_path", "{base}", "--enable_batching=maybe"], "expected true or false, got 'maybe'"),
+    (["--model_base_path", "{base}", "--port=8500", "--rest_api_port=8500"], "--rest_api_port cannot be same as --port"),
+])
+def test_flag_errors_name_the_flag(testdata, capsys, flags, message):
+    from serving.server import main
+
+    filled = [f.format(base=testdata["half_plus_two"], bad=testdata["bad_config"]) for f in flags]
+    with pytest.raises(SystemExit) if "maybe" in message else contextlib.nullcontext():   # argparse exits
+        assert main(filled) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_version_flag(capsys):
+    from serving.server import main
+
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("TensorFlow ModelServer: twotower") and "TensorFlow Library: 2." in out
