@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
          "a new label may point to a version that is not available yet")
     add("--batching_parameters_file", default="", help="BatchingParameters text proto (with --enable_batching)")
     flag("enable_per_model_batching_parameters", False, "accepted; no effect here")
-    add("--model_config_file", default="", help="ModelServerConfig text proto instead of --model_name/--model_base_path")
+    add("--model_config_file", default="",
+        help="ModelServerConfig text proto instead of --model_name/--model_base_path")
     add("--model_config_file_poll_wait_seconds", type=int, default=0,
         help="re-read --model_config_file this often (default 0 = only at start)")
     add("--model_name", default="default", help="the model's name (default 'default')")

@@ -3,13 +3,14 @@
 Why it exists: many clients (curl, browsers, services without gRPC) speak TF Serving's REST API. This front-end
 answers it exactly as tensorflow_serving/model_servers/http_rest_api_handler.cc does: the same paths (model,
 ``/versions/N`` or ``/labels/L``), the same JSON for status and metadata, the row and columnar predict formats,
-and ``{"error": "..."}`` bodies with the HTTP status mapped from the canonical code. All model work goes through
-the shared ``ModelServer`` core, so REST and gRPC always serve the same versions.
+``:classify``/``:regress`` on tf.Examples written as JSON objects, and ``{"error": "..."}`` bodies with the HTTP
+status mapped from the canonical code. All model work goes through the shared ``ModelServer`` core, so REST and gRPC
+always serve the same versions.
 
-Where it goes beyond TF Serving: an unknown path is answered 404 and a known path with the wrong method 405
-(TF Serving answers 400 "Malformed request" for both under ``/v1/``); bodies over ``max_body_bytes`` are refused
-with RESOURCE_EXHAUSTED before they are read; and with an authenticator every path needs
-``Authorization: Bearer <token>``.
+Where it goes beyond TF Serving: an unknown path is answered 404 and a known path with the wrong method 405 (TF
+Serving answers 400 "Malformed request" for both under ``/v1/``); bodies over ``max_body_bytes`` are refused with
+RESOURCE_EXHAUSTED before they are read; and with an authenticator every path needs ``Authorization: Bearer
+<token>``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """``twotower serve``: the model server process, with tensorflow_model_server's flag names.
 
 Why it exists: stock ``tensorflow_model_server`` cannot load the ScaNN ops an export carries (and cannot be
-installed here), so this process stands in for it: the same flags, the same gRPC services and REST API, the same
-polling of base paths. It loads the models before it listens, prints one "serving ..." line when ready, logs one
+installed here), so this process stands in for it: the same flags (every one of them, read into ``ServerOptions`` by
+serving/options.py), the same gRPC services (also on a UNIX socket) and REST API, the same polling of base paths and
+of the model config file. It loads the models before it listens, prints one "serving ..." line when ready, logs one
 JSON line per event, and on SIGTERM/SIGINT stops taking calls, lets those in flight finish, and unloads.
 """
 

@@ -502,9 +502,11 @@ def test_a_half_copied_version_waits_until_it_is_complete(testdata, tmp_path):
      "--grpc_channel_arguments: 'grpc.max_connection_age_ms' is not key=value"),
     (["--model_base_path", "{base}", "--monitoring_config_file={bad}"],
      "Error parsing text-format tensorflow.serving.MonitoringConfig"),
-    (["--model_base_path", "{base}", "--ssl_config_file={bad}"], "Error parsing text-format tensorflow.serving.SSLConfig"),
+    (["--model_base_path", "{base}", "--ssl_config_file={bad}"],
+     "Error parsing text-format tensorflow.serving.SSLConfig"),
     (["--model_base_path", "{base}", "--enable_batching=maybe"], "expected true or false, got 'maybe'"),
-    (["--model_base_path", "{base}", "--port=8500", "--rest_api_port=8500"], "--rest_api_port cannot be same as --port"),
+    (["--model_base_path", "{base}", "--port=8500", "--rest_api_port=8500"],
+     "--rest_api_port cannot be same as --port"),
 ])
 def test_flag_errors_name_the_flag(testdata, capsys, flags, message):
     from serving.server import main
