@@ -451,6 +451,9 @@ def test_predict_metadata_status_and_health(plain, items):
     assert [(v.version, v.state, v.status.error_code) for v in versions] == \
         [(1, get_model_status_pb2.ModelVersionStatus.AVAILABLE, 0)]
 
+    # the export's assets.extra/tf_serving_warmup_requests (one Predict per signature) was replayed at load
+    assert "warm-up of shop version 1: 5 requests x 1" in plain[2].log.read_text()
+
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{plain[2].port}"))
     assert health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status == \
         health_pb2.HealthCheckResponse.SERVING

@@ -112,10 +112,13 @@ def servers(testdata, tmp_path_factory):
         "main": ServerProcess(tmp, "main", "--model_config_file", str(main_config), "--rest_api_timeout_in_ms=5000",
                               f"--grpc_socket_path={socket}", f"--monitoring_config_file={testdata['monitoring']}",
                               "--grpc_channel_arguments=grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb",
-                              "--max_num_load_retries=0", *NO_EFFECT_FLAGS),
+                              "--max_num_load_retries=0", "--rest_api_enable_cors_support", "--rest_api_num_threads=2",
+                              "--num_load_threads=2", "--saved_model_tags=serve", *NO_EFFECT_FLAGS),
         "polling": ServerProcess(tmp, "polling", f"--model_config_file={polled}",
                                  "--model_config_file_poll_wait_seconds=1", "--enable_batching",
-                                 f"--batching_parameters_file={testdata['batching']}"),
+                                 f"--batching_parameters_file={testdata['batching']}",
+                                 "--num_request_iterations_for_warmup=2", "--tensorflow_intra_op_parallelism=2",
+                                 "--tensorflow_inter_op_parallelism=2"),
     }
     try:
         for server in started.values():
@@ -365,7 +368,8 @@ def test_distrat_sequential_keras_saved_model_save(servers):
 # --------------------------------------------------------------------------------------------------------------
 def test_warmup_replays_the_recorded_requests_and_a_failing_one_keeps_the_version_out(servers):
     log = servers["main"].log.read_text()
-    assert "warm-up of half_plus_two version 123: 1 requests" in log   # half_plus_two's classify record
+    assert "warm-up of half_plus_two version 123: 1 requests x 1" in log   # half_plus_two's classify record
+    assert "warm-up of half_plus_two version 123: 1 requests x 2" in servers["polling"].log.read_text()
     assert "warm-up of half_plus_three" not in log                     # no file: loaded cold, nothing made up
     request = get_model_status_pb2.GetModelStatusRequest()
     request.model_spec.name = "bad_warmup"
@@ -523,3 +527,33 @@ def test_version_flag(capsys):
     assert main(["--version"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("TensorFlow ModelServer: twotower") and "TensorFlow Library: 2." in out
+
+
+def test_cors_preflight_and_header(servers):
+    """--rest_api_enable_cors_support: OPTIONS answered, every answer allows any origin."""
+    preflight = urllib.request.Request(rest_url(servers["main"], "/v1/models/default:predict"), method="OPTIONS")
+    with urllib.request.urlopen(preflight, timeout=RPC_TIMEOUT) as response:
+        assert response.status == 200
+        assert response.headers["Access-Control-Allow-Methods"] == "POST, GET"
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+    with urllib.request.urlopen(rest_url(servers["main"], "/v1/models/default"), timeout=RPC_TIMEOUT) as response:
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_ssl_config(tmp_path):
+    """--ssl_config_file's SSLConfig: PEM text inline; client_verify needs custom_ca."""
+    from serving.config_protos import SSLConfig
+    from serving.security import SecurityError, TlsFiles
+    from test_serving_grpc import write_certificate_with_cryptography
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    write_certificate_with_cryptography(cert, key)
+    config = SSLConfig(server_cert=cert.read_text(), server_key=key.read_text())
+    assert TlsFiles.from_ssl_config(config).ca is None
+    config.client_verify = True
+    with pytest.raises(SecurityError, match="client_verify needs custom_ca"):
+        TlsFiles.from_ssl_config(config)
+    config.custom_ca = cert.read_text()
+    assert TlsFiles.from_ssl_config(config).ssl_context().verify_mode.name == "CERT_REQUIRED"
+    with pytest.raises(SecurityError, match="cannot use the TLS certificate and key"):
+        TlsFiles.from_ssl_config(SSLConfig(server_cert="not a certificate", server_key=key.read_text()))
