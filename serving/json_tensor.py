@@ -118,6 +118,14 @@ def _constant(name: str) -> float:
     return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[name]
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number; one too large for a double is a parse error (rapidjson's), not silently infinity."""
+    value = float(text)
+    if math.isinf(value):
+        raise invalid(f"JSON Parse error: Number too big to be stored in double: {text[:40]}")
+    return value
+
+
 def parse_document(body: bytes) -> dict:
     """The request body as a JSON object (NaN and Infinity allowed, as rapidjson's kParseNanAndInfFlag does)."""
     if not body.strip():
@@ -127,7 +135,7 @@ def parse_document(body: bytes) -> dict:
     except UnicodeDecodeError as err:
         raise invalid(f"JSON Parse error: Invalid encoding in string. at offset: {err.start}") from None
     try:
-        doc = json.loads(text, parse_constant=_constant)
+        doc = json.loads(text, parse_constant=_constant, parse_float=_finite_float)
     except json.JSONDecodeError as err:
         raise invalid(f"JSON Parse error: {err.msg} at offset: {err.pos}") from None
     except RecursionError:

@@ -557,3 +557,18 @@ def test_ssl_config(tmp_path):
     assert TlsFiles.from_ssl_config(config).ssl_context().verify_mode.name == "CERT_REQUIRED"
     with pytest.raises(SecurityError, match="cannot use the TLS certificate and key"):
         TlsFiles.from_ssl_config(SSLConfig(server_cert="not a certificate", server_key=key.read_text()))
+
+
+@pytest.mark.parametrize("path, body", [
+    (":predict", b'{"instances": [1, [2]]}'), (":predict", b'{"instances": [{"x": 1}, {"y": 2}]}'),
+    (":predict", b'{"inputs": {"x": [[1], 2]}}'), (":predict", b'{"instances": "x"}'),
+    (":predict", b'{"instances": [true]}'), (":predict", b"\xff\xfe"), (":predict", b'{"instances": [1e999999]}'),
+    (":classify", b'{"examples": [{"x": [1, "a"]}]}'), (":classify", b'{"examples": [{"x": null}]}'),
+    (":classify", b'{"examples": [1]}'), (":regress", b'{"examples": [{"x": {"b64": "%%%"}}]}'),
+    (":regress", b'{"examples": [{"x": []}]}'), (":regress", b'{"examples": [{"x": 2.0}], "context": [1]}'),
+])
+def test_malformed_bodies_are_400(servers, path, body):
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        call_rest(rest_url(servers["main"], f"/v1/models/default{path}"), body)
+    assert caught.value.code == 400
+    assert "Traceback" not in json.loads(caught.value.read())["error"]
