@@ -39,7 +39,6 @@ NO_EFFECT = {
     "thread_pool_factory_config_file": "request thread pools are not configurable here",
     "mixed_precision": "models run at the precision they were saved with",
     "skip_initialize_tpu": "there is no TPU",
-    "enable_per_model_batching_parameters": "one set of batching parameters (--batching_parameters_file) is used",
 }
 
 
@@ -75,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     flag("allow_version_labels_for_unavailable_models", False,
          "a new label may point to a version that is not available yet")
     add("--batching_parameters_file", default="", help="BatchingParameters text proto (with --enable_batching)")
-    flag("enable_per_model_batching_parameters", False, "accepted; no effect here")
+    flag("enable_per_model_batching_parameters", False,
+         "with --enable_batching: a version's own batching_params.pbtxt replaces --batching_parameters_file "
+         "(num_batch_threads stays the server's)")
     add("--model_config_file", default="",
         help="ModelServerConfig text proto instead of --model_name/--model_base_path")
     add("--model_config_file_poll_wait_seconds", type=int, default=0,

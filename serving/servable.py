@@ -27,6 +27,7 @@ from serving.signature import Signature
 
 log = logging.getLogger("twotower.serving")
 INTERNAL_SIGNATURES = ("__saved_model_init_op",)
+BATCHING_FILE = "batching_params.pbtxt"   # a version's own BatchingParameters (TF Serving's name)
 
 
 class LoadError(Exception):
@@ -53,6 +54,7 @@ class LoadOptions:
     max_retries: int = 5                           # --max_num_load_retries
     retry_interval_seconds: float = 60.0           # --load_retry_interval_micros
     check_method_names: bool = False               # --enable_signature_method_name_check
+    model_batching: bool = False                   # --enable_batching with --enable_per_model_batching_parameters
 
 
 def read_saved_model(path: Path) -> saved_model_pb2.SavedModel:
@@ -120,6 +122,7 @@ class Servable:
         self._holders = 0
         self._idle = threading.Condition()
         self._titles: dict[str, str] | None = None
+        self.batching = None   # the version's own BatchingOptions (batching_params.pbtxt), when the server uses them
 
     @classmethod
     def load(cls, model: str, version: int, path: Path, options: LoadOptions = LoadOptions()) -> Servable:
@@ -137,6 +140,14 @@ class Servable:
         signatures = {name: Signature(name, definition, functions.get(name))
                       for name, definition in defs.items() if name not in INTERNAL_SIGNATURES}
         servable = cls(model, version, path, loaded, signatures, defs)
+        if options.model_batching and (path / BATCHING_FILE).exists():
+            from serving.batching import BatchingOptions
+            from serving.errors import ServingError
+
+            try:
+                servable.batching = BatchingOptions.load(path / BATCHING_FILE)
+            except ServingError as err:
+                raise LoadError(err.message) from None
         if options.warm_up:
             warmup.warm_up(servable, options.warmup_iterations, options.check_method_names)
         return servable

@@ -86,7 +86,8 @@ class Server:
                               warmup_iterations=options.num_request_iterations_for_warmup or 1,
                               max_retries=options.max_num_load_retries,
                               retry_interval_seconds=max(0.0, retry / 1e6),
-                              check_method_names=options.enable_signature_method_name_check)
+                              check_method_names=options.enable_signature_method_name_check,
+                              model_batching=options.enable_batching and options.enable_per_model_batching_parameters)
         self.core = ModelServer(self.configs, self.metrics, batching, options.file_system_poll_wait_seconds,
                                 options.max_request_bytes, max_request_rows=options.max_request_rows,
                                 check_method_names=options.enable_signature_method_name_check, loading=loading,

@@ -45,7 +45,7 @@ NO_EFFECT_FLAGS = ("--flush_filesystem_caches=false", "--num_unload_threads=2",
                    "--per_process_gpu_memory_fraction=0.5", "--remove_unused_fields_from_bundle_metagraph=false",
                    "--prefer_tflite_model=true", "--num_tflite_pools=2", "--num_tflite_interpreters_per_pool=2",
                    "--xla_cpu_compilation_enabled", "--enable_profiler=false", "--mixed_precision=bfloat16",
-                   "--skip_initialize_tpu", "--enable_per_model_batching_parameters")
+                   "--skip_initialize_tpu")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -59,6 +59,8 @@ def testdata(tmp_path_factory) -> dict[str, Path]:
                                             "bad_warmup", "distrat")}
     models.half_plus(paths["half_plus_two"] / f"{VERSION:08d}", 2.0, warmup=[models.classify_log()])
     models.half_plus(paths["half_plus_three"] / f"{VERSION:08d}", 3.0)
+    (paths["half_plus_three"] / f"{VERSION:08d}" / "batching_params.pbtxt").write_text(
+        "max_batch_size { value: 2 }\nbatch_timeout_micros { value: 0 }\n")   # its own, for per-model batching
     models.tf2_module(paths["tf2"] / f"{VERSION:08d}")
     models.tf2_two_signatures(paths["tf2_signatures"] / f"{VERSION:08d}")
     models.keras_sequential(paths["keras"] / f"{VERSION:08d}")
@@ -117,6 +119,7 @@ def servers(testdata, tmp_path_factory):
         "polling": ServerProcess(tmp, "polling", f"--model_config_file={polled}",
                                  "--model_config_file_poll_wait_seconds=1", "--enable_batching",
                                  f"--batching_parameters_file={testdata['batching']}",
+                                 "--enable_per_model_batching_parameters",
                                  "--num_request_iterations_for_warmup=2", "--tensorflow_intra_op_parallelism=2",
                                  "--tensorflow_inter_op_parallelism=2"),
     }
@@ -470,6 +473,25 @@ def test_reload_config_waits_and_reports_models_that_did_not_become_available(se
     assert "{name: broken version: 1}, UNKNOWN:" in details and "no_such_signature" in details
     assert "{name: empty}, NOT_FOUND: no version found under base path" in details
     verify_predict(servers["polling"].target, 4.0, VERSION, model_name="half_plus_three")   # the good one serves
+
+
+def test_per_model_batching_parameters(servers):
+    """The polling server (--enable_per_model_batching_parameters) now serves half_plus_three, whose version holds
+    batching_params.pbtxt with max_batch_size 2 (the server's own file says 128)."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half_plus_three"
+    request.inputs["x"].dtype = types_pb2.DT_FLOAT
+    request.inputs["x"].float_val.extend([1.0, 2.0, 3.0])
+    request.inputs["x"].tensor_shape.dim.add().size = 3
+    request.inputs["x"].tensor_shape.dim.add().size = 1
+    with pytest.raises(grpc.RpcError) as caught:
+        prediction_stub(servers["polling"].target).Predict(request, RPC_TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than maximum batch size 2" in caught.value.details()
+    del request.inputs["x"].float_val[2:]
+    request.inputs["x"].tensor_shape.dim[0].size = 2
+    answer = prediction_stub(servers["polling"].target).Predict(request, RPC_TIMEOUT)
+    assert list(answer.outputs["y"].float_val) == [3.5, 4.0]
 
 
 def test_a_half_copied_version_waits_until_it_is_complete(testdata, tmp_path):
