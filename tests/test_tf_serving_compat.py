@@ -594,3 +594,34 @@ def test_malformed_bodies_are_400(servers, path, body):
         call_rest(rest_url(servers["main"], f"/v1/models/default{path}"), body)
     assert caught.value.code == 400
     assert "Traceback" not in json.loads(caught.value.read())["error"]
+
+
+def test_failed_loads_are_retried_as_max_num_load_retries_says(tmp_path):
+    """A load that fails in tf.saved_model.load is retried (--max_num_load_retries, --load_retry_interval_micros);
+    one whose directory holds no SavedModel is not."""
+    from serving.config import ModelConfig
+    from serving.manager import ModelManager
+    from serving.metrics import Metrics
+    from serving.servable import LoadOptions, TransientLoadError
+    from test_serving_grpc import FakeServable
+
+    attempts: list[int] = []
+
+    def flaky(name, version, path):
+        attempts.append(version)
+        if version == 1 and attempts.count(1) < 3:   # fails twice, then loads
+            raise TransientLoadError(f"{path}: tf.saved_model.load failed: truncated file")
+        return FakeServable(name, version, path)   # "garbage" in saved_model.pb: LoadError, not a SavedModel
+
+    for version, content in ((1, "ok"), (2, "garbage")):
+        (tmp_path / str(version)).mkdir()
+        (tmp_path / str(version) / "saved_model.pb").write_text(content)
+    manager = ModelManager(Metrics(), poll_seconds=0, loader=flaky,
+                           loading=LoadOptions(max_retries=5, retry_interval_seconds=0.0))
+    manager.start([ModelConfig("m", str(tmp_path), version_policy="all")])
+    try:
+        states = {s.version: s.state for s in manager.status("m")}
+        assert states == {1: "AVAILABLE", 2: "END"}
+        assert attempts.count(1) == 3 and attempts.count(2) == 1
+    finally:
+        manager.stop(timeout=5)
