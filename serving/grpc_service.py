@@ -66,8 +66,9 @@ def deadline_of(context: grpc.ServicerContext) -> float | None:
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict, GetModelMetadata, and the tf.Example methods (Classify, Regress, MultiInference) on ``ModelServer``."""
 
-    def __init__(self, core: ModelServer):
+    def __init__(self, core: ModelServer, tensor_content: bool = False):
         self.core = core
+        self.tensor_content = tensor_content   # --enable_serialization_as_tensor_content
 
     @answers_errors
     def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
@@ -78,7 +79,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response = predict_pb2.PredictResponse()
         set_spec(response.model_spec, name, served, signature)
         for alias, array in outputs.items():
-            response.outputs[alias].CopyFrom(protos.to_tensor_proto(array))
+            response.outputs[alias].CopyFrom(protos.to_tensor_proto(array, self.tensor_content))
         return response
 
     @answers_errors

@@ -35,6 +35,7 @@ NO_EFFECT = {
     "num_tflite_pools": "TensorFlow Lite models are not served here",
     "num_tflite_interpreters_per_pool": "TensorFlow Lite models are not served here",
     "xla_cpu_compilation_enabled": "XLA JIT is left as TensorFlow's default",
+    "xla_gpu_compilation_enabled": "this server runs on CPU; XLA JIT is left as TensorFlow's default",
     "enable_profiler": "no profiler service is offered",
     "thread_pool_factory_config_file": "request thread pools are not configurable here",
     "mixed_precision": "models run at the precision they were saved with",
@@ -119,11 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     flag("enable_signature_method_name_check", False,
          "Classify/Regress only on signatures of that method_name")
     flag("xla_cpu_compilation_enabled", False, "accepted; no effect here")
+    flag("xla_gpu_compilation_enabled", False, "accepted; no effect here")
     flag("enable_profiler", True, "accepted; no effect here")
     add("--thread_pool_factory_config_file", default="", help="accepted; no effect here")
     add("--mixed_precision", default="", help="accepted; no effect here")
     flag("skip_initialize_tpu", False, "accepted; no effect here")
     flag("enable_grpc_healthcheck_service", True, "gRPC health service (always on here)")
+    flag("enable_serialization_as_tensor_content", False,
+         "write Predict outputs as packed tensor_content instead of typed fields (float_val, ...)")
 
     ours = parser.add_argument_group("twotower serve's own flags")
     add = ours.add_argument

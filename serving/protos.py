@@ -37,12 +37,13 @@ def to_arrays(tensors: Mapping[str, tensor_pb2.TensorProto]) -> dict[str, np.nda
     return arrays
 
 
-def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """An output array as TF Serving's AsProtoField writes it: dtype, shape and the typed value field."""
+def to_tensor_proto(array: np.ndarray, as_content: bool = False) -> tensor_pb2.TensorProto:
+    """An output array as TF Serving's AsProtoField writes it: dtype, shape and the typed value field; with
+    ``as_content`` (--enable_serialization_as_tensor_content) numbers packed in ``tensor_content`` instead."""
     array = np.asarray(array)
     proto = tf.make_tensor_proto(array)
     field = TYPED_FIELDS.get(proto.dtype)
-    if field is None or not proto.tensor_content:
+    if field is None or not proto.tensor_content or as_content:
         return proto
     proto.tensor_content = b""
     flat = array.reshape(-1)

@@ -139,7 +139,8 @@ class Server:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.options.grpc_max_threads,
                                                         thread_name_prefix="grpc"),
                              interceptors=interceptors, options=channel_options)
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.core), server)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionService(self.core, self.options.enable_serialization_as_tensor_content), server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core), server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_status_pb2, inference_pb2, model_management_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_log_pb2,
@@ -44,7 +45,7 @@ VERSION = models.VERSION
 NO_EFFECT_FLAGS = ("--flush_filesystem_caches=false", "--num_unload_threads=2",
                    "--per_process_gpu_memory_fraction=0.5", "--remove_unused_fields_from_bundle_metagraph=false",
                    "--prefer_tflite_model=true", "--num_tflite_pools=2", "--num_tflite_interpreters_per_pool=2",
-                   "--xla_cpu_compilation_enabled", "--enable_profiler=false", "--mixed_precision=bfloat16",
+                   "--xla_cpu_compilation_enabled", "--xla_gpu_compilation_enabled", "--enable_profiler=false", "--mixed_precision=bfloat16",
                    "--skip_initialize_tpu")
 
 
@@ -492,6 +493,29 @@ def test_per_model_batching_parameters(servers):
     request.inputs["x"].tensor_shape.dim[0].size = 2
     answer = prediction_stub(servers["polling"].target).Predict(request, RPC_TIMEOUT)
     assert list(answer.outputs["y"].float_val) == [3.5, 4.0]
+
+
+def test_outputs_as_typed_fields_or_tensor_content():
+    """AsProtoField (float_val, string_val, ...) by default; --enable_serialization_as_tensor_content packs them."""
+    import numpy as np
+
+    from serving.grpc_service import PredictionService
+
+    class Core:
+        def predict(self, *args, **kwargs):
+            return 4, {"y": np.array([[3.5], [4.0]], np.float32), "label": np.array([b"a", b"b"], object)}
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "m"
+    context = type("Context", (), {"time_remaining": lambda self: None})()
+    typed = PredictionService(Core()).Predict(request, context)
+    assert list(typed.outputs["y"].float_val) == [3.5, 4.0] and not typed.outputs["y"].tensor_content
+    assert list(typed.outputs["label"].string_val) == [b"a", b"b"]
+    packed = PredictionService(Core(), tensor_content=True).Predict(request, context)
+    assert not packed.outputs["y"].float_val and packed.outputs["y"].tensor_content
+    for answer in (typed, packed):
+        assert tf.make_ndarray(answer.outputs["y"]).tolist() == [[3.5], [4.0]]
+        assert answer.model_spec.version.value == 4 and answer.model_spec.signature_name == "serving_default"
 
 
 def test_a_half_copied_version_waits_until_it_is_complete(testdata, tmp_path):
