@@ -8,7 +8,7 @@ files some flags name (model config, SSLConfig, MonitoringConfig, PlatformConfig
 read and checked here, with TF Serving's error text, so the server proper only sees plain values.
 
 Where this server differs on purpose (documented in docs/serving.md): ``--rest_api_port`` defaults to 8501 (TF
-Serving: 0 = off), the gRPC health service and the Prometheus endpoint are always on, ``--grpc_max_threads``
+Serving: 0 = off), the gRPC health service and the Prometheus endpoint are on by default, ``--grpc_max_threads``
 defaults to 16, and ``--enable_signature_method_name_check`` off still refuses a signature of another method
 when it does not have the form the method needs.
 """
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--thread_pool_factory_config_file", default="", help="accepted; no effect here")
     add("--mixed_precision", default="", help="accepted; no effect here")
     flag("skip_initialize_tpu", False, "accepted; no effect here")
-    flag("enable_grpc_healthcheck_service", True, "gRPC health service (always on here)")
+    flag("enable_grpc_healthcheck_service", True, "the gRPC health service (default true here; false turns it off)")
     flag("enable_serialization_as_tensor_content", False,
          "write Predict outputs as packed tensor_content instead of typed fields (float_val, ...)")
 

@@ -113,7 +113,8 @@ class Server:
         self.core.start()
         self.grpc_server.start()
         for service in ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"):
-            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            if self.health is not None:
+                self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self.rest_port = self._start_rest()
         host = self.options.host
         rest = f"{host}:{self.rest_port}" if self.rest else "off"
@@ -142,8 +143,9 @@ class Server:
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(self.core, self.options.enable_serialization_as_tensor_content), server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core), server)
-        self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        if self.options.enable_grpc_healthcheck_service:
+            self.health = health.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         address = f"{self.options.host}:{self.options.port}"
         port = self._listen(server, address)
         if self.options.grpc_socket_path:

@@ -120,7 +120,7 @@ def servers(testdata, tmp_path_factory):
         "polling": ServerProcess(tmp, "polling", f"--model_config_file={polled}",
                                  "--model_config_file_poll_wait_seconds=1", "--enable_batching",
                                  f"--batching_parameters_file={testdata['batching']}",
-                                 "--enable_per_model_batching_parameters",
+                                 "--enable_per_model_batching_parameters", "--enable_grpc_healthcheck_service=false",
                                  "--num_request_iterations_for_warmup=2", "--tensorflow_intra_op_parallelism=2",
                                  "--tensorflow_inter_op_parallelism=2"),
     }
@@ -649,3 +649,15 @@ def test_failed_loads_are_retried_as_max_num_load_retries_says(tmp_path):
         assert attempts.count(1) == 3 and attempts.count(2) == 1
     finally:
         manager.stop(timeout=5)
+
+
+def test_grpc_health_service_on_by_default_and_off_on_request(servers):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    on = health_pb2_grpc.HealthStub(grpc.insecure_channel(servers["main"].target))
+    assert on.Check(health_pb2.HealthCheckRequest(), timeout=RPC_TIMEOUT).status == \
+        health_pb2.HealthCheckResponse.SERVING
+    off = health_pb2_grpc.HealthStub(grpc.insecure_channel(servers["polling"].target))
+    with pytest.raises(grpc.RpcError) as caught:   # --enable_grpc_healthcheck_service=false
+        off.Check(health_pb2.HealthCheckRequest(), timeout=RPC_TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
