@@ -23,7 +23,7 @@ from serving.batching import Batcher, BatchingOptions
 from serving.config import ModelConfig
 from serving import examples as examples_module
 from serving.errors import ServingError, exhausted, invalid, not_found
-from serving.manager import ModelManager, VersionStatus
+from serving.manager import ModelManager, Unavailable, VersionStatus
 from serving.metrics import Metrics
 from serving.servable import LoadOptions, Servable
 from serving.signature import batchable, request_bytes
@@ -38,6 +38,12 @@ T = TypeVar("T")
 
 def deadline_after(seconds: float | None) -> float | None:
     return None if seconds is None else time.monotonic() + seconds
+
+
+def unavailable_error(models: list[Unavailable]) -> ServingError:
+    """ServerCore's WaitUntilModelsAvailable error: ``N model(s) did not become available: {...}``."""
+    return ServingError(grpc.StatusCode.UNKNOWN, f"{len(models)} model(s) did not become available: "
+                        f"{{{', '.join(u.text for u in models)}}}")
 
 
 def check_deadline(deadline: float | None, where: str) -> None:
@@ -63,13 +69,17 @@ class ModelServer:
         self.batcher: Batcher | None = None
 
     def start(self) -> None:
-        """Loads the configured models (blocking) and starts polling their base paths."""
+        """Loads the configured models (blocking) and starts polling their base paths. As tensorflow_model_server
+        refuses to start when a model's versions fail to load, this raises UNKNOWN listing them (a model with no
+        version on disk yet is waited for by polling instead)."""
         if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").lower() not in ("0", "false"):
             log.warning("TF_ENABLE_ONEDNN_OPTS is not 0: concurrent multi-row requests can crash this process "
                         "(oneDNN heap corruption); serving.server sets it to 0 before importing tensorflow")
         if self.batching is not None and self.batcher is None:
             self.batcher = Batcher(self.batching, self.metrics)
-        self.manager.start(self.configs)
+        failed = [u for u in self.manager.start(self.configs) if u.failed]
+        if failed:
+            raise unavailable_error(failed)
 
     def stop(self) -> None:
         """Stops polling, lets requests in flight finish, unloads every version."""
@@ -189,8 +199,7 @@ class ModelServer:
         self.configs = list(configs)
         unavailable = self.manager.configure(configs, strict_labels=True)
         if unavailable:
-            raise ServingError(grpc.StatusCode.UNKNOWN, f"{len(unavailable)} model(s) did not become available: "
-                               f"{{{', '.join(unavailable)}}}")
+            raise unavailable_error(unavailable)
 
     def model_names(self) -> list[str]:
         return self.manager.model_names()

@@ -80,6 +80,15 @@ def version_dirs(base: Path) -> dict[int, Path]:
         return {}
 
 
+@dataclass(frozen=True)
+class Unavailable:
+    """A configured model with no available version: TF Serving's description, and whether versions were found
+    (and failed) or none is there yet."""
+
+    text: str
+    failed: bool
+
+
 @dataclass
 class ModelState:
     """Everything the manager tracks for one model."""
@@ -115,10 +124,10 @@ class ModelManager:
         self._unloaders: list[threading.Thread] = []
 
     # Configuration -------------------------------------------------------------------------------------------
-    def configure(self, configs: list[ModelConfig], strict_labels: bool = False) -> list[str]:
+    def configure(self, configs: list[ModelConfig], strict_labels: bool = False) -> list[Unavailable]:
         """Sets the served models and loads/unloads to match, waiting for the loads. With ``strict_labels``, a label
         pointing to a version that is not available afterwards raises FAILED_PRECONDITION (its old assignment
-        stays). Returns one line per configured model that has no available version afterwards."""
+        stays). Returns the configured models that have no available version afterwards."""
         names = [c.name for c in configs]
         if len(names) != len(set(names)):
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"duplicate model names in the config: {names}")
@@ -153,8 +162,9 @@ class ModelManager:
             raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, "; ".join(problems))
         return unavailable
 
-    def _unavailable(self, configs: list[ModelConfig]) -> list[str]:
-        """``{name: M version: V}, <error>`` for each model without an available version (TF Serving's wording)."""
+    def _unavailable(self, configs: list[ModelConfig]) -> list[Unavailable]:
+        """Each model without an available version, described as TF Serving does (``{name: M version: V},
+        <error>``)."""
         lines = []
         with self._lock:
             for config in configs:
@@ -166,10 +176,10 @@ class ModelManager:
                     status = failed[0]
                     error = f"{status.error_code.name}: {status.error_message}" if status.error_message else \
                         f"state {status.state}"
-                    lines.append(f"{{name: {config.name} version: {status.version}}}, {error}")
+                    lines.append(Unavailable(f"{{name: {config.name} version: {status.version}}}, {error}", True))
                 else:
-                    lines.append(f"{{name: {config.name}}}, NOT_FOUND: no version found under base path "
-                                 f"{config.base_path}")
+                    lines.append(Unavailable(f"{{name: {config.name}}}, NOT_FOUND: no version found under base path "
+                                             f"{config.base_path}", False))
         return lines
 
     def _apply_labels(self, configs: list[ModelConfig], strict: bool) -> list[str]:
@@ -200,11 +210,13 @@ class ModelManager:
                        for status in state.statuses.values())
 
     # Polling -------------------------------------------------------------------------------------------------
-    def start(self, configs: list[ModelConfig]) -> None:
-        self.configure(configs)
+    def start(self, configs: list[ModelConfig]) -> list[Unavailable]:
+        """Loads the configured models and starts polling; returns the models that did not become available."""
+        unavailable = self.configure(configs)
         if self.poll_seconds > 0:
             self._thread = threading.Thread(target=self._poll_loop, name="model-poll", daemon=True)
             self._thread.start()
+        return unavailable
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.poll_seconds):

@@ -106,8 +106,7 @@ def servers(testdata, tmp_path_factory):
     main_config.write_text(models.model_config({
         "default": testdata["half_plus_two"], "half_plus_two": testdata["half_plus_two"],
         "half_plus_three": testdata["half_plus_three"], "tf2": testdata["tf2"],
-        "tf2_signatures": testdata["tf2_signatures"], "keras": testdata["keras"], "distrat": testdata["distrat"],
-        "bad_warmup": testdata["bad_warmup"]}))
+        "tf2_signatures": testdata["tf2_signatures"], "keras": testdata["keras"], "distrat": testdata["distrat"]}))
     polled = tmp / "polled.conf"
     polled.write_text(models.model_config({"half_plus_two": testdata["half_plus_two"]}))
     socket = tmp / "tf-serving.sock"
@@ -370,18 +369,19 @@ def test_distrat_sequential_keras_saved_model_save(servers):
 # --------------------------------------------------------------------------------------------------------------
 # What the port added
 # --------------------------------------------------------------------------------------------------------------
-def test_warmup_replays_the_recorded_requests_and_a_failing_one_keeps_the_version_out(servers):
+def test_warmup_replays_the_recorded_requests_and_a_failing_one_keeps_the_server_from_starting(servers, testdata,
+                                                                                             capsys):
     log = servers["main"].log.read_text()
     assert "warm-up of half_plus_two version 123: 1 requests x 1" in log   # half_plus_two's classify record
     assert "warm-up of half_plus_two version 123: 1 requests x 2" in servers["polling"].log.read_text()
     assert "warm-up of half_plus_three" not in log                     # no file: loaded cold, nothing made up
-    request = get_model_status_pb2.GetModelStatusRequest()
-    request.model_spec.name = "bad_warmup"
-    stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(servers["main"].target))
-    status = stub.GetModelStatus(request, RPC_TIMEOUT).model_version_status[0]
-    assert status.state == get_model_status_pb2.ModelVersionStatus.END
-    assert "tf_serving_warmup_requests: warm-up request 0 failed" in status.status.error_message
-    assert "no_such_signature" in status.status.error_message
+    from serving.server import main   # in-process: a model that fails at start stops the server, as TF Serving's
+
+    assert main(["--model_name", "bad", "--model_base_path", str(testdata["bad_warmup"]), "--port", "0",
+                 "--rest_api_port", "0", "-q"]) == 2
+    error = capsys.readouterr().err
+    assert "1 model(s) did not become available: {{name: bad version: 1}, UNKNOWN: " in error
+    assert "tf_serving_warmup_requests: warm-up request 0 failed" in error and "no_such_signature" in error
 
 
 def test_warmup_file_is_checked_and_can_be_switched_off(testdata, tmp_path):
