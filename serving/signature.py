@@ -232,15 +232,3 @@ class Signature:
                 return (f"input tensor '{name}' of signature '{self.name}' has an empty dimension "
                         f"{shape.index(0)} (shape {shape_text(shape)})")
         return None
-
-    def warmup_inputs(self) -> dict[str, np.ndarray]:
-        """One tiny valid row per input ("" for strings, 0 for numbers), for the warm-up request."""
-        inputs = {}
-        for name, info in self.inputs.items():
-            shape = info.tensor_shape
-            dims = [1] if shape.unknown_rank else [1 if d.size == -1 else d.size for d in shape.dim]
-            if info.dtype == types_pb2.DT_STRING:
-                inputs[name] = np.full(dims, b"", dtype=object)
-            else:
-                inputs[name] = np.zeros(dims, dtype=tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)
-        return inputs

@@ -11,7 +11,12 @@ inputs → scores), ``regress_x_to_y`` (regress inputs → outputs), ``regress_x
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Keras 2 (tf-keras), as the project's own packages choose it: whichever test touches tf.keras first fixes it for
+# the whole session, and tensorflow-recommenders needs Keras 2.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 VERSION = 123
 
