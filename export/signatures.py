@@ -63,7 +63,13 @@ def recommend_signature(recommend: Callable) -> tf.function:
 
     def signature(user_id, history, user_text, diversity=tf.constant([0.0]),
                   exclude=tf.constant([[]], STRING), max_per_category=tf.constant([0])):
-        return recommend(user_id, history, user_text, diversity, exclude, max_per_category)
+        checks = [  # refused (INVALID_ARGUMENT naming the input), never clamped
+            tf.debugging.Assert(tf.reduce_all((diversity >= 0.0) & (diversity <= 1.0)),
+                                ["input tensor 'diversity' must be in [0, 1] (0 = off), got", diversity]),
+            tf.debugging.Assert(tf.reduce_all(max_per_category >= 0),
+                                ["input tensor 'max_per_category' must be >= 0 (0 = no cap), got", max_per_category])]
+        with tf.control_dependencies(checks):
+            return recommend(user_id, history, user_text, diversity, exclude, max_per_category)
 
     return tf.function(signature, input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS))
 

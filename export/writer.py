@@ -32,6 +32,7 @@ from export.explain import item_words
 from export.index import build_index, recall_at
 from export.signatures import Recommender, serving_signatures
 from export.trained import ExportError, TrainedRun, load_trained
+from export.warmup import write_warmup_requests
 from ingest.privacy import key_from_config
 from training.prepare import check_same_user_hash
 
@@ -261,6 +262,7 @@ def write_version(base: Path, save: Callable[[Path], None], card: dict, titles: 
     card = {**card, "version": version}
     try:
         save(tmp)
+        write_warmup_requests(tmp, base.name)
         assets = tmp / "assets"
         assets.mkdir(exist_ok=True)
         (assets / MODEL_CARD).write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")

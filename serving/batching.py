@@ -24,7 +24,7 @@ import numpy as np
 from serving.errors import ServingError, exhausted, invalid
 from serving.metrics import Metrics
 from serving.servable import Servable
-from serving.signature import Signature
+from serving.signature import Signature, batchable
 
 log = logging.getLogger("twotower.serving")
 # BatchingParameters fields: those used, and those TF Serving has that are accepted and ignored here.
@@ -120,6 +120,7 @@ class Task:
     deadline: float | None
     key: tuple
     rows: int
+    options: BatchingOptions   # the model's own (--enable_per_model_batching_parameters) or the server's
     enqueued: float = field(default_factory=time.monotonic)
     done: threading.Event = field(default_factory=threading.Event)
     result: dict[str, np.ndarray] | None = None
@@ -145,17 +146,21 @@ class Batcher:
     def run(self, servable: Servable, signature: Signature, inputs: dict[str, np.ndarray],
             deadline: float | None) -> dict[str, np.ndarray]:
         """Runs validated ``inputs`` as part of a batch; blocks until its rows come back."""
-        rows = next(iter(inputs.values())).shape[0]
-        if rows > self.options.max_batch_size:
-            raise exhausted(f"Task size {rows} is larger than maximum batch size {self.options.max_batch_size} "
-                            "(the batching parameter max_batch_size): send fewer rows per request")
-        if rows == 0 or not signature.batch_major:
+        if not batchable(signature, inputs):
             return signature.run(inputs)
-        task = Task(servable, signature, inputs, deadline, (id(servable), group_key(signature, inputs)), rows)
+        options = getattr(servable, "batching", None) or self.options
+        rows = next(iter(inputs.values())).shape[0]
+        if rows > options.max_batch_size:
+            raise exhausted(f"Task size {rows} is larger than maximum batch size {options.max_batch_size} "
+                            "(the batching parameter max_batch_size): send fewer rows per request")
+        if rows == 0:
+            return signature.run(inputs)
+        task = Task(servable, signature, inputs, deadline, (id(servable), group_key(signature, inputs)), rows,
+                    options)
         with self._cv:
             if self._closed:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-            if self._queued_rows + rows > self.options.max_enqueued_batches * self.options.max_batch_size:
+            if self._queued_rows + rows > options.max_enqueued_batches * options.max_batch_size:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE,
                                    "The batch scheduling queue to which this task was submitted is full")
             self._queue.append(task)
@@ -192,8 +197,7 @@ class Batcher:
 
     def _next_batch(self) -> list[Task] | None:
         """Waits for a task, then for companions (same key) until the batch is full or the oldest has waited
-        ``batch_timeout_micros``; takes them off the queue."""
-        timeout = self.options.batch_timeout_micros / 1e6
+        ``batch_timeout_micros`` (its model's parameters); takes them off the queue."""
         with self._cv:
             while True:
                 if self._closed and not self._queue:
@@ -203,8 +207,8 @@ class Batcher:
                     continue
                 first = self._queue[0]
                 batch, rows = self._companions(first)
-                remaining = first.enqueued + timeout - time.monotonic()
-                if rows >= self.options.max_batch_size or remaining <= 0 or self._closed:
+                remaining = first.enqueued + first.options.batch_timeout_micros / 1e6 - time.monotonic()
+                if rows >= first.options.max_batch_size or remaining <= 0 or self._closed:
                     for task in batch:
                         self._queue.remove(task)
                         self._queued_rows -= task.rows
@@ -214,7 +218,7 @@ class Batcher:
     def _companions(self, first: Task) -> tuple[list[Task], int]:
         batch, rows = [first], first.rows
         for task in self._queue[1:]:
-            if task.key == first.key and rows + task.rows <= self.options.max_batch_size:
+            if task.key == first.key and rows + task.rows <= first.options.max_batch_size:
                 batch.append(task)
                 rows += task.rows
         return batch, rows

@@ -98,7 +98,8 @@ def parse_text(text: str, source: str = "model config", relative_to: Path | None
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as err:
-        raise invalid(f"{source}: not a ModelServerConfig text proto: {err}") from err
+        raise invalid(f"Invalid protobuf file: '{source}' (not a ModelServerConfig text proto): Error parsing "
+                      f"text-format tensorflow.serving.ModelServerConfig: {err}") from None
     return from_proto(config, relative_to)
 
 

@@ -1,9 +1,9 @@
 """The gRPC front-end: ``tensorflow.serving.PredictionService`` and ``ModelService``, wire-compatible with TF Serving.
 
 Why it exists: clients written against TF Serving (its official stubs, any language) must work unchanged. This
-module only translates: TensorProtos to numpy and back (``tf.make_ndarray`` / ``tf.make_tensor_proto``), the
-request's ModelSpec and deadline to ``ModelServer`` arguments, and ``ServingError`` to a gRPC status. Classify,
-Regress and MultiInference answer as TF Serving does for models whose signatures are all predict signatures.
+module only translates: TensorProtos to numpy and back (``serving/protos.py``, typed fields as TF Serving
+writes them), tf.Example inputs to serialized examples (``serving/examples.py``), the request's ModelSpec and
+deadline to ``ModelServer`` arguments, and ``ServingError`` to a gRPC status.
 """
 
 from __future__ import annotations
@@ -14,21 +14,18 @@ import time
 from collections.abc import Callable
 
 import grpc
-import numpy as np
-import tensorflow as tf
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      inference_pb2, model_management_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
-from tensorflow_serving.config import model_server_config_pb2
 from tensorflow_serving.apis import status_pb2
+from tensorflow_serving.config import model_server_config_pb2
 
 from serving import config as model_config
+from serving import examples, protos
 from serving.core import ModelServer, deadline_after
 from serving.errors import ServingError, invalid
 
 log = logging.getLogger("twotower.serving")
-CLASSIFY = "tensorflow/serving/classify"
-REGRESS = "tensorflow/serving/regress"
 DEFAULT_SIGNATURE = "serving_default"
 STATES = get_model_status_pb2.ModelVersionStatus.State
 
@@ -55,38 +52,34 @@ def spec_fields(spec) -> tuple[str, int | None, str | None]:
     return spec.name, version, spec.version_label or None
 
 
+def set_spec(spec, name: str, version: int, signature: str) -> None:
+    """A response's ModelSpec: the model, the version that answered, the signature (default filled in)."""
+    spec.name = name
+    spec.version.value = version
+    spec.signature_name = signature
+
+
 def deadline_of(context: grpc.ServicerContext) -> float | None:
     return deadline_after(context.time_remaining())
 
 
-def to_arrays(tensors) -> dict[str, np.ndarray]:
-    arrays = {}
-    for alias, proto in tensors.items():
-        try:
-            arrays[alias] = tf.make_ndarray(proto)
-        except Exception:  # noqa: BLE001 - malformed TensorProto (bad dtype, content size mismatch, ...)
-            raise invalid(f"tensor parsing error: {alias}") from None
-    return arrays
-
-
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict and GetModelMetadata on ``ModelServer``; the Example-based methods as TF Serving refuses them."""
+    """Predict, GetModelMetadata, and the tf.Example methods (Classify, Regress, MultiInference) on ``ModelServer``."""
 
-    def __init__(self, core: ModelServer):
+    def __init__(self, core: ModelServer, tensor_content: bool = False):
         self.core = core
+        self.tensor_content = tensor_content   # --enable_serialization_as_tensor_content
 
     @answers_errors
     def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
         name, version, label = spec_fields(request.model_spec)
         signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        served, outputs = self.core.predict(name, version, label, signature, to_arrays(request.inputs),
+        served, outputs = self.core.predict(name, version, label, signature, protos.to_arrays(request.inputs),
                                             list(request.output_filter), deadline_of(context), protocol="grpc")
         response = predict_pb2.PredictResponse()
-        response.model_spec.name = name
-        response.model_spec.version.value = served
-        response.model_spec.signature_name = signature
+        set_spec(response.model_spec, name, served, signature)
         for alias, array in outputs.items():
-            response.outputs[alias].CopyFrom(tf.make_tensor_proto(array))
+            response.outputs[alias].CopyFrom(protos.to_tensor_proto(array, self.tensor_content))
         return response
 
     @answers_errors
@@ -108,55 +101,44 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.metadata["signature_def"].Pack(signature_map)
         return response
 
-    def _signature_method(self, spec, not_found: Callable[[str], str]) -> str:
-        name, version, label = spec_fields(spec)
-        signature = spec.signature_name or DEFAULT_SIGNATURE
-        _, defs = self.core.signature_defs(name, version, label)
-        if signature not in defs:
-            raise invalid(not_found(signature))
-        return defs[signature].method_name
-
-    def _refuse_examples(self, spec, wanted: str, kind: str) -> None:
-        method = self._signature_method(spec, lambda s: f"No signature was found with the name: {s}")
-        if method != wanted:
-            raise invalid(f"Expected {kind} signature method_name to be {wanted}. Was: {method}")
-        raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"{kind} on tf.Example input is not supported by this "
-                           "server; use Predict")
+    def _examples(self, request, context, method: str, response):
+        name, version, label = spec_fields(request.model_spec)
+        signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        served, (result,) = self.core.infer(name, version, label, [(signature, method)],
+                                            lambda: examples.serialized_examples(request.input), deadline_of(context),
+                                            protocol="grpc")
+        set_spec(response.model_spec, name, served, signature)
+        response.result.CopyFrom(result)
+        return response
 
     @answers_errors
-    def Classify(self, request: classification_pb2.ClassificationRequest, context):
-        self._refuse_examples(request.model_spec, CLASSIFY, "classification")
+    def Classify(self, request: classification_pb2.ClassificationRequest, context
+                 ) -> classification_pb2.ClassificationResponse:
+        return self._examples(request, context, examples.CLASSIFY, classification_pb2.ClassificationResponse())
 
     @answers_errors
-    def Regress(self, request: regression_pb2.RegressionRequest, context):
-        self._refuse_examples(request.model_spec, REGRESS, "regression")
+    def Regress(self, request: regression_pb2.RegressionRequest, context) -> regression_pb2.RegressionResponse:
+        return self._examples(request, context, examples.REGRESS, regression_pb2.RegressionResponse())
 
     @answers_errors
-    def MultiInference(self, request: inference_pb2.MultiInferenceRequest, context):
-        if not request.tasks:
-            raise invalid("Expected at least one task")
-        names = {task.model_spec.name for task in request.tasks}
-        if len(names) > 1:
-            raise invalid("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
-        seen: set[str] = set()
-        for task in request.tasks:
-            signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
-            if signature in seen:
-                raise invalid(f"Duplicate evaluation of signature: {signature}")
-            seen.add(signature)
-            method = self._signature_method(task.model_spec,
-                                            lambda s: f"Requested signature not found in model graph: {s}")
-            if task.method_name == CLASSIFY:
-                kind = "classification"
-            elif task.method_name == REGRESS:
-                kind = "regression"
-            else:
-                raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                                   f"Unsupported signature method_name: {task.method_name}")
-            if method != task.method_name:
-                raise invalid(f"Expected {kind} signature method_name to be {task.method_name}. Was: {method}")
-        raise ServingError(grpc.StatusCode.UNIMPLEMENTED, "MultiInference on tf.Example input is not supported by "
-                           "this server; use Predict")
+    def MultiInference(self, request: inference_pb2.MultiInferenceRequest, context
+                       ) -> inference_pb2.MultiInferenceResponse:
+        tasks = list(request.tasks)
+        signatures = [t.model_spec.signature_name or DEFAULT_SIGNATURE for t in tasks]
+        examples.check_tasks([t.model_spec.name for t in tasks], signatures, [t.method_name for t in tasks])
+        name, version, label = spec_fields(tasks[0].model_spec)
+        served, results = self.core.infer(name, version, label,
+                                          [(s, t.method_name) for s, t in zip(signatures, tasks)],
+                                          lambda: examples.serialized_examples(request.input), deadline_of(context),
+                                          protocol="grpc", missing="Requested signature not found in model graph: ")
+        response = inference_pb2.MultiInferenceResponse()
+        for signature, result in zip(signatures, results):
+            entry = response.results.add()
+            set_spec(entry.model_spec, name, served, signature)
+            field = ("classification_result" if isinstance(result, classification_pb2.ClassificationResult)
+                     else "regression_result")
+            getattr(entry, field).CopyFrom(result)
+        return response
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):

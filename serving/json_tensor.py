@@ -21,11 +21,15 @@ from typing import Any
 import grpc
 import numpy as np
 
+from tensorflow.core.example import example_pb2
+from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
+
 from serving.errors import ServingError, invalid
 
 B64 = "b64"
 BYTES_SUFFIX = "_bytes"  # string outputs named like this go back base64-encoded, as TF Serving does
 MAX_SHOWN = 300           # characters of an offending JSON value quoted in an error message
+MAX_RANK = 64             # deepest list nesting read as a tensor (numpy's limit; TF allows 254, no model needs it)
 
 
 class Format(enum.Enum):
@@ -87,7 +91,10 @@ def dtype_of(enum_value: int) -> DType:
 
 def show(value: Any) -> str:
     """A JSON value as TF Serving quotes it in messages (pretty-printed), cut short when long."""
-    text = json.dumps(value, indent=4, ensure_ascii=False, allow_nan=True)
+    try:
+        text = json.dumps(value, indent=4, ensure_ascii=False, allow_nan=True)
+    except RecursionError:
+        return "(a value nested too deeply to show)"
     return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "...(truncated)"
 
 
@@ -111,6 +118,14 @@ def _constant(name: str) -> float:
     return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[name]
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number; one too large for a double is a parse error (rapidjson's), not silently infinity."""
+    value = float(text)
+    if math.isinf(value):
+        raise invalid(f"JSON Parse error: Number too big to be stored in double: {text[:40]}")
+    return value
+
+
 def parse_document(body: bytes) -> dict:
     """The request body as a JSON object (NaN and Infinity allowed, as rapidjson's kParseNanAndInfFlag does)."""
     if not body.strip():
@@ -120,7 +135,7 @@ def parse_document(body: bytes) -> dict:
     except UnicodeDecodeError as err:
         raise invalid(f"JSON Parse error: Invalid encoding in string. at offset: {err.start}") from None
     try:
-        doc = json.loads(text, parse_constant=_constant)
+        doc = json.loads(text, parse_constant=_constant, parse_float=_finite_float)
     except json.JSONDecodeError as err:
         raise invalid(f"JSON Parse error: {err.msg} at offset: {err.pos}") from None
     except RecursionError:
@@ -219,6 +234,8 @@ def to_array(values: list, shape: list[int], dtype_enum: int) -> np.ndarray:
 
 def _tensor(value: Any, dtype_enum: int) -> tuple[list, list[int]]:
     shape = dense_shape(value)
+    if len(shape) > MAX_RANK:
+        raise invalid(f"JSON lists nested {len(shape)} levels deep: a tensor has at most {MAX_RANK} dimensions here")
     values: list = []
     _fill(value, 0, shape, dtype_enum, values)
     return values, shape
@@ -327,19 +344,63 @@ def predict_inputs(doc: dict, dtypes: Mapping[str, int],
     raise invalid("Missing 'inputs' or 'instances' key")
 
 
-def check_examples(doc: dict) -> None:
-    """The ``examples`` list of a classify/regress request, checked as TF Serving parses it."""
+def examples_input(doc: dict, method: str) -> input_pb2.Input:
+    """The ``examples`` (and optional ``context``) of a classify/regress request as an Input of tf.Examples
+    (FillClassificationRequestFromJson): per feature a value or a list of values, all strings (or ``{"b64": ...}``)
+    → bytes_list, all integers → int64_list, numbers with a fraction → float_list."""
     examples = doc.get("examples")
     if examples is None:
-        raise invalid(f"JSON Value: {show(doc)} When method is classify, key 'examples' is expected and was not "
+        raise invalid(f"JSON Value: {show(doc)} When method is {method}, key 'examples' is expected and was not "
                       "found")
     if not isinstance(examples, list):
         raise invalid(f"JSON Value: {show(doc)} Expecting 'examples' value to be an list/array")
     if not examples:
         raise invalid(f"JSON Value: {show(doc)} 'examples' value is an empty array")
-    for example in [doc.get("context", {}), *examples]:
-        if not isinstance(example, dict):
-            raise invalid(f"Example must be JSON object but got JSON {json_type(example)}")
+    request_input = input_pb2.Input()
+    if "context" in doc:
+        listed = request_input.example_list_with_context
+        _fill_example(doc["context"], listed.context)
+    else:
+        listed = request_input.example_list
+    for example in examples:
+        _fill_example(example, listed.examples.add())
+    return request_input
+
+
+def _fill_example(value: Any, example: example_pb2.Example) -> None:
+    if not isinstance(value, dict):
+        raise invalid(f"Example must be JSON object but got JSON {json_type(value)}")
+    for name, feature_value in value.items():
+        items = feature_value if isinstance(feature_value, list) else [feature_value]
+        feature = example.features.feature[name]
+        if all(isinstance(item, str) or is_b64(item) for item in items) and items:
+            feature.bytes_list.value.extend(_decode_b64(item) if is_b64(item) else item.encode("utf-8")
+                                            for item in items)
+        elif all(_is_int(item) for item in items) and items:
+            if not all(-(1 << 63) <= item < (1 << 63) for item in items):
+                raise invalid(f"Example feature: {name} has an integer out of the int64 range")
+            feature.int64_list.value.extend(items)
+        elif all(_is_number(item) for item in items) and items:
+            feature.float_list.value.extend(float(item) for item in items)
+        else:
+            raise invalid(f"Example feature: {name} must be a string, a number, a {{\"b64\": ...}} object or a "
+                          f"non-empty list of one of them (not mixed); got {show(feature_value)}")
+
+
+def classify_response(result: classification_pb2.ClassificationResult) -> dict:
+    """``{"results": [[[label, score], ...], ...]}`` (MakeJsonFromClassificationResult)."""
+    return {"results": [[[entry.label, _float32(entry.score)] for entry in classification.classes]
+                        for classification in result.classifications]}
+
+
+def regress_response(result: regression_pb2.RegressionResult) -> dict:
+    """``{"results": [value, ...]}`` (MakeJsonFromRegressionResult)."""
+    return {"results": [_float32(regression.value) for regression in result.regressions]}
+
+
+def _float32(value: float) -> float:
+    """A float32 written at its shortest round trip ("3.5", not 3.5000000001), as TF Serving writes it."""
+    return float(str(np.float32(value)))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -3,9 +3,12 @@
 Why it exists: TF Serving's promise is that a new version directory appearing under a base path goes live
 without a restart and without failed requests. The manager loads (and warms up) a new version beside the serving
 one, routes new requests to it, and unloads the old one only after the requests holding it have finished. A
-version that fails to load is reported (END with its error) and left out of the policy, so the serving version
-stays; it is tried again only when its directory changes. Half-copied directories are not loaded: a version
-directory must be settled (unchanged since the last poll, or untouched for a couple of seconds) first.
+version that fails to load is retried ``--max_num_load_retries`` times, ``--load_retry_interval_micros`` apart
+(a directory that is not a SavedModel at all is not retried), then reported (END with its error) and left out of
+the policy, so the serving version stays; it is tried again only when its directory changes. Half-copied
+directories are not loaded: a version directory must be settled (unchanged since the last poll, or untouched for
+a couple of seconds) and complete (saved_model.pb parses, the variables index and every data shard are there);
+one that stays incomplete for INCOMPLETE_SECONDS is loaded anyway, so that its error is reported.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,10 +28,11 @@ from serving.config import ModelConfig
 from serving.errors import ServingError, not_found
 from serving.logs import log_event
 from serving.metrics import Metrics
-from serving.servable import LoadError, Servable
+from serving.servable import LoadError, LoadOptions, Servable, TransientLoadError, incomplete
 
 log = logging.getLogger("twotower.serving")
 SETTLE_SECONDS = 2.0
+INCOMPLETE_SECONDS = 10.0
 STATES = ("START", "LOADING", "AVAILABLE", "UNLOADING", "END")
 Loader = Callable[[str, int, Path], Servable]
 
@@ -75,6 +80,15 @@ def version_dirs(base: Path) -> dict[int, Path]:
         return {}
 
 
+@dataclass(frozen=True)
+class Unavailable:
+    """A configured model with no available version: TF Serving's description, and whether versions were found
+    (and failed) or none is there yet."""
+
+    text: str
+    failed: bool
+
+
 @dataclass
 class ModelState:
     """Everything the manager tracks for one model."""
@@ -91,10 +105,17 @@ class ModelState:
 class ModelManager:
     """Owns every loaded version of every configured model."""
 
-    def __init__(self, metrics: Metrics, poll_seconds: float = 1.0, loader: Loader | None = None):
+    def __init__(self, metrics: Metrics, poll_seconds: float = 1.0, loader: Loader | None = None,
+                 loading: LoadOptions | None = None, allow_unavailable_labels: bool = False, load_threads: int = 0):
         self.metrics = metrics
+        self.load_threads = load_threads   # --num_load_threads: models polled (and loaded) in parallel when > 1
         self.poll_seconds = poll_seconds
-        self.loader: Loader = loader or Servable.load
+        self.loading = loading or LoadOptions()
+        self.allow_unavailable_labels = allow_unavailable_labels
+        self.loader: Loader = loader or (lambda name, version, path: Servable.load(name, version, path,
+                                                                                   self.loading))
+        # a stand-in loader (tests) gets no completeness check: its directories hold no real SavedModel
+        self.incomplete: Callable[[Path], str | None] = incomplete if loader is None else (lambda path: None)
         self._models: dict[str, ModelState] = {}
         self._lock = threading.Lock()          # guards _models and every ModelState's routing fields
         self._poll_lock = threading.Lock()     # one poll (load/unload pass) at a time
@@ -103,9 +124,10 @@ class ModelManager:
         self._unloaders: list[threading.Thread] = []
 
     # Configuration -------------------------------------------------------------------------------------------
-    def configure(self, configs: list[ModelConfig], strict_labels: bool = False) -> None:
-        """Sets the served models and loads/unloads to match. With ``strict_labels``, a label pointing to a version
-        that is not available afterwards raises FAILED_PRECONDITION (its old assignment stays)."""
+    def configure(self, configs: list[ModelConfig], strict_labels: bool = False) -> list[Unavailable]:
+        """Sets the served models and loads/unloads to match, waiting for the loads. With ``strict_labels``, a label
+        pointing to a version that is not available afterwards raises FAILED_PRECONDITION (its old assignment
+        stays). Returns the configured models that have no available version afterwards."""
         names = [c.name for c in configs]
         if len(names) != len(set(names)):
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"duplicate model names in the config: {names}")
@@ -135,8 +157,30 @@ class ModelManager:
                 time.sleep(0.25)
                 self._poll_locked()
             problems = self._apply_labels(configs, strict_labels)
+            unavailable = self._unavailable(configs)
         if problems and strict_labels:
             raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, "; ".join(problems))
+        return unavailable
+
+    def _unavailable(self, configs: list[ModelConfig]) -> list[Unavailable]:
+        """Each model without an available version, described as TF Serving does (``{name: M version: V},
+        <error>``)."""
+        lines = []
+        with self._lock:
+            for config in configs:
+                state = self._models[config.name]
+                if state.available:
+                    continue
+                failed = sorted(state.statuses.values(), key=lambda s: s.version, reverse=True)
+                if failed:
+                    status = failed[0]
+                    error = f"{status.error_code.name}: {status.error_message}" if status.error_message else \
+                        f"state {status.state}"
+                    lines.append(Unavailable(f"{{name: {config.name} version: {status.version}}}, {error}", True))
+                else:
+                    lines.append(Unavailable(f"{{name: {config.name}}}, NOT_FOUND: no version found under base path "
+                                             f"{config.base_path}", False))
+        return lines
 
     def _apply_labels(self, configs: list[ModelConfig], strict: bool) -> list[str]:
         """Labels take effect at once; one pointing to an unavailable version is reported (and, when strict, the
@@ -147,7 +191,8 @@ class ModelManager:
                 state = self._models[config.name]
                 labels: dict[str, int] = {}
                 for label, version in config.version_labels.items():
-                    if version in state.available or not strict:
+                    new_label = label not in state.labels   # --allow_version_labels_for_unavailable_models
+                    if version in state.available or not strict or (self.allow_unavailable_labels and new_label):
                         labels[label] = version
                     elif label in state.labels:
                         labels[label] = state.labels[label]
@@ -165,11 +210,13 @@ class ModelManager:
                        for status in state.statuses.values())
 
     # Polling -------------------------------------------------------------------------------------------------
-    def start(self, configs: list[ModelConfig]) -> None:
-        self.configure(configs)
+    def start(self, configs: list[ModelConfig]) -> list[Unavailable]:
+        """Loads the configured models and starts polling; returns the models that did not become available."""
+        unavailable = self.configure(configs)
         if self.poll_seconds > 0:
             self._thread = threading.Thread(target=self._poll_loop, name="model-poll", daemon=True)
             self._thread.start()
+        return unavailable
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.poll_seconds):
@@ -185,6 +232,11 @@ class ModelManager:
     def _poll_locked(self) -> None:
         with self._lock:
             states = list(self._models.values())
+        if self.load_threads > 1 and len(states) > 1:
+            with futures.ThreadPoolExecutor(self.load_threads, thread_name_prefix="load") as pool:
+                for done in [pool.submit(self._poll_model, state) for state in states]:
+                    done.result()
+            return
         for state in states:
             self._poll_model(state)
 
@@ -213,7 +265,12 @@ class ModelManager:
             if state.failed.get(version) == fingerprint:
                 continue
             state.failed.pop(version, None)
-            settled = state.pending.get(version) == fingerprint or now - newest_change(fingerprint) >= SETTLE_SECONDS
+            unchanged = state.pending.get(version) == fingerprint
+            age = now - newest_change(fingerprint)
+            if self.incomplete(path) is None:
+                settled = unchanged or age >= SETTLE_SECONDS
+            else:   # half-copied, or broken: wait for the copy, but not for ever (its load error is reported)
+                settled = unchanged and age >= INCOMPLETE_SECONDS
             state.pending[version] = fingerprint
             if settled:
                 loadable.append(version)
@@ -241,7 +298,7 @@ class ModelManager:
         log_event("version_loading", model=name, version=version, path=str(path))
         started = time.perf_counter()
         try:
-            servable = self.loader(name, version, path)
+            servable = self._load_with_retries(name, version, path)
         except Exception as err:  # noqa: BLE001 - any failure is reported in status and metrics, never fatal
             message = str(err) if isinstance(err, LoadError) else f"{type(err).__name__}: {err}"
             state.failed[version] = directory_fingerprint(path)
@@ -258,6 +315,23 @@ class ModelManager:
         self._set_status(state, VersionStatus(version, "AVAILABLE"))
         log_event("version_loaded", model=name, version=version, seconds=round(time.perf_counter() - started, 3),
                   signatures=sorted(servable.signatures))
+
+    def _load_with_retries(self, name: str, version: int, path: Path) -> Servable:
+        """The loader, retried as TF Serving retries a failed load; a directory that holds no SavedModel or whose
+        warm-up fails (the same again next time) is not retried, nor is anything once the server is stopping."""
+        attempts = 0
+        while True:
+            try:
+                return self.loader(name, version, path)
+            except Exception as err:  # noqa: BLE001 - re-raised below when out of retries
+                attempts += 1
+                final = isinstance(err, LoadError) and not isinstance(err, TransientLoadError)
+                if final or attempts > self.loading.max_retries or self._stop.is_set():
+                    raise
+                log_event("version_load_retry", logging.WARNING, model=name, version=version, attempt=attempts,
+                          error=str(err)[:300], retry_in_seconds=self.loading.retry_interval_seconds)
+                if self._stop.wait(max(0.0, self.loading.retry_interval_seconds)):
+                    raise
 
     def _retire(self, state: ModelState, version: int) -> None:
         """Stops routing to ``version`` now; unloads it in the background once its in-flight requests finish."""

@@ -3,13 +3,14 @@
 Why it exists: many clients (curl, browsers, services without gRPC) speak TF Serving's REST API. This front-end
 answers it exactly as tensorflow_serving/model_servers/http_rest_api_handler.cc does: the same paths (model,
 ``/versions/N`` or ``/labels/L``), the same JSON for status and metadata, the row and columnar predict formats,
-and ``{"error": "..."}`` bodies with the HTTP status mapped from the canonical code. All model work goes through
-the shared ``ModelServer`` core, so REST and gRPC always serve the same versions.
+``:classify``/``:regress`` on tf.Examples written as JSON objects, and ``{"error": "..."}`` bodies with the HTTP
+status mapped from the canonical code. All model work goes through the shared ``ModelServer`` core, so REST and gRPC
+always serve the same versions.
 
-Where it goes beyond TF Serving: an unknown path is answered 404 and a known path with the wrong method 405
-(TF Serving answers 400 "Malformed request" for both under ``/v1/``); bodies over ``max_body_bytes`` are refused
-with RESOURCE_EXHAUSTED before they are read; and with an authenticator every path needs
-``Authorization: Bearer <token>``.
+Where it goes beyond TF Serving: an unknown path is answered 404 and a known path with the wrong method 405 (TF
+Serving answers 400 "Malformed request" for both under ``/v1/``); bodies over ``max_body_bytes`` are refused with
+RESOURCE_EXHAUSTED before they are read; and with an authenticator every path needs ``Authorization: Bearer
+<token>``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -110,11 +111,11 @@ def parse_target(method: str, path: str) -> Target | None:
                   action.lower())
 
 
-def allowed_methods(path: str) -> str | None:
+def allowed_methods(path: str, metrics_path: str | None = METRICS_PATH) -> str | None:
     """The method a known path takes (for a 405), or None for an unknown path (404)."""
     if PREDICT_PATH.fullmatch(path):
         return "POST"
-    if STATUS_PATH.fullmatch(path) or path == METRICS_PATH:
+    if STATUS_PATH.fullmatch(path) or path == metrics_path:
         return "GET"
     return None
 
@@ -123,8 +124,11 @@ class RestApi:
     """Turns one HTTP request into core calls and one JSON response; the transport lives in ``RestServer``."""
 
     def __init__(self, core: Any, metrics: Metrics, authenticator: Authenticator | None = None,
-                 max_body_bytes: int = MAX_BODY_BYTES, timeout_s: float | None = None):
+                 max_body_bytes: int = MAX_BODY_BYTES, timeout_s: float | None = None, cors: bool = False,
+                 metrics_path: str | None = METRICS_PATH):
         self.core = core
+        self.cors = cors                    # --rest_api_enable_cors_support
+        self.metrics_path = metrics_path    # from --monitoring_config_file; None = no Prometheus endpoint
         self.metrics = metrics
         self.authenticator = authenticator
         self.max_body_bytes = int(max_body_bytes)
@@ -139,11 +143,15 @@ class RestApi:
             response = self._route(call, method, path, headers, read_body)
         except ServingError as err:
             response = self._error(err)
+        except RecursionError:   # any deeply nested body a parser or message builder walks: the client's fault
+            response = self._error(invalid("JSON value nested too deeply to be read as tensors or examples"))
         except Exception as err:  # noqa: BLE001 - a client gets a message, never a traceback
             log.exception("REST %s %s failed", method, path)
             response = self._error(ServingError(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}"))
         if not call.by_core and not call.scrape:
             self._record(call, response.code)
+        if self.cors:
+            response.headers["Access-Control-Allow-Origin"] = "*"
         return response
 
     def _record(self, call: Call, code: str) -> None:
@@ -167,7 +175,11 @@ class RestApi:
             message = ("missing bearer token: send the header 'Authorization: Bearer <token>'"
                        if headers.get("Authorization") is None else "invalid bearer token")
             raise ServingError(grpc.StatusCode.UNAUTHENTICATED, message)
-        if method == "GET" and path == METRICS_PATH:
+        if self.cors and method == "OPTIONS":   # a CORS preflight, answered as TF Serving's http_server.cc does
+            call.scrape = True
+            return Response(200, b"", headers={"Access-Control-Allow-Methods": "POST, GET",
+                                               "Access-Control-Allow-Headers": "Content-Type, Authorization"})
+        if method == "GET" and self.metrics_path is not None and path == self.metrics_path:
             call.scrape = True
             return Response(200, self.metrics.render(), self.metrics.content_type)
         call.target = target = parse_target(method, path)
@@ -181,7 +193,7 @@ class RestApi:
         call.signature = json_tensor.signature_name(doc) or DEFAULT_SIGNATURE
         if target.action == "predict":
             return Response(200, self._predict(call, doc))
-        self._classify_or_regress(target, doc, call.signature)
+        return Response(200, self._classify_or_regress(call, doc))
 
     # -- handlers -----------------------------------------------------------------------------------------------
 
@@ -231,20 +243,25 @@ class RestApi:
                                        deadline=deadline, protocol="rest")
         return json_tensor.dumps(json_tensor.predict_response(outputs, fmt))
 
-    def _classify_or_regress(self, target: Target, doc: dict, signature: str) -> NoReturn:
-        """No signature of ours is a classify/regress one, so these end in TF Serving's method-name error."""
-        json_tensor.check_examples(doc)
-        signature_def = self._signature(target, signature, "No signature was found with the name: {name}")
-        expected = METHOD_NAMES[target.action]
-        kind = "classification" if target.action == "classify" else "regression"
-        if signature_def.method_name != expected:
-            raise invalid(f"Expected {kind} signature method_name to be {expected}. Was: "
-                          f"{signature_def.method_name}")
-        raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"{target.action} is not supported by this server; "
-                           "use :predict")
+    def _classify_or_regress(self, call: Call, doc: dict) -> bytes:
+        """``:classify`` / ``:regress`` on tf.Examples given as JSON objects (the body is parsed first, as TF
+        Serving's handler does, then the signature is checked)."""
+        from serving import examples
+
+        target = call.target
+        request_input = json_tensor.examples_input(doc, target.action)
+        method = METHOD_NAMES[target.action]
+        deadline = time.monotonic() + self.timeout_s if self.timeout_s else None
+        call.by_core = True  # the core records this request in the metrics, whatever its outcome
+        _, (result,) = self.core.infer(target.model, target.version, target.label, [(call.signature, method)],
+                                       lambda: examples.serialized_examples(request_input), deadline,
+                                       protocol="rest")
+        if target.action == "classify":
+            return json_tensor.dumps(json_tensor.classify_response(result))
+        return json_tensor.dumps(json_tensor.regress_response(result))
 
     def _unrouted(self, method: str, path: str) -> Response:
-        allowed = allowed_methods(path)
+        allowed = allowed_methods(path, self.metrics_path)
         message = f"Malformed request: {method} {path}"
         if allowed is None:
             return Response(404, error_body(message), code=grpc.StatusCode.NOT_FOUND.name)
@@ -264,8 +281,11 @@ class _HttpServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], api: RestApi, ssl_context: ssl.SSLContext | None):
+    def __init__(self, address: tuple[str, int], api: RestApi, ssl_context: ssl.SSLContext | None,
+                 threads: int = 0):
         self.api = api
+        # --rest_api_num_threads: requests processed at once; further connections wait to be served
+        self.slots = threading.BoundedSemaphore(threads) if threads > 0 else None
         self.ssl_context = ssl_context
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -293,7 +313,14 @@ class _Handler(BaseHTTPRequestHandler):
     _body_read = False   # whether the current request's body was consumed
 
     def _serve(self) -> None:
-        response = self.server.api.handle(self.command, self.path, self.headers, self._read_body)
+        slots = self.server.slots
+        if slots is not None:
+            slots.acquire()
+        try:
+            response = self.server.api.handle(self.command, self.path, self.headers, self._read_body)
+        finally:
+            if slots is not None:
+                slots.release()
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
@@ -374,8 +401,10 @@ class RestServer:
 
     def __init__(self, core: Any, metrics: Metrics, authenticator: Authenticator | None, host: str, port: int,
                  ssl_context: ssl.SSLContext | None = None, max_body_bytes: int = MAX_BODY_BYTES,
-                 timeout_s: float | None = None):
-        self.api = RestApi(core, metrics, authenticator, max_body_bytes, timeout_s)
+                 timeout_s: float | None = None, threads: int = 0, cors: bool = False,
+                 metrics_path: str | None = METRICS_PATH):
+        self.api = RestApi(core, metrics, authenticator, max_body_bytes, timeout_s, cors, metrics_path)
+        self.threads = threads
         self.host = host
         self.port = int(port)
         self.ssl_context = ssl_context
@@ -386,7 +415,7 @@ class RestServer:
         """Binds the port (OSError if taken) and serves in a daemon thread."""
         if self._server is not None:
             return self
-        self._server = _HttpServer((self.host, self.port), self.api, self.ssl_context)
+        self._server = _HttpServer((self.host, self.port), self.api, self.ssl_context, self.threads)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name=f"rest-{self.port}", daemon=True)

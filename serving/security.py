@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import os
 import ssl
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,11 +100,12 @@ def refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandl
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """PEM files: the server's certificate chain and key, and optionally a CA that client certificates must match."""
+    """PEM material: the server's certificate chain and key, and optionally a CA that client certificates must
+    match. From files (``--ssl_cert_file`` ...) or from TF Serving's SSLConfig (``--ssl_config_file``)."""
 
-    cert_file: str
-    key_file: str
-    ca_file: str | None = None
+    cert: bytes
+    key: bytes
+    ca: bytes | None = None
 
     @classmethod
     def from_settings(cls, cert_file: str | None, key_file: str | None, ca_file: str | None) -> TlsFiles | None:
@@ -113,31 +115,46 @@ class TlsFiles:
             return None
         if not (cert_file and key_file):
             raise SecurityError("TLS needs both --ssl_cert_file and --ssl_key_file")
-        files = cls(cert_file, key_file, ca_file or None)
-        for flag, path in (("--ssl_cert_file", files.cert_file), ("--ssl_key_file", files.key_file),
-                           ("--ssl_ca_file", files.ca_file)):
+        for flag, path in (("--ssl_cert_file", cert_file), ("--ssl_key_file", key_file), ("--ssl_ca_file", ca_file)):
             if path and not Path(path).is_file():
                 raise SecurityError(f"{flag} {path}: no such file")
+        files = cls(Path(cert_file).read_bytes(), Path(key_file).read_bytes(),
+                    Path(ca_file).read_bytes() if ca_file else None)
+        files.ssl_context()   # checks the PEMs now, not at the first connection
         return files
 
-    @staticmethod
-    def _read(path: str) -> bytes:
-        return Path(path).read_bytes()
+    @classmethod
+    def from_ssl_config(cls, config) -> TlsFiles:
+        """TF Serving's SSLConfig: PEM text inline; ``client_verify`` requires client certificates (signed by
+        ``custom_ca``)."""
+        if not config.server_key or not config.server_cert:
+            raise SecurityError("--ssl_config_file: server_key and server_cert are both required")
+        if config.client_verify and not config.custom_ca:
+            raise SecurityError("--ssl_config_file: client_verify needs custom_ca (the CA client certificates are "
+                                "checked against)")
+        files = cls(config.server_cert.encode(), config.server_key.encode(),
+                    config.custom_ca.encode() if config.client_verify else None)
+        files.ssl_context()
+        return files
 
     def grpc_credentials(self) -> grpc.ServerCredentials:
-        ca = self._read(self.ca_file) if self.ca_file else None
-        return grpc.ssl_server_credentials([(self._read(self.key_file), self._read(self.cert_file))],
-                                           root_certificates=ca, require_client_auth=ca is not None)
+        return grpc.ssl_server_credentials([(self.key, self.cert)], root_certificates=self.ca,
+                                           require_client_auth=self.ca is not None)
 
     def ssl_context(self) -> ssl.SSLContext:
         """The REST server's context: TLS 1.2+, client certificates required when a CA is given."""
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         try:
-            context.load_cert_chain(self.cert_file, self.key_file)
-            if self.ca_file:
-                context.load_verify_locations(self.ca_file)
+            with tempfile.TemporaryDirectory() as folder:   # the ssl module reads the chain and key from files only
+                cert, key = Path(folder) / "cert.pem", Path(folder) / "key.pem"
+                cert.write_bytes(self.cert)
+                key.touch(mode=0o600)
+                key.write_bytes(self.key)
+                context.load_cert_chain(cert, key)
+            if self.ca:
+                context.load_verify_locations(cadata=self.ca.decode("ascii", "replace"))
                 context.verify_mode = ssl.CERT_REQUIRED
-        except (ssl.SSLError, OSError) as err:
-            raise SecurityError(f"cannot use the TLS files ({self.cert_file}, {self.key_file}): {err}") from None
+        except (ssl.SSLError, OSError, ValueError) as err:
+            raise SecurityError(f"cannot use the TLS certificate and key: {err}") from None
         return context

@@ -1,17 +1,23 @@
-"""One loaded model version: the SavedModel, its signatures, a warm-up, and a count of requests in flight.
+"""One loaded model version: the SavedModel, its signatures, its warm-up, and a count of requests in flight.
 
 Why it exists: a version is swapped out while requests keep arriving, so the old one may only be dropped once the
 requests holding it have finished; the count of holders (acquire/release) and ``wait_idle`` make that safe. The
-SignatureDefs are read from ``saved_model.pb`` itself, as TF Serving reports them (tensor names included), and the
-ScaNN and TF Text kernels are registered before loading, which is what stock TF Serving cannot do.
+SignatureDefs are read from ``saved_model.pb`` itself (the MetaGraph whose tags are ``--saved_model_tags``), as
+TF Serving reports them (tensor names included), and the ScaNN and TF Text kernels are registered before loading,
+which is what stock TF Serving cannot do. Warm-up is TF Serving's: the requests recorded in
+``assets.extra/tf_serving_warmup_requests`` are replayed (``serving/warmup.py``), and nothing else is sent.
+
+``incomplete`` says whether a version directory looks half-written (no parseable saved_model.pb, a missing
+variables index or data shard), so the manager waits for a copy to finish before it loads.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import re
 import threading
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import tensorflow as tf
@@ -21,10 +27,15 @@ from serving.signature import Signature
 
 log = logging.getLogger("twotower.serving")
 INTERNAL_SIGNATURES = ("__saved_model_init_op",)
+BATCHING_FILE = "batching_params.pbtxt"   # a version's own BatchingParameters (TF Serving's name)
 
 
 class LoadError(Exception):
     """A version directory that cannot be served (missing or corrupt SavedModel, failed warm-up)."""
+
+
+class TransientLoadError(LoadError):
+    """tf.saved_model.load failed: possibly a file still being written, so the manager retries it."""
 
 
 def register_custom_ops() -> None:
@@ -33,7 +44,20 @@ def register_custom_ops() -> None:
     import tensorflow_text  # noqa: F401
 
 
-def read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
+@dataclass(frozen=True)
+class LoadOptions:
+    """How versions are loaded (tensorflow_model_server's loading flags)."""
+
+    tags: tuple[str, ...] = ("serve",)           # --saved_model_tags
+    warm_up: bool = True                           # --enable_model_warmup
+    warmup_iterations: int = 1                     # --num_request_iterations_for_warmup (when > 0)
+    max_retries: int = 5                           # --max_num_load_retries
+    retry_interval_seconds: float = 60.0           # --load_retry_interval_micros
+    check_method_names: bool = False               # --enable_signature_method_name_check
+    model_batching: bool = False                   # --enable_batching with --enable_per_model_batching_parameters
+
+
+def read_saved_model(path: Path) -> saved_model_pb2.SavedModel:
     pb = path / "saved_model.pb"
     if not pb.exists():
         raise LoadError(f"{path}: no saved_model.pb in this version directory")
@@ -44,7 +68,44 @@ def read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
         raise LoadError(f"{pb}: not a SavedModel protobuf ({type(err).__name__})") from None
     if not model.meta_graphs:
         raise LoadError(f"{pb}: holds no MetaGraph")
-    return dict(model.meta_graphs[0].signature_def)
+    return model
+
+
+def read_signature_defs(path: Path, tags: tuple[str, ...] = ("serve",)) -> dict[str, meta_graph_pb2.SignatureDef]:
+    """The SignatureDefs of the MetaGraph tagged exactly ``tags`` (as TF Serving's loader picks it)."""
+    model = read_saved_model(path)
+    for meta_graph in model.meta_graphs:
+        if set(meta_graph.meta_info_def.tags) == set(tags):
+            return dict(meta_graph.signature_def)
+    available = [",".join(m.meta_info_def.tags) for m in model.meta_graphs]
+    raise LoadError(f"{path}: MetaGraphDef associated with tags '{','.join(tags)}' could not be found in "
+                    f"SavedModel (it has tag sets: {'; '.join(available)}); see --saved_model_tags")
+
+
+SHARD = re.compile(r"variables\.data-(\d+)-of-(\d+)")
+
+
+def incomplete(path: Path) -> str | None:
+    """Why ``path`` looks half-written (None when it looks complete): saved_model.pb must parse and, when there is
+    a variables/ folder, its index and every data shard it names must be there."""
+    try:
+        read_saved_model(path)
+    except LoadError as err:
+        return str(err)
+    variables = path / "variables"
+    if not variables.is_dir():
+        return None
+    shards = {}
+    for entry in variables.iterdir():
+        match = SHARD.fullmatch(entry.name)
+        if match:
+            shards[int(match.group(1))] = int(match.group(2))
+    if not (variables / "variables.index").exists():
+        return f"{variables}: no variables.index" if shards else None
+    counts = set(shards.values())
+    if len(counts) > 1 or (counts and set(shards) != set(range(counts.pop()))):
+        return f"{variables}: variables data shards missing"
+    return None
 
 
 class Servable:
@@ -61,37 +122,35 @@ class Servable:
         self._holders = 0
         self._idle = threading.Condition()
         self._titles: dict[str, str] | None = None
+        self.batching = None   # the version's own BatchingOptions (batching_params.pbtxt), when the server uses them
 
     @classmethod
-    def load(cls, model: str, version: int, path: Path, warm_up: bool = True) -> Servable:
-        """Reads the SignatureDefs, loads the SavedModel and runs one tiny request per signature."""
-        defs = read_signature_defs(path)
+    def load(cls, model: str, version: int, path: Path, options: LoadOptions = LoadOptions()) -> Servable:
+        """Reads the SignatureDefs, loads the SavedModel and replays its warm-up requests (if any)."""
+        from serving import warmup
+
+        defs = read_signature_defs(path, options.tags)
         register_custom_ops()
         try:
-            loaded = tf.saved_model.load(str(path))
+            loaded = tf.saved_model.load(str(path), tags=list(options.tags))
         except Exception as err:  # noqa: BLE001 - TF raises many kinds here; the version is reported, not fatal
-            raise LoadError(f"{path}: tf.saved_model.load failed: {type(err).__name__}: "
+            raise TransientLoadError(f"{path}: tf.saved_model.load failed: {type(err).__name__}: "
                             f"{str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}") from err
         functions = getattr(loaded, "signatures", {})
         signatures = {name: Signature(name, definition, functions.get(name))
                       for name, definition in defs.items() if name not in INTERNAL_SIGNATURES}
         servable = cls(model, version, path, loaded, signatures, defs)
-        if warm_up:
-            servable.warm_up()
-        return servable
+        if options.model_batching and (path / BATCHING_FILE).exists():
+            from serving.batching import BatchingOptions
+            from serving.errors import ServingError
 
-    def warm_up(self) -> None:
-        """Traces and runs every signature once, so the first client request does not pay for it."""
-        for name, signature in self.signatures.items():
-            if signature.function is None:
-                continue
-            started = time.perf_counter()
             try:
-                signature.run(signature.warmup_inputs())
-            except Exception as err:  # noqa: BLE001 - a version that cannot answer is not loaded
-                raise LoadError(f"{self.path}: warm-up request to signature {name} failed: "
-                                f"{getattr(err, 'message', None) or err}") from err
-            log.debug("warm-up %s/%d %s %.3fs", self.model, self.version, name, time.perf_counter() - started)
+                servable.batching = BatchingOptions.load(path / BATCHING_FILE)
+            except ServingError as err:
+                raise LoadError(err.message) from None
+        if options.warm_up:
+            warmup.warm_up(servable, options.warmup_iterations, options.check_method_names)
+        return servable
 
     # Requests in flight -------------------------------------------------------------------------------------
     def acquire(self) -> None:

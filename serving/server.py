@@ -1,14 +1,14 @@
 """``twotower serve``: the model server process, with tensorflow_model_server's flag names.
 
 Why it exists: stock ``tensorflow_model_server`` cannot load the ScaNN ops an export carries (and cannot be
-installed here), so this process stands in for it: the same flags, the same gRPC services and REST API, the same
-polling of base paths. It loads the models before it listens, prints one "serving ..." line when ready, logs one
+installed here), so this process stands in for it: the same flags (every one of them, read into ``ServerOptions`` by
+serving/options.py), the same gRPC services (also on a UNIX socket) and REST API, the same polling of base paths and
+of the model config file. It loads the models before it listens, prints one "serving ..." line when ready, logs one
 JSON line per event, and on SIGTERM/SIGINT stops taking calls, lets those in flight finish, and unloads.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -25,52 +25,22 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import grpc  # noqa: E402
 
+from serving.options import ServerOptions, build_parser  # noqa: E402
+
 log = logging.getLogger("twotower.serving")
 GRACE_SECONDS = 10.0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="twotower serve", description="TF-Serving-compatible model server (gRPC + REST) that loads ScaNN ops",
-        allow_abbrev=False)
-    add = parser.add_argument
-    add("--port", type=int, default=8500, help="gRPC port (default 8500)")
-    add("--rest_api_port", type=int, default=8501, help="REST port (default 8501; 0 = no REST API)")
-    add("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only; 0.0.0.0 = all)")
-    add("--model_name", help="the model's name, with --model_base_path (one model, latest version)")
-    add("--model_base_path", help="folder of numeric version directories")
-    add("--model_config_file", help="ModelServerConfig text proto (model_config_list) instead of the two above")
-    add("--file_system_poll_wait_seconds", type=float, default=1.0,
-        help="seconds between polls of the base paths for new versions (default 1; 0 = only at start)")
-    add("--enable_batching", action="store_true", help="batch concurrent requests")
-    add("--batching_parameters_file", help="BatchingParameters text proto (implies nothing without "
-        "--enable_batching)")
-    add("--ssl_cert_file", help="PEM certificate chain: serve gRPC and REST over TLS")
-    add("--ssl_key_file", help="PEM private key for --ssl_cert_file")
-    add("--ssl_ca_file", help="PEM CA: require client certificates signed by it (mutual TLS)")
-    add("--auth_token_file", help="file holding the bearer token clients must send")
-    add("--auth_token_env", default="TWOTOWER_AUTH_TOKEN",
-        help="environment variable holding the token when --auth_token_file is not given "
-             "(default TWOTOWER_AUTH_TOKEN; auth is off when it is unset)")
-    add("--max_request_bytes", type=int, default=64 << 20, help="largest request accepted (default 64 MiB)")
-    add("--grpc_max_threads", type=int, default=16, help="gRPC worker threads (default 16)")
-    add("-v", "--verbose", action="store_true", help="debug logs")
-    add("-q", "--quiet", action="store_true", help="warnings and errors only")
-    return parser
-
-
-def model_configs(args: argparse.Namespace) -> list:
+def model_configs(options: ServerOptions) -> list:
     from serving import config
 
-    if args.model_config_file:
-        if args.model_name or args.model_base_path:
-            raise ValueError("give either --model_config_file or --model_name/--model_base_path, not both")
-        return config.load_file(args.model_config_file)
-    if not args.model_base_path:
+    if options.model_config_file:
+        return config.load_file(options.model_config_file)
+    if not options.model_base_path:
         raise ValueError("nothing to serve: give --model_base_path (with --model_name) or --model_config_file")
-    if not Path(args.model_base_path).is_dir():
-        raise ValueError(f"--model_base_path {args.model_base_path}: no such directory")
-    return [config.from_flags(args.model_name or "default", args.model_base_path)]
+    if not Path(options.model_base_path).is_dir():
+        raise ValueError(f"--model_base_path {options.model_base_path}: no such directory")
+    return [config.from_flags(options.model_name, options.model_base_path)]
 
 
 def setup_logging(verbose: bool, quiet: bool) -> None:
@@ -80,37 +50,56 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
 
 
 class Server:
-    """The running process: ModelServer + gRPC server + optional REST server."""
+    """The running process: ModelServer + gRPC server (TCP and optionally a UNIX socket) + optional REST server."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, options: ServerOptions):
         from serving.batching import BatchingOptions
         from serving.core import ModelServer
         from serving.metrics import Metrics
         from serving.security import Authenticator, TlsFiles
+        from serving.servable import LoadOptions
 
-        self.args = args
-        if args.max_request_bytes < 1:
-            raise ValueError(f"--max_request_bytes must be positive, got {args.max_request_bytes}")
-        for flag in ("port", "rest_api_port"):
-            if not 0 <= getattr(args, flag) <= 65535:
-                raise ValueError(f"--{flag} must be a port number, got {getattr(args, flag)}")
-        self.configs = model_configs(args)
+        self.options = options
+        for line in options.ignored:
+            log.warning("%s (accepted, no effect here)", line)
+        set_thread_counts(options.intra_op_threads, options.inter_op_threads)
+        self.configs = model_configs(options)
         batching = None
-        if args.enable_batching:
-            batching = (BatchingOptions.load(args.batching_parameters_file) if args.batching_parameters_file
+        if options.enable_batching:
+            batching = (BatchingOptions.load(options.batching_parameters_file) if options.batching_parameters_file
                         else BatchingOptions())
-        self.authenticator = Authenticator.from_settings(args.auth_token_file, args.auth_token_env)
-        self.tls = TlsFiles.from_settings(args.ssl_cert_file, args.ssl_key_file, args.ssl_ca_file)
-        self.ssl_context = self.tls.ssl_context() if self.tls else None   # also checks the files early
+        self.authenticator = Authenticator.from_settings(options.auth_token_file, options.auth_token_env)
+        if options.ssl_config_file:
+            if options.ssl_cert_file or options.ssl_key_file:
+                raise ValueError("give either --ssl_config_file or --ssl_cert_file/--ssl_key_file, not both")
+            from serving.config_protos import SSLConfig
+            from serving.options import read_text_proto
+
+            self.tls = TlsFiles.from_ssl_config(read_text_proto(options.ssl_config_file, SSLConfig(),
+                                                                "ssl_config_file"))
+        else:
+            self.tls = TlsFiles.from_settings(options.ssl_cert_file, options.ssl_key_file, options.ssl_ca_file)
+        self.ssl_context = self.tls.ssl_context() if self.tls else None
         self.metrics = Metrics()
-        self.core = ModelServer(self.configs, self.metrics, batching, args.file_system_poll_wait_seconds,
-                                args.max_request_bytes)
+        retry = options.load_retry_interval_micros
+        loading = LoadOptions(tags=options.tags, warm_up=options.enable_model_warmup,
+                              warmup_iterations=options.num_request_iterations_for_warmup or 1,
+                              max_retries=options.max_num_load_retries,
+                              retry_interval_seconds=max(0.0, retry / 1e6),
+                              check_method_names=options.enable_signature_method_name_check,
+                              model_batching=options.enable_batching and options.enable_per_model_batching_parameters)
+        self.core = ModelServer(self.configs, self.metrics, batching, options.file_system_poll_wait_seconds,
+                                options.max_request_bytes, max_request_rows=options.max_request_rows,
+                                check_method_names=options.enable_signature_method_name_check, loading=loading,
+                                allow_unavailable_labels=options.allow_version_labels_for_unavailable_models,
+                                load_threads=options.num_load_threads)
         self.grpc_server: grpc.Server | None = None
         self.health = None
         self.rest = None
         self.grpc_port = 0
         self.rest_port = 0
         self.stopped = threading.Event()
+        self.config_poller: threading.Thread | None = None
 
     def start(self) -> None:
         """Binds the gRPC port (failing fast if it is taken), loads the models, then starts answering."""
@@ -124,11 +113,17 @@ class Server:
         self.core.start()
         self.grpc_server.start()
         for service in ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"):
-            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            if self.health is not None:
+                self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self.rest_port = self._start_rest()
-        rest = f"{self.args.host}:{self.rest_port}" if self.rest else "off"
-        print(f"serving gRPC on {self.args.host}:{self.grpc_port}, REST on {rest}", flush=True)
-        log_event("ready", grpc=f"{self.args.host}:{self.grpc_port}", rest=rest)
+        host = self.options.host
+        rest = f"{host}:{self.rest_port}" if self.rest else "off"
+        socket_text = f" and unix:{self.options.grpc_socket_path}" if self.options.grpc_socket_path else ""
+        print(f"serving gRPC on {host}:{self.grpc_port}{socket_text}, REST on {rest}", flush=True)
+        log_event("ready", grpc=f"{host}:{self.grpc_port}", rest=rest, socket=self.options.grpc_socket_path or None)
+        if self.options.model_config_file and self.options.model_config_file_poll_wait_seconds > 0:
+            self.config_poller = threading.Thread(target=self._poll_config, name="config-poll", daemon=True)
+            self.config_poller.start()
 
     def _bind_grpc(self) -> int:
         from grpc_health.v1 import health, health_pb2_grpc
@@ -138,36 +133,73 @@ class Server:
         from serving.security import AuthInterceptor
 
         interceptors = [AuthInterceptor(self.authenticator)] if self.authenticator.enabled else []
-        options = [("grpc.max_receive_message_length", self.args.max_request_bytes),
-                   ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)]
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.args.grpc_max_threads,
+        given = dict(self.options.channel_args)   # --grpc_channel_arguments override the defaults below
+        defaults = {"grpc.max_receive_message_length": self.options.max_request_bytes,
+                    "grpc.max_send_message_length": -1, "grpc.so_reuseport": 0}
+        channel_options = [*((k, v) for k, v in defaults.items() if k not in given), *given.items()]
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.options.grpc_max_threads,
                                                         thread_name_prefix="grpc"),
-                             interceptors=interceptors, options=options)
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.core), server)
+                             interceptors=interceptors, options=channel_options)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionService(self.core, self.options.enable_serialization_as_tensor_content), server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core), server)
-        self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        address = f"{self.args.host}:{self.args.port}"
+        if self.options.enable_grpc_healthcheck_service:
+            self.health = health.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        address = f"{self.options.host}:{self.options.port}"
+        port = self._listen(server, address)
+        if self.options.grpc_socket_path:
+            socket_path = Path(self.options.grpc_socket_path).absolute()
+            if socket_path.is_socket():
+                socket_path.unlink()   # a stale socket of an earlier run, as grpc's own UNIX listener would
+            self._listen(server, f"unix:{socket_path}")
+        self.grpc_server = server
+        return port
+
+    def _listen(self, server: grpc.Server, address: str) -> int:
         try:
             port = (server.add_secure_port(address, self.tls.grpc_credentials()) if self.tls
                     else server.add_insecure_port(address))
         except RuntimeError:
-            raise OSError(f"cannot listen for gRPC on {address}: the address is in use or not available") from None
+            port = 0
         if port == 0:
             raise OSError(f"cannot listen for gRPC on {address}: the address is in use or not available")
-        self.grpc_server = server
         return port
 
+    def _poll_config(self) -> None:
+        """--model_config_file_poll_wait_seconds: re-reads the file and applies it when it changed (TF Serving's
+        PollFilesystemAndReloadConfig); a file that does not parse is logged and the running config kept."""
+        from serving import config
+        from serving.errors import ServingError
+        from serving.logs import log_event
+
+        current = self.configs
+        while not self.stopped.wait(self.options.model_config_file_poll_wait_seconds):
+            try:
+                configs = config.load_file(self.options.model_config_file)
+                if configs == current:
+                    continue
+                current = configs
+                self.core.reload_config(configs)
+                log_event("config_reloaded", models=[c.name for c in configs])
+            except ServingError as err:
+                log_event("config_reload_failed", logging.ERROR, file=self.options.model_config_file,
+                          error=err.message)
+
     def _start_rest(self) -> int:
-        if self.args.rest_api_port == 0:
+        if self.options.rest_api_port == 0:
             return 0
         try:
             from serving.rest import RestServer
         except ImportError as err:
             log.warning("REST API not available (%s): serving gRPC only", err)
             return 0
-        self.rest = RestServer(self.core, self.metrics, self.authenticator, self.args.host, self.args.rest_api_port,
-                               self.ssl_context, max_body_bytes=self.args.max_request_bytes)
+        self.rest = RestServer(self.core, self.metrics, self.authenticator, self.options.host,
+                               self.options.rest_api_port, self.ssl_context,
+                               max_body_bytes=self.options.max_request_bytes,
+                               timeout_s=self.options.rest_api_timeout_in_ms / 1000.0,
+                               threads=self.options.rest_threads, cors=self.options.rest_api_enable_cors_support,
+                               metrics_path=self.options.metrics_path)
         self.rest.start()
         return self.rest.port
 
@@ -189,14 +221,44 @@ class Server:
         log_event("stopped")
 
 
-def serve(args: argparse.Namespace) -> int:
+def set_thread_counts(intra: int, inter: int) -> None:
+    """--tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism (0 = TensorFlow's own choice); must
+    run before TensorFlow runs its first op."""
+    import tensorflow as tf
+
+    try:
+        if intra:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+        if inter:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError as err:   # only in-process, where TensorFlow already ran
+        raise ValueError(f"cannot set TensorFlow's thread counts: {err}") from None
+
+
+def print_version() -> None:
+    import importlib.metadata
+
+    import tensorflow as tf
+
+    try:
+        ours = importlib.metadata.version("twotower")
+    except importlib.metadata.PackageNotFoundError:
+        ours = "(not installed)"
+    print(f"TensorFlow ModelServer: twotower {ours} (tensorflow_model_server 2.20 compatible)\n"
+          f"TensorFlow Library: {tf.__version__}")
+
+
+def serve(args) -> int:
     """Runs until SIGTERM or SIGINT; returns the exit status."""
     from serving.errors import ServingError
     from serving.security import SecurityError
 
     setup_logging(args.verbose, args.quiet)
+    if args.version:
+        print_version()
+        return 0
     try:
-        server = Server(args)
+        server = Server(ServerOptions.from_args(args))
     except (ValueError, ServingError, SecurityError, OSError) as err:
         print(f"error: {getattr(err, 'message', None) or err}", file=sys.stderr)
         return 2

@@ -1,9 +1,12 @@
 """One signature of a loaded model: checks a request's tensors against the SignatureDef, runs it, filters outputs.
 
-Why it exists: TF Serving validates every request against the SignatureDef before it touches the graph (missing
-or extra inputs, dtype, rank, fixed dimensions) and answers with INVALID_ARGUMENT naming the tensor; errors the
-graph raises itself keep their canonical code with a short message. Both front-ends and the batcher go through
-this one class, so a request is judged the same way however it arrives.
+Why it exists: TF Serving checks every request against the SignatureDef before it touches the graph: the input
+names (missing or extra inputs, predict_util.cc) and that each tensor parses; shapes are left to the graph, so a
+Predict of ``x`` shaped [1] reaches a signature declared [-1, 1] and the graph decides. Dtypes are checked here
+too (the graph would refuse them anyway, with a message naming no tensor). When the graph does refuse a request,
+the error keeps its canonical code; if an input's shape did not fit the SignatureDef, or a batch was empty, the
+message says which tensor. Both front-ends, the batcher and the warm-up replay go through this one class, so a
+request is judged the same way however it arrives.
 
 Optional inputs: an input with a value in the SignatureDef's ``defaults`` map may be left out, and the default is
 fed instead, as TF Serving's Predict does (``GetInputValues`` in tensorflow/cc/saved_model/util.cc). Beyond that,
@@ -75,9 +78,24 @@ def request_bytes(inputs: Mapping[str, np.ndarray]) -> int:
 
 
 def short_tf_message(err: tf.errors.OpError) -> str:
-    """The first line of a TF error, without the graph's op stack that follows it."""
-    message = (err.message or type(err).__name__).strip().splitlines()[0]
+    """The error's own message without the graph's op stack: for "Graph execution error:" (eager calls of graph
+    functions) the message that follows the "Detected at node" stack, with the node it failed in."""
+    lines = (err.message or type(err).__name__).strip().splitlines()
+    message = lines[0]
+    if message.startswith("Graph execution error"):
+        body = [line.strip() for line in lines[1:]
+                if line.strip() and not line.startswith((" ", "\t", "Detected at node", "<stack traces unavailable>"))]
+        node = next((line.strip() for line in lines if line.strip().startswith("[[{{node ")), "")
+        if body:
+            message = " ".join(body).replace("\\'", "'")   # Assert messages come with their quotes escaped
+            message += f" (in {node.split('}}]]')[0].removeprefix('[[{{')})" if node else ""
     return message[:MAX_ERROR_CHARS]
+
+
+def batchable(signature: Signature, inputs: Mapping[str, np.ndarray]) -> bool:
+    """Whether validated ``inputs`` can be concatenated with other requests' along their first dimension (a
+    batch-major signature, and no scalar was sent: shapes are the graph's business, not the batcher's)."""
+    return signature.batch_major and all(np.ndim(array) >= 1 for array in inputs.values())
 
 
 class Signature:
@@ -138,7 +156,7 @@ class Signature:
                           f"{{{','.join(sorted(self.defaults))}}}")
         given = {**{name: self.defaults[name] for name in missing}, **inputs}
         ready = {name: self._check_tensor(name, np.asarray(given[name]), cast_numbers) for name in sorted(given)}
-        if self.batch_major:
+        if self.batch_major and all(array.ndim >= 1 for array in ready.values()):
             required = {name: array.shape[0] for name, array in ready.items() if name not in self.defaults}
             rows = max(required.values(), default=1)
             for name in self.defaults:   # one row of an optional input stands for every row
@@ -169,16 +187,6 @@ class Signature:
             if not allowed:
                 raise invalid(f"{prefix}: expects dtype {expected} but {got} is provided")
             array = array.astype(target.as_numpy_dtype)
-        shape = info.tensor_shape
-        if not shape.unknown_rank:
-            dims = [d.size for d in shape.dim]
-            if array.ndim != len(dims):
-                raise invalid(f"{prefix}: expects rank {len(dims)} (shape {shape_text(dims)}) but got rank "
-                              f"{array.ndim} (shape {shape_text(array.shape)})")
-            for axis, (want, have) in enumerate(zip(dims, array.shape)):
-                if want != -1 and want != have:
-                    raise invalid(f"{prefix}: dimension {axis} must be {want} (shape {shape_text(dims)}) but got "
-                                  f"shape {shape_text(array.shape)}")
         return array
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -190,17 +198,37 @@ class Signature:
         try:
             results = self.function(**feeds)
         except tf.errors.OpError as err:
-            raise ServingError(CODES.get(err.error_code, grpc.StatusCode.INTERNAL), short_tf_message(err)) from err
+            message = short_tf_message(err)
+            culprit = self.explain_failure(inputs)
+            if culprit:
+                raise invalid(f"{culprit}; the graph failed with: {message}") from err
+            raise ServingError(CODES.get(err.error_code, grpc.StatusCode.INTERNAL), message) from err
+        except (TypeError, ValueError) as err:   # the function's own argument checks
+            culprit = self.explain_failure(inputs) or f"signature '{self.name}'"
+            raise invalid(f"{culprit}: {str(err).strip().splitlines()[0][:MAX_ERROR_CHARS]}") from err
         return {name: value.numpy() for name, value in results.items()}
 
-    def warmup_inputs(self) -> dict[str, np.ndarray]:
-        """One tiny valid row per input ("" for strings, 0 for numbers), for the warm-up request."""
-        inputs = {}
-        for name, info in self.inputs.items():
-            shape = info.tensor_shape
-            dims = [1] if shape.unknown_rank else [1 if d.size == -1 else d.size for d in shape.dim]
-            if info.dtype == types_pb2.DT_STRING:
-                inputs[name] = np.full(dims, b"", dtype=object)
-            else:
-                inputs[name] = np.zeros(dims, dtype=tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)
-        return inputs
+    def explain_failure(self, inputs: Mapping[str, np.ndarray]) -> str | None:
+        """Which input a failed graph run is most likely about: one whose shape does not fit the SignatureDef, or
+        one with an empty batch or another empty dimension (None when every input fits)."""
+        for name in sorted(inputs):
+            array = inputs[name]
+            prefix = f"input tensor '{name}' of signature '{self.name}'"
+            shape = self.inputs[name].tensor_shape
+            if not shape.unknown_rank:
+                dims = [d.size for d in shape.dim]
+                if array.ndim != len(dims):
+                    return (f"{prefix}: expects rank {len(dims)} (shape {shape_text(dims)}) but got rank "
+                            f"{array.ndim} (shape {shape_text(array.shape)})")
+                for axis, (want, have) in enumerate(zip(dims, array.shape)):
+                    if want != -1 and want != have:
+                        return (f"{prefix}: dimension {axis} must be {want} (shape {shape_text(dims)}) but got "
+                                f"shape {shape_text(array.shape)}")
+        for name in sorted(inputs, key=lambda n: (n in self.defaults, n)):   # the inputs a client must send first
+            shape = inputs[name].shape
+            if shape and shape[0] == 0:
+                return f"input tensor '{name}' of signature '{self.name}' has an empty batch (0 rows)"
+            if 0 in shape:
+                return (f"input tensor '{name}' of signature '{self.name}' has an empty dimension "
+                        f"{shape.index(0)} (shape {shape_text(shape)})")
+        return None

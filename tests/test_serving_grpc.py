@@ -451,6 +451,9 @@ def test_predict_metadata_status_and_health(plain, items):
     assert [(v.version, v.state, v.status.error_code) for v in versions] == \
         [(1, get_model_status_pb2.ModelVersionStatus.AVAILABLE, 0)]
 
+    # the export's assets.extra/tf_serving_warmup_requests (one Predict per signature) was replayed at load
+    assert "warm-up of shop version 1: 5 requests x 1" in plain[2].log.read_text()
+
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{plain[2].port}"))
     assert health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status == \
         health_pb2.HealthCheckResponse.SERVING
@@ -497,6 +500,11 @@ def test_concurrent_multi_row_requests_keep_the_servers_alive(servers, items):
     ("signature", "NOT_FOUND", r'Serving signature key "nope" not found'),
     ("filter", "INVALID_ARGUMENT", r"output tensor alias not found in signature: nope"),
     ("oversized", "RESOURCE_EXHAUSTED", r""),
+    ("rows", "RESOURCE_EXHAUSTED", r"request has 1025 rows, over the server's limit of 1024 rows per request"),
+    ("diversity", "INVALID_ARGUMENT", r"input tensor 'diversity' must be in \[0, 1\]"),
+    ("max_per_category", "INVALID_ARGUMENT", r"input tensor 'max_per_category' must be >= 0"),
+    ("empty", "INVALID_ARGUMENT", r"input tensor 'history' of signature 'serving_default' has an empty batch"),
+    ("width", "INVALID_ARGUMENT", r"input tensor 'history' of signature 'serving_default' has an empty dimension 1"),
 ])
 def test_errors_are_tf_serving_statuses(plain, case, code, pattern):
     prediction = plain[0]
@@ -513,6 +521,12 @@ def test_errors_are_tf_serving_statuses(plain, case, code, pattern):
         "signature": lambda: predict_request(**args, signature="nope"),
         "filter": lambda: _filtered(predict_request(**args), "nope"),
         "oversized": lambda: predict_request(**args, user_text=["x" * 150_000]),
+        "rows": lambda: predict_request(user_ids=["U1"] * 1025, history=[[""]] * 1025),
+        "diversity": lambda: predict_request(**args, diversity=np.array([np.nan], np.float32)),
+        "max_per_category": lambda: predict_request(**args, max_per_category=np.array([-1], np.int32)),
+        "empty": lambda: predict_request(user_ids=np.array([], object), history=np.empty((0, 0), object),
+                                         user_text=np.array([], object)),
+        "width": lambda: predict_request(user_ids=["U00001"], history=np.empty((1, 0), object)),
     }[case]()
     error = rpc_error(prediction.Predict, request, timeout=30)
     assert error.code().name == code, error.details()
