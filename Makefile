@@ -66,7 +66,7 @@ demo-serve: venv
 	$(QUERY) --user-id nobody --history NOT-AN-ITEM
 
 test: venv $(VENV)/.peers
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q --durations=25
 
 # The benchmark-only peers (implicit, lightfm) that bench/quality.py and its smoke test compare us with: installed
 # into the venv for the tests, never listed in requirements.txt.

@@ -7,4 +7,3 @@ Fourth stage of the flow ingest → towers → training → export → serving.
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -9,4 +9,3 @@ Every target runs ``jobs.worker`` in each worker, which trains under ``MultiWork
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

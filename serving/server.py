@@ -17,7 +17,6 @@ import threading
 from concurrent import futures
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # oneDNN's CPU kernels corrupt memory when several multi-row requests run at once (the rank-3/4 matmuls of the
 # towers and BERT; tensorflow/tensorflow#117700): the process dies with "corrupted size vs. prev_size". The Eigen
 # kernels are safe; this must be set before tensorflow is imported.

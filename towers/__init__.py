@@ -7,4 +7,3 @@ first imported, so the legacy-Keras switch is set here, before anything below im
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

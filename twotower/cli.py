@@ -18,7 +18,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 def _library_log_levels(verbose: bool) -> None:
     """TensorFlow's C++ start-up lines (a failed cuInit on a machine without a GPU, oneDNN notes) and
     Transformers' deprecation notice are not for users; ``-v`` shows them. Read by TensorFlow at its first
-    import, which every command defers until it runs; a value already in the environment wins."""
+    import, which every command defers until it runs; a value already in the environment wins. This is the one
+    place that sets it: a package that set it on import would hand its value to every subprocess."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "info" if verbose else "error")
 
