@@ -19,14 +19,10 @@ class HistoryPooling(tf_keras.layers.Layer):
             raise ValueError(f"model.history_decay must be in (0, 1], got {decay}")
         self.decay = float(decay)
 
-    def recency_weights(self, mask: tf.Tensor) -> tf.Tensor:
-        """[B, H] bool → [B, H] weights decay^age (age 0 = the last position), 0 where masked out."""
-        length = tf.shape(mask)[1]
-        age = tf.cast(tf.range(length - 1, -1, -1), tf.float32)  # 0 for the most recent (last) position
-        return tf.pow(self.decay, age)[None, :] * tf.cast(mask, tf.float32)
-
     def call(self, vectors: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        weights = self.recency_weights(mask)
+        length = tf.shape(vectors)[1]
+        age = tf.cast(tf.range(length - 1, -1, -1), tf.float32)  # 0 for the most recent (last) position
+        weights = tf.pow(self.decay, age)[None, :] * tf.cast(mask, tf.float32)
         total = tf.reduce_sum(weights, axis=1, keepdims=True)
         pooled = tf.reduce_sum(vectors * weights[:, :, None], axis=1) / tf.maximum(total, 1e-9)
         count = tf.math.log1p(tf.reduce_sum(tf.cast(mask, tf.float32), axis=1, keepdims=True))

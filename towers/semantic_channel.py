@@ -30,8 +30,8 @@ def _inverse_softplus(value: float) -> float:
 
 
 class SemanticQuery(tf_keras.layers.Layer):
-    """(user text [B, T] | None, has text [B, 1], history text vectors [B, H, T] | None, history mask [B, H],
-    history weights [B, H]) → the query's semantic part [B, T], already scaled by its kind's weight."""
+    """(user text [B, T] | None, has text [B, 1], pooled history text [B, T] | None, has history [B, 1]) → the
+    query's semantic part [B, T], already scaled by its kind's weight."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -54,27 +54,22 @@ class SemanticQuery(tf_keras.layers.Layer):
                 "user_text_share_when_both": round(float(self.text_share().numpy()), 6)}
 
     def call(self, user_text: tf.Tensor | None, has_text: tf.Tensor, history_text: tf.Tensor | None,
-             history_weights: tf.Tensor | None) -> tf.Tensor:
-        parts, has_history = [], None
-        if history_text is not None:
-            total = tf.reduce_sum(history_weights, axis=1, keepdims=True)                   # [B, 1]
-            pooled = tf.reduce_sum(history_text * history_weights[:, :, None], axis=1) / tf.maximum(total, 1e-9)
-            has_history = tf.cast(total > 0, tf.float32)
-            parts.append(("history", tf.math.l2_normalize(pooled, axis=-1) * has_history))
-        if user_text is not None:
-            parts.append(("text", tf.math.l2_normalize(user_text, axis=-1) * has_text))
-        values = dict(parts)
-        text_flag = has_text if user_text is not None else None
-        if "text" in values and "history" in values:
+             has_history: tf.Tensor | None) -> tf.Tensor:
+        """``user_text`` [B, T] and ``history_text`` [B, T] (the history items' pooled text vectors) may be None
+        where the tower has no such input (``has_history`` then too); ``has_text`` and ``has_history`` [B, 1] are
+        1.0 where a row has it."""
+        text = None if user_text is None else tf.math.l2_normalize(user_text, axis=-1) * has_text
+        history = None if history_text is None else tf.math.l2_normalize(history_text, axis=-1) * has_history
+        has_text = has_text if text is not None else tf.zeros_like(has_text)
+        has_history = has_history if history is not None else tf.zeros_like(has_text)
+        both = has_text * has_history
+        if text is not None and history is not None:
             share = self.text_share()
-            both = text_flag * has_history
-            mixed = tf.math.l2_normalize(share * values["text"] + (1.0 - share) * values["history"], axis=-1)
-            query = both * mixed + (1.0 - both) * (values["text"] + values["history"])   # at most one is non-zero
+            mixed = tf.math.l2_normalize(share * text + (1.0 - share) * history, axis=-1)
+            query = both * mixed + (1.0 - both) * (text + history)   # at most one of them is non-zero there
         else:
-            query = values.get("text", values.get("history"))
-            both = tf.zeros_like(query[:, :1])
-        text_only = (text_flag if text_flag is not None else tf.zeros_like(both)) * (1.0 - both)
-        history_only = (has_history if has_history is not None else tf.zeros_like(both)) * (1.0 - both)
+            query = text if text is not None else history
         weights = self.kind_weights()
-        scale = text_only * weights[0] + history_only * weights[1] + both * weights[2]      # [B, 1]
+        scale = (has_text * (1.0 - both) * weights[0] + has_history * (1.0 - both) * weights[1]
+                 + both * weights[2])                                                    # [B, 1]
         return query * scale

@@ -102,7 +102,7 @@ class UserTower(tf_keras.Model):
         return vector, tf.cast(has_text, tf.float32)
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
-        parts, residual, history_text, history_weights = [], None, None, None
+        parts, residual, history_text, has_history = [], None, None, None
         user_id = features["user_id"]
         text = self.text_vector(features) if self.text_projection is not None else None
         # Only a user with text can be shown as a text-only newcomer: without text nothing would be left.
@@ -117,8 +117,10 @@ class UserTower(tf_keras.Model):
             if self.semantic is not None:    # [learned, text] per item (ItemTower): each part pooled on its own
                 dim = self.config.embedding_dim
                 vectors, history_text = vectors[..., :dim], vectors[..., dim:]
-                history_weights = self.pooling.recency_weights(mask)
             residual, count = self.pooling(vectors, mask)
+            if history_text is not None:     # the same recency-weighted mean over the items' text vectors
+                history_text, _ = self.pooling(history_text, mask)
+                has_history = tf.cast(count > 0, tf.float32)
             if self.attention is not None:
                 residual = self.attention(vectors, mask, training=training)
             parts += [residual, count]
@@ -131,5 +133,5 @@ class UserTower(tf_keras.Model):
         if self.semantic is None:
             return learned
         has_text = text[1] if text is not None else tf.zeros_like(learned[:, :1])
-        semantic = self.semantic(text[0] if text is not None else None, has_text, history_text, history_weights)
+        semantic = self.semantic(text[0] if text is not None else None, has_text, history_text, has_history)
         return tf.concat([learned, semantic], axis=-1)
