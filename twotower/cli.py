@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(func=_inspect)
 
     submit = add("submit", help="run a training job on local workers, a Ray cluster or Kubernetes")
-    submit.add_argument("job", nargs="?", help="job file (see README: training jobs)")
+    submit.add_argument("job", nargs="?", help="job file (docs/jobs.md; examples in jobs/examples/)")
     submit.add_argument("--target", choices=("local", "ray", "kubernetes"), default="local")
     submit.add_argument("--workers", type=_positive, help="number of workers (default: the job file's)")
     submit.add_argument("--address", help="ray: the cluster's job server, e.g. http://127.0.0.1:8265 "
