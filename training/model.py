@@ -109,6 +109,14 @@ class TwoTowerModel(tfrs.models.Model):
                          candidate_sampling_probability=expected if self.logq_correction else None,
                          candidate_ids=rows, compute_metrics=False, compute_batch_metrics=False)
 
+    def train_step(self, inputs) -> dict:
+        """TFRS's step, reporting one loss: the optimised total (the retrieval loss plus any regularisation).
+
+        TFRS reports ``loss``, ``regularization_loss`` and ``total_loss``; the progress bar showed all three. With
+        one key, the bar's epoch average is the number the trainer logs for the epoch (:class:`EpochLoss`).
+        """
+        return {"loss": super().train_step(inputs)["total_loss"]}
+
     def draw_negatives(self) -> tf.Tensor:
         """``uniform_negatives`` catalogue rows drawn uniformly from the pool, seeded by (seed, draws so far) so
         that a resumed run draws what an uninterrupted one would have."""

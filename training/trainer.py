@@ -92,6 +92,24 @@ def _dataset(examples: Examples | ShardStream, batch_size: int, seed: int, epoch
     return cluster.strategy.distribute_datasets_from_function(replica_dataset)
 
 
+class EpochLoss(tf_keras.callbacks.Callback):
+    """Makes an epoch's ``loss`` the mean over its steps, the number Keras' progress bar ends the epoch on.
+
+    Keras hands the callbacks the last step's value at the end of an epoch, while its progress bar averages every
+    step; without this the bar and the epoch's log line disagreed.
+    """
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.losses.append(float(logs["loss"]))
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None and self.losses:
+            logs["loss"] = float(np.mean(self.losses))
+
+
 def _steps_per_epoch(prepared: Prepared, count: int, batch_size: int, workers: int) -> int:
     """Every batch for one process; the full global batches every worker has for several."""
     if prepared.stream:
@@ -256,7 +274,7 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
         started = time.time()
         fit = model.fit(_dataset(examples, train_cfg["batch_size"], seed, epoch, cluster), epochs=epoch + 1,
                         initial_epoch=epoch, steps_per_epoch=steps_per_epoch if cluster else None,
-                        verbose=1 if progress else 2, callbacks=[tensorboard])
+                        verbose=1 if progress else 2, callbacks=[EpochLoss(), tensorboard])
         epoch += 1
         seconds = time.time() - started
         scores = evaluate_model(model, prepared, valid, config) if len(valid) else {metric: 0.0}
