@@ -4,8 +4,9 @@ Why it exists: a shop lists new products every day, and a two-tower model can pl
 from its text alone; retraining (or even keeping the training run around) just to serve them is waste. This
 reads the newest version under a TF Serving base path and nothing else:
 
-1. the new items file is read and checked like a shop's items file (``ingest.validate``), and every id must be
-   new to the model; any problem is one error naming the file, line and field, before anything is written;
+1. the new items file is read and checked like a shop's items file (``ingest.read``, ``ingest.normalize``), and
+   every id must be new to the model; any problem is one error naming the file, line and field, before anything
+   is written;
 2. the exported ``embed_items`` signature embeds the new items (their ids map to the OOV row, their text is
    encoded), and the model's words function gives their explanation words;
 3. the loaded SavedModel's served catalogue grows by those rows (``catalog.append``, saved in the model), the
@@ -37,7 +38,8 @@ from export.trained import ExportError
 from export.writer import (ITEMS_TSV, MODEL_CARD, SAMPLE_QUERIES, index_card, quiet_tensorflow, save_module,
                            write_version)
 from ingest.schema import DataError, DropReport
-from ingest.validate import normalize_items, read_table
+from ingest.normalize import normalize_items
+from ingest.read import read_table
 from towers.text_fields import join_columns
 
 log = logging.getLogger("twotower.export")

@@ -20,6 +20,12 @@ ITEM_TEXT_COLUMNS = ("title", "description", "category", "brand")
 ITEM_COLUMNS = ("item_id", *ITEM_TEXT_COLUMNS, "price")
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp", "event", "weight")
 USER_COLUMNS = ("user_id", "profile_text")
+# The columns a shop's own files (data.format files) must have.
+REQUIRED_COLUMNS = {
+    "items": ("item_id", "title"),
+    "interactions": ("user_id", "item_id", "timestamp"),
+    "users": ("user_id",),
+}
 
 
 class DataError(ValueError):

@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ingest.loaders import load_dataset, split_scientific_text
+from ingest.formats.amazon_scientific import split_scientific_text
+from ingest.load import load_dataset
+from ingest.normalize import TimestampReader, normalize_items, parse_timestamps
+from ingest.read import read_table
 from ingest.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, DataError, DropReport
-from ingest.validate import TimestampReader, normalize_items, parse_timestamps, read_table
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

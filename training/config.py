@@ -21,19 +21,18 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from ingest.loaders import LOADERS
+from ingest.formats import FORMATS
+from ingest.normalize import ON_BAD_ROWS, TIMESTAMP_UNITS
 from ingest.schema import DataError
 from ingest.split import to_unix_seconds
-from ingest.validate import ON_BAD_ROWS, TIMESTAMP_UNITS
 from towers.config import ConfigError, Float, ModelConfig, PositiveInt, Section
 
 log = logging.getLogger("twotower.config")
-DATA_FORMATS = (*LOADERS, "prepared")
+DATA_FORMATS = tuple(FORMATS)
 FILE_KEYS = ("items", "interactions", "users")   # the shop's own files: only format `files` reads them
 # Keys a format never reads (beyond the file paths): setting one is a mistake, not a wish to be ignored.
-NO_EFFECT = {"prepared": ("on_bad_rows", "timestamp_unit", "max_users"),
-             **{fmt: ("timestamp_unit",) for fmt in ("amazon_scientific", "amazon_beauty", "movielens_100k")}}
-NO_GIVEN_SPLIT = ("files", "movielens_100k")   # formats whose data carries no split of its own
+NO_EFFECT = {name: fmt.unused_keys for name, fmt in FORMATS.items() if fmt.unused_keys}
+NO_GIVEN_SPLIT = tuple(name for name, fmt in FORMATS.items() if not fmt.ships_split)   # no split of their own
 NO_EFFECT_WHY = {"on_bad_rows": "`twotower prepare` validated the rows", "max_users": "the shards hold every user",
                  "timestamp_unit": "its timestamps come in a fixed form"}
 METRIC = re.compile(r"(recall|ndcg)@([1-9][0-9]*)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import typing
 
 import numpy as np
 import pandas as pd
@@ -64,45 +65,79 @@ def training_examples(interactions: pd.DataFrame, labels: pd.Series, history_len
                     np.array(targets, dtype=object), np.array(weights, np.float32))
 
 
+class CaseRows(typing.NamedTuple):
+    """Evaluation cases of many users as row numbers and item codes (see :func:`case_rows`)."""
+
+    row: np.ndarray              # [n] the target's row
+    history: np.ndarray          # [n, history_len] int32: item code + 1 of the items before the target, 0 pads
+    exclude_offsets: np.ndarray  # [n + 1] case i excludes exclude[exclude_offsets[i]:exclude_offsets[i + 1]]
+    exclude: np.ndarray          # item codes: the user's earlier items other than the target, first seen first
+    new_user: np.ndarray         # [n] bool: the user has no training row
+
+
+def case_rows(user: np.ndarray, items: np.ndarray, labels: np.ndarray, split: str, history_len: int,
+              novel_only: bool) -> CaseRows:
+    """One evaluation case per user with a ``split`` row, for the rows of many users at once (no loop over users).
+
+    ``user`` numbers each row's user, every user's rows together and in time order; ``items`` holds each row's item
+    code (>= 0); ``labels`` each row's split. Per user with a ``split`` row: the first such row (the first whose
+    item is new to the user when ``novel_only``, for time windows where repeats are common) is the target; its
+    history is the previous ``history_len`` items of any split; its exclusions are the user's earlier items other
+    than the target. Users without such a row get no case.
+    """
+    n = len(items)
+    start = np.r_[0, np.flatnonzero(user[1:] != user[:-1]) + 1]
+    first_row = start[np.searchsorted(start, np.arange(n), side="right") - 1]
+    candidate = labels == split
+    if novel_only:
+        key = user.astype(np.int64) * (int(items.max(initial=0)) + 1) + items
+        _, first_sighting = np.unique(key, return_index=True)
+        fresh = np.zeros(n, bool)
+        fresh[first_sighting] = True
+        candidate &= fresh
+    rows = np.flatnonzero(candidate)
+    rows = rows[np.r_[True, user[rows][1:] != user[rows][:-1]]] if len(rows) else rows
+    back = rows[:, None] - np.arange(history_len, 0, -1)[None, :]
+    history = np.where(back >= first_row[rows][:, None], items[np.maximum(back, 0)] + 1, 0).astype(np.int32)
+    lengths = rows - first_row[rows]
+    case = np.repeat(np.arange(len(rows)), lengths)
+    earlier = items[np.repeat(first_row[rows], lengths) + np.arange(lengths.sum()) - np.repeat(
+        np.cumsum(lengths) - lengths, lengths)] if len(rows) else np.zeros(0, np.int64)
+    keep = earlier != items[rows][case]
+    case, earlier = case[keep], earlier[keep]
+    width = int(items.max(initial=0)) + 1
+    _, first = np.unique(case.astype(np.int64) * width + earlier, return_index=True)
+    first.sort()   # each (case, item) at its first sighting, in row order: grouped by case, first seen first
+    offsets = np.searchsorted(case[first], np.arange(len(rows) + 1))
+    trained = np.zeros(int(user.max(initial=-1)) + 1, bool)
+    trained[user[labels == "train"]] = True
+    return CaseRows(rows, history, offsets, earlier[first], ~trained[user[rows]])
+
+
 def evaluation_cases(interactions: pd.DataFrame, labels: pd.Series, split: str, history_len: int,
                      novel_only: bool) -> tuple[Examples, dict]:
-    """One case per user with an interaction labelled ``split``.
+    """One case per user with an interaction labelled ``split`` (:func:`case_rows`), users in order of first
+    appearance.
 
     The target is the user's first interaction in the split whose item they have not interacted with before
     (``novel_only``, for time windows where repeats are common) or simply the first one (leave-last-out). The
     history is everything before it, in any split. Returns the cases and counts of users skipped, with reasons.
     """
-    label = labels.to_numpy()
-    train_items = set(interactions.loc[label == "train", "item_id"])
-    train_users = set(interactions.loc[label == "train", "user_id"])
-    frame = interactions.assign(_label=label)
-    users, histories, targets, weights, excludes, cold, new = [], [], [], [], [], [], []
-    skipped = {"no novel item in the split": 0}
-    for user, group in frame.groupby("user_id", sort=False):
-        in_split = np.flatnonzero(group["_label"].to_numpy() == split)
-        if in_split.size == 0:
-            continue
-        items = group["item_id"].tolist()
-        chosen = None
-        for position in in_split:
-            if not novel_only or items[position] not in items[:position]:
-                chosen = position
-                break
-        if chosen is None:
-            skipped["no novel item in the split"] += 1
-            continue
-        target = items[chosen]
-        seen = list(dict.fromkeys(items[:chosen]))
-        users.append(user)
-        histories.append(_pad(items[:chosen], history_len))
-        targets.append(target)
-        weights.append(1.0)
-        excludes.append(np.array([i for i in seen if i != target], dtype=object))
-        cold.append(target not in train_items)
-        new.append(user not in train_users)
-    cases = Examples(np.array(users, dtype=object), np.array(histories, dtype=object).reshape(-1, history_len),
-                     np.array(targets, dtype=object), np.array(weights, np.float32), excludes,
-                     np.array(cold, bool), np.array(new, bool))
+    user_codes, user_ids = pd.factorize(interactions["user_id"].to_numpy(object), sort=False)
+    order = np.argsort(user_codes, kind="stable")   # each user's rows together, in their order
+    item_codes, item_ids = pd.factorize(interactions["item_id"].to_numpy(object), sort=False)
+    user, items, label = user_codes[order], item_codes[order].astype(np.int64), labels.to_numpy()[order]
+    found = case_rows(user, items, label, split, history_len, novel_only)
+    names = np.array(["", *item_ids], dtype=object)   # item code + 1 -> id, "" pads
+    targets = items[found.row]
+    excluded = names[found.exclude + 1]
+    offsets = found.exclude_offsets
+    cases = Examples(np.asarray(user_ids, dtype=object)[user[found.row]],
+                     names[found.history].reshape(-1, history_len), names[targets + 1],
+                     np.ones(len(targets), np.float32),
+                     [excluded[offsets[i]:offsets[i + 1]] for i in range(len(targets))],
+                     ~np.isin(targets, items[label == "train"]), found.new_user)
+    skipped = {"no novel item in the split": len(np.unique(user[label == split])) - len(cases)}
     for reason, count in skipped.items():
         if count:
             log.info("%s: %d user(s) not evaluated: %s", split, count, reason)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ingest.loaders import load_dataset
+from ingest.load import load_dataset
 from ingest.schema import Dataset
 from ingest.split import assign_split
 from towers.text_cache import TextVectorCache

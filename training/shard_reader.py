@@ -5,25 +5,23 @@ made in the input pipeline: each record is one user's training items in order, a
 into that user's examples (each history is the previous ``history_len`` items, as ``training_examples`` builds
 them). Each worker reads only its share of the files (shard i goes to worker i mod N), so no process ever holds
 the interactions, and the manifest's per-shard counts give every worker the same number of steps per epoch.
-Evaluation cases, vocabularies and frequencies come from the small files ``prepare`` wrote beside the shards.
+Evaluation cases, vocabularies and frequencies come from the small files ``prepare`` wrote beside the shards
+(the ``prepared`` format, :mod:`ingest.formats.prepared`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pyarrow.parquet as pq
 import tensorflow as tf
 
-from ingest.schema import DataError, Dataset
-from training.config import ConfigError
-from training.artifacts import Artifacts, tables
+from ingest.formats.prepared import PreparedDirectory, user_record_features
+from ingest.schema import Dataset
 from towers.item_tower import price_statistics
+from training.artifacts import Artifacts, tables
+from training.config import ConfigError
 from training.examples import Examples
-from training.shard_writer import MANIFEST_VERSION
 
 USER_SHUFFLE = 2_048     # users (records) shuffled before they are expanded into examples
 EXAMPLE_SHUFFLE = 16_384  # examples shuffled after
@@ -33,21 +31,10 @@ class ShardStream:
     """A ``prepare --shards`` directory, opened for training and evaluation."""
 
     def __init__(self, directory: str | Path, history_len: int):
-        self.directory = Path(directory)
-        manifest = self.directory / "manifest.json"
-        if not manifest.is_file():
-            raise DataError(f"{manifest}: not found; data.path must be a directory written by `twotower prepare`")
-        self.manifest = json.loads(manifest.read_text(encoding="utf-8"))
-        if self.manifest.get("version") != MANIFEST_VERSION:
-            raise DataError(f"{manifest}: version {self.manifest.get('version')} is not {MANIFEST_VERSION}; "
-                            f"prepare the data again")
-        if self.manifest["history_len"] != history_len:
-            raise DataError(f"{manifest}: prepared with history_len {self.manifest['history_len']}, but "
-                            f"model.history_len is {history_len}; prepare again or set it to match")
+        self.prepared = PreparedDirectory(directory, history_len)
+        self.directory, self.manifest = self.prepared.directory, self.prepared.manifest
         self.history_len = history_len
-        self.items = pd.read_parquet(self.directory / "items.parquet")
-        users = self.directory / "users.parquet"
-        self.users = pd.read_parquet(users) if users.exists() else None
+        self.items, self.users = self.prepared.items, self.prepared.users
 
     @property
     def examples(self) -> int:
@@ -55,15 +42,12 @@ class ShardStream:
 
     def dataset_view(self) -> Dataset:
         """The catalogue and users as a Dataset, with no interactions: those stay in the shards."""
-        empty = pd.DataFrame({"user_id": pd.Series([], dtype=str), "item_id": pd.Series([], dtype=str),
-                              "timestamp": pd.Series([], dtype=np.int64), "event": pd.Series([], dtype=str),
-                              "weight": pd.Series([], dtype=float)})
-        return Dataset(items=self.items, interactions=empty, users=self.users, name=str(self.directory))
+        return self.prepared.catalogue()
 
     def artifacts(self, item_text_columns: list[str], user_text_columns: list[str]) -> Artifacts:
-        counts = np.load(self.directory / "item_counts.npy")
+        counts = self.prepared.item_counts()
         catalog, users = tables(self.items, self.users, item_text_columns, user_text_columns)
-        train_users = (self.directory / "train_users.txt").read_text(encoding="utf-8").splitlines()
+        train_users = self.prepared.train_users()
         return Artifacts(catalog=catalog, users=users, item_counts=counts,
                          train_item_ids=sorted(catalog["item_id"].to_numpy()[counts > 0].astype(str)),
                          train_user_ids=train_users, price_stats=price_statistics(catalog["price"].to_numpy()),
@@ -71,14 +55,14 @@ class ShardStream:
 
     def cases(self, split: str) -> Examples:
         """The split's evaluation cases; targets never in a training interaction are the cold items."""
-        table = pq.read_table(self.directory / f"{split}.parquet")
+        table = self.prepared.cases(split)
         ids = np.array(["", *self.items["item_id"].astype(str)], dtype=object)   # catalogue row + 1 → id
         history = table["history"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
         exclude = table["exclude"].combine_chunks()
         offsets = exclude.offsets.to_numpy()
         excluded = ids[exclude.values.to_numpy(zero_copy_only=False) + 1]
         target = table["target"].to_numpy()
-        counts = np.load(self.directory / "item_counts.npy")
+        counts = self.prepared.item_counts()
         return Examples(table["user_id"].to_numpy(zero_copy_only=False).astype(object),
                         ids[history].reshape(-1, self.history_len), ids[target + 1],
                         np.ones(len(target), np.float32),
@@ -87,11 +71,11 @@ class ShardStream:
 
     def files(self, workers: int = 1, worker: int = 0) -> list[str]:
         """This worker's shard files: every ``workers``-th, from its index."""
-        shards = self.manifest["shards"]
+        shards = self.prepared.shard_files()
         if len(shards) < workers:
             raise ConfigError(f"{self.directory}: {len(shards)} shard(s) for {workers} workers; prepare with "
                              f"--shards {workers} or more")
-        return [str(self.directory / s["file"]) for s in shards[worker::workers]]
+        return [s["file"] for s in shards[worker::workers]]
 
     def steps_per_epoch(self, batch_size: int, workers: int = 1) -> int:
         """Full batches every worker has (single process: every batch, the last one partial)."""
@@ -104,8 +88,7 @@ class ShardStream:
         """This worker's examples for one epoch, shuffled by (seed, epoch), in batches of ``batch_size``."""
         item_ids = tf.constant(["", *self.items["item_id"].astype(str).tolist()])
         history_len = self.history_len
-        schema = {"user_id": tf.io.FixedLenFeature([], tf.string),
-                  "items": tf.io.VarLenFeature(tf.int64), "weights": tf.io.VarLenFeature(tf.float32)}
+        schema = user_record_features()
 
         def expand(record: tf.Tensor) -> tf.data.Dataset:
             parsed = tf.io.parse_single_example(record, schema)

@@ -9,16 +9,13 @@ training interactions in order (training expands them into (history, target) exa
 interaction is stored once), and that user's validation and test cases. Peak memory is one chunk or one bucket,
 whatever the size of the log.
 
-DIR then holds ``train-SSSSS-of-NNNNN.tfrecord``, ``manifest.json`` (examples per shard, the split, the counts),
-``items.parquet`` and ``users.parquet`` (the validated catalogue and users), ``item_counts.npy`` (training
-interactions per catalogue row: the exact logQ frequencies and the popularity baseline), ``train_users.txt``
-(the user-id vocabulary) and ``valid.parquet`` / ``test.parquet`` (evaluation cases). Train from it with
+What DIR then holds (the shards, the manifest, the catalogue, the exact logQ frequencies, the user vocabulary,
+the evaluation cases) is the ``prepared`` format, laid out by :mod:`ingest.formats.prepared`. Train from it with
 ``data: {format: prepared, path: DIR}``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -31,30 +28,25 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 from tqdm import tqdm
 
-from ingest.schema import DataError, Dataset, DropReport
-from training.config import ConfigError
+from ingest.formats import prepared as layout
+from ingest.formats.generated import read_world
+from ingest.normalize import TimestampReader, normalize_interactions, normalize_items, normalize_users
+from ingest.read import PARQUET_SUFFIXES, read_chunks, read_table
+from ingest.schema import REQUIRED_COLUMNS, DataError, Dataset, DropReport
 from ingest.split import assign_split
-from ingest.validate import (CSV_SEPARATORS, PARQUET_SUFFIXES, REQUIRED_COLUMNS, TimestampReader,
-                             normalize_interactions, normalize_items, normalize_users, read_table)
+from training.config import ConfigError
+from training.examples import case_rows
 
 log = logging.getLogger("twotower.shards")
 CHUNK_ROWS = 500_000       # interactions validated at a time
 BUCKET_ROWS = 250_000      # interactions per bucket (about), so one bucket is sorted in memory at a time
-MANIFEST_VERSION = 1
 
 
 def _sources(data: dict) -> tuple[dict, dict]:
     """The files and split a data block names (formats ``files`` and ``generated``)."""
     fmt = data.get("format", "files")
     if fmt == "generated":
-        directory = Path(data["path"] or "")
-        world = directory / "world.json"
-        if not world.is_file():
-            raise DataError(f"{world}: not found; data.path must be a directory written by twotower generate")
-        cutoffs = json.loads(world.read_text(encoding="utf-8"))
-        return ({"items": directory / "items.csv", "interactions": directory / "interactions.csv",
-                 "users": directory / "users.csv"},
-                {"type": "temporal", "valid_start": cutoffs["valid_start"], "test_start": cutoffs["test_start"]})
+        return read_world(Path(data["path"] or ""))
     if fmt != "files":
         raise DataError(f"prepare --shards reads data.format 'files' or 'generated', not {fmt!r}")
     split = dict(data["split"])
@@ -62,84 +54,6 @@ def _sources(data: dict) -> tuple[dict, dict]:
         raise DataError(f"prepare --shards needs data.split type leave_last_out or temporal (a user's own rows "
                         f"decide them), not {split.get('type')!r}")
     return ({k: Path(data[k]) for k in ("items", "interactions", "users") if data.get(k)}, split)
-
-
-def _chunks(path: Path):
-    """The interactions file in chunks of raw string columns, each indexed by its line (CSV) or row number."""
-    suffix = path.suffix.lower()
-    if suffix in PARQUET_SUFFIXES:
-        try:
-            reader = pq.ParquetFile(path)
-        except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a damaged file
-            raise DataError(f"{path}: cannot read as Parquet: {err}") from None
-        start = 1
-        for batch in reader.iter_batches(batch_size=CHUNK_ROWS):
-            frame = batch.to_pandas().astype(str)
-            frame.index = pd.RangeIndex(start, start + len(frame))
-            start += len(frame)
-            frame.attrs["row_label"] = "row"
-            yield frame
-        return
-    if suffix not in CSV_SEPARATORS:
-        raise DataError(f"{path}: prepare --shards reads CSV/TSV or Parquet interactions, not {suffix!r}")
-    try:
-        reader = pd.read_csv(path, sep=CSV_SEPARATORS[suffix], dtype=str, keep_default_na=False,
-                             chunksize=CHUNK_ROWS, encoding="utf-8")
-        for frame in reader:
-            frame.index = frame.index + 2  # line numbers: the header is line 1
-            frame.attrs["row_label"] = "line"
-            yield frame
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 ({err})") from None
-    except pd.errors.ParserError as err:
-        raise DataError(f"{path}: cannot parse as CSV ({err})") from None
-
-
-CASE_SCHEMA = pa.schema([("user_id", pa.string()), ("history", pa.list_(pa.int32())), ("target", pa.int32()),
-                         ("exclude", pa.list_(pa.int32())), ("new_user", pa.bool_())])
-
-
-def bucket_cases(user: np.ndarray, items: np.ndarray, labels: np.ndarray, split: str, history_len: int,
-                 novel_only: bool) -> dict:
-    """``training.examples.evaluation_cases`` for whole users at once, vectorised (no loop over users).
-
-    ``user`` numbers each row's user (rows sorted by user, then time), ``items`` holds catalogue rows. Per user
-    with a ``split`` row: the first such row (the first whose item is new to the user when ``novel_only``) is the
-    target; its history is the previous ``history_len`` items of any split (catalogue row + 1, 0 pads); its
-    exclusions are the user's earlier items other than the target. Returns Arrow-ready columns and ``row``, the
-    target's row.
-    """
-    n = len(items)
-    start = np.r_[0, np.flatnonzero(user[1:] != user[:-1]) + 1]
-    first_row = start[np.searchsorted(start, np.arange(n), side="right") - 1]
-    candidate = labels == split
-    if novel_only:
-        key = user.astype(np.int64) * (int(items.max(initial=0)) + 1) + items
-        _, first_sighting = np.unique(key, return_index=True)
-        fresh = np.zeros(n, bool)
-        fresh[first_sighting] = True
-        candidate &= fresh
-    rows = np.flatnonzero(candidate)
-    rows = rows[np.r_[True, user[rows][1:] != user[rows][:-1]]] if len(rows) else rows
-    back = rows[:, None] - np.arange(history_len, 0, -1)[None, :]
-    history = np.where(back >= first_row[rows][:, None], items[np.maximum(back, 0)] + 1, 0).astype(np.int32)
-    lengths = rows - first_row[rows]
-    case = np.repeat(np.arange(len(rows)), lengths)
-    earlier = items[np.repeat(first_row[rows], lengths) + np.arange(lengths.sum()) - np.repeat(
-        np.cumsum(lengths) - lengths, lengths)] if len(rows) else np.zeros(0, np.int64)
-    keep = earlier != items[rows][case]
-    width = int(items.max(initial=0)) + 1
-    pairs = np.unique(case[keep].astype(np.int64) * width + earlier[keep])   # sorted by case, then item
-    offsets = np.searchsorted(pairs // width, np.arange(len(rows) + 1))
-    trained = np.zeros(int(user.max(initial=-1)) + 1, bool)
-    trained[user[labels == "train"]] = True
-    return {"row": rows,
-            "history": pa.FixedSizeListArray.from_arrays(pa.array(history.ravel()), history_len).cast(
-                pa.list_(pa.int32())),
-            "target": pa.array(items[rows].astype(np.int32)),
-            "exclude": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)),
-                                                pa.array((pairs % width).astype(np.int32))),
-            "new_user": pa.array(~trained[user[rows]])}
 
 
 def _estimated_rows(path: Path) -> int:
@@ -171,15 +85,6 @@ class _Buckets:
         for writer in self.writers.values():
             writer.close()
         return [self.directory / f"bucket-{index:05d}.parquet" for index in sorted(self.writers)]
-
-
-def _user_record(user: str, items: np.ndarray, weights: np.ndarray) -> bytes:
-    feature = tf.train.Feature
-    return tf.train.Example(features=tf.train.Features(feature={
-        "user_id": feature(bytes_list=tf.train.BytesList(value=[user.encode("utf-8")])),
-        "items": feature(int64_list=tf.train.Int64List(value=items.tolist())),
-        "weights": feature(float_list=tf.train.FloatList(value=weights.tolist())),
-    })).SerializeToString()
 
 
 def write_shards(config: dict, out: str | os.PathLike, shards: int, progress: bool = True) -> dict:
@@ -219,14 +124,15 @@ def _convert(path: Path, items: pd.DataFrame, users: pd.DataFrame | None, split:
              shards: int, report: DropReport, progress: bool) -> dict:
     bucket_files = _bucket_interactions(path, items, config["data"]["on_bad_rows"], tmp / "buckets", shards,
                                         report, progress, config["data"]["timestamp_unit"])
-    names = [f"train-{s:05d}-of-{shards:05d}.tfrecord" for s in range(shards)]
+    names = [layout.shard_name(s, shards) for s in range(shards)]
     totals = {"counts": np.zeros(len(items), np.int64), "examples": np.zeros(shards, np.int64),
               "users": np.zeros(shards, np.int64), "split": {"train": 0, "valid": 0, "test": 0},
               "cases": {"valid": 0, "test": 0}, "train_users": []}
     history_len = config["model"]["history_len"]
     novel_only = config["data"]["split"]["type"] == "temporal"  # as training._cases decides it
     writers = [tf.io.TFRecordWriter(str(tmp / name)) for name in names]
-    case_writers = {name: pq.ParquetWriter(tmp / f"{name}.parquet", CASE_SCHEMA) for name in ("valid", "test")}
+    case_writers = {name: pq.ParquetWriter(tmp / layout.cases_name(name), layout.CASE_SCHEMA)
+                    for name in layout.CASE_SPLITS}
     quiet = [logging.getLogger(name) for name in ("twotower.data", "twotower.examples")]  # per-bucket chatter
     levels = [logger.level for logger in quiet]
     for logger in quiet:
@@ -242,20 +148,15 @@ def _convert(path: Path, items: pd.DataFrame, users: pd.DataFrame | None, split:
             logger.setLevel(level)
         for writer in [*writers, *case_writers.values()]:
             writer.close()
-    items.to_parquet(tmp / "items.parquet", index=False)
-    if users is not None:
-        users.to_parquet(tmp / "users.parquet", index=False)
-    np.save(tmp / "item_counts.npy", totals["counts"].astype(np.float64))
     vocabulary = np.sort(np.concatenate(totals["train_users"])) if totals["train_users"] else []
-    (tmp / "train_users.txt").write_text("".join(f"{u}\n" for u in vocabulary), encoding="utf-8")
-    manifest = {"version": MANIFEST_VERSION, "history_len": history_len, "split": split,
+    manifest = {"version": layout.MANIFEST_VERSION, "history_len": history_len, "split": split,
                 "interactions": totals["split"], "dropped": report.as_dict(),
                 "examples": int(totals["examples"].sum()),
                 "shards": [{"file": n, "examples": int(e), "users": int(u)}
                            for n, e, u in zip(names, totals["examples"], totals["users"])],
                 "items": len(items), "users": None if users is None else len(users),
                 "train_users": len(vocabulary), **{f"{k}_cases": v for k, v in totals["cases"].items()}}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+    layout.write_tables(tmp, manifest, items, users, totals["counts"], vocabulary)
     log.info("prepared %d training examples in %d shard(s) (%s)", manifest["examples"], shards, totals["split"])
     return {**manifest, "shards": shards}
 
@@ -270,7 +171,7 @@ def _bucket_interactions(path: Path, items: pd.DataFrame, on_bad_rows: str, dire
     catalog = pd.Index(items["item_id"].to_numpy(object))
     seen = 0
     with tqdm(total=estimate, unit="row", desc="bucketing", disable=not progress) as bar:
-        for chunk in _chunks(path):
+        for chunk in read_chunks(path, CHUNK_ROWS):
             rows = normalize_interactions(chunk, items, str(path), report, on_bad_rows, timestamps) \
                 if len(chunk) else chunk
             if len(rows):
@@ -305,13 +206,19 @@ def _write_bucket(frame: pd.DataFrame, items: pd.DataFrame, split: dict, writer:
     bounds = np.flatnonzero(np.r_[True, user[rows][1:] != user[rows][:-1], True]) if len(rows) else np.zeros(1, int)
     for first, last in zip(bounds[:-1], bounds[1:]):
         span = rows[first:last]
-        writer.write(_user_record(user_ids[span[0]], codes[span] + 1, weights[span]))
+        writer.write(layout.encode_user_record(user_ids[span[0]], codes[span] + 1, weights[span]))
     starts = rows[bounds[:-1]]
     totals["examples"][shard] += len(rows)
     totals["users"][shard] += len(starts)
     totals["train_users"].append(user_ids[starts])
     for name, case_writer in case_writers.items():
-        cases = bucket_cases(user, codes, labels, name, history_len, novel_only)
-        cases["user_id"] = pa.array(user_ids[cases.pop("row")], pa.string())
-        case_writer.write_table(pa.table(cases, schema=CASE_SCHEMA))
-        totals["cases"][name] += len(cases["target"])
+        found = case_rows(user, codes, labels, name, history_len, novel_only)
+        case_writer.write_table(pa.table({
+            "user_id": pa.array(user_ids[found.row], pa.string()),
+            "history": pa.FixedSizeListArray.from_arrays(pa.array(found.history.ravel()), history_len).cast(
+                pa.list_(pa.int32())),
+            "target": pa.array(codes[found.row].astype(np.int32)),
+            "exclude": pa.ListArray.from_arrays(pa.array(found.exclude_offsets.astype(np.int32)),
+                                                pa.array(found.exclude.astype(np.int32))),
+            "new_user": pa.array(found.new_user)}, schema=layout.CASE_SCHEMA))
+        totals["cases"][name] += len(found.row)
