@@ -31,7 +31,11 @@ Latent structure (what a good model can recover)
   Some views re-view an earlier item; a view turns into a purchase more often when the style matches and much
   more often on a re-view.
 
-Files written (all UTF-8 CSV, timestamps ISO 8601 UTC with a trailing Z):
+The vocabulary (categories, their English and Chinese words, styles, brands, personas; filler sentences) is
+data, in ``generate_vocabulary.json`` beside this module; this module holds the story and the numbers.
+
+Files written (all UTF-8 CSV, timestamps ISO 8601 UTC with a trailing Z; names from
+:mod:`ingest.formats.generated`, the format that reads them back):
 ``items.csv`` (item_id, title, description, category, brand, price, release_time),
 ``users.csv`` (user_id, profile_text, search_queries, age_band, region),
 ``interactions.csv`` (user_id, item_id, timestamp, event, weight) and ``world.json`` (dates, categories,
@@ -40,7 +44,6 @@ cold items, new users, counts).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -50,6 +53,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
+
+from .formats.generated import FILES, WORLD
 
 __all__ = ["generate_world", "CATEGORIES"]
 
@@ -105,250 +110,27 @@ class Category:
     region: int                                # index into REGIONS it leans to
 
 
-def _pairs(spec: str) -> tuple[tuple[str, str], ...]:
-    out = []
-    for part in spec.split(";"):
-        part = part.strip()
-        if part:
-            en, zh = part.split("=")
-            out.append((en.strip(), zh.strip()))
-    return tuple(out)
+def _load_vocabulary(path: Path) -> tuple[tuple[Category, ...], dict]:
+    """The categories and filler sentences of :data:`VOCABULARY_FILE` (its ``_about`` says what each field is)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    categories = tuple(
+        Category(c["key"], c["name"], c["zh_name"], float(c["price"]),
+                 tuple(c["nouns"].items()), tuple(c["materials"].items()), tuple(c["uses"].items()),
+                 tuple(Style(s["key"], tuple(s["en"]), tuple(s["zh"]), s["value_en"], s["value_zh"], float(s["price"]))
+                       for s in c["styles"]),
+                 tuple((name, tuple(styles)) for name, styles in c["brands"].items()),
+                 (tuple(c["personas"]["en"]), tuple(c["personas"]["zh"])),
+                 (tuple(c["interests"]["en"]), tuple(c["interests"]["zh"])),
+                 tuple(c["ages"]), int(c["region"]))
+        for c in data["categories"])
+    return categories, {key: (tuple(data[key]["en"]), tuple(data[key]["zh"]))
+                        for key in ("description_filler", "profile_filler")}
 
 
-def _words(spec: str) -> tuple[str, ...]:
-    return tuple(w.strip() for w in spec.split(",") if w.strip())
-
-
-def _style(key, en, zh, value_en, value_zh, price) -> Style:
-    return Style(key, _words(en), _words(zh), value_en, value_zh, price)
-
-
-CATEGORIES: tuple[Category, ...] = (
-    Category(
-        "outdoor", "Outdoor & Camping", "户外露营", 55.0,
-        _pairs("tent=帐篷; sleeping bag=睡袋; camping stove=露营炉; headlamp=头灯; hiking backpack=登山包;"
-               "trekking poles=登山杖; camping chair=露营椅; water filter=户外净水器; camping lantern=营地灯;"
-               "sleeping pad=防潮垫; hammock=吊床; cooler box=保温箱; rain jacket=冲锋衣"),
-        _pairs("ripstop nylon=防撕裂尼龙; aluminium alloy=铝合金; waterproof polyester=防水涤纶; titanium=钛合金;"
-               "down fill=羽绒"),
-        _pairs("weekend camping trips=周末露营; long-distance hiking=长途徒步; backpacking=背包旅行;"
-               "family campsites=家庭露营; mountain trekking=登山"),
-        (_style("ultralight", "ultralight, packable, minimalist", "超轻, 便携, 极简", "low pack weight", "轻量化", 1.35),
-         _style("family", "spacious, family-size, easy-setup", "大空间, 家庭款, 速开", "comfort and easy setup",
-                "舒适和便捷", 1.0),
-         _style("expedition", "expedition, 4-season, rugged", "专业, 四季, 耐用", "reliability in harsh weather",
-                "恶劣天气下的可靠性", 1.9),
-         _style("budget", "budget, basic, value", "入门, 基础款, 实惠", "a low price", "性价比", 0.55)),
-        (("NorthPeak", (0, 2)), ("TrailHaven", (1,)), ("Summitry", (2,)), ("CampNest", (1, 3)), ("PineLoop", (3, 0))),
-        (("Weekend hiker", "Camping enthusiast", "Backpacker", "Trail runner and camper"),
-         ("周末徒步爱好者", "露营达人", "背包客")),
-        (("camping gear", "hiking equipment", "outdoor kit"), ("露营装备", "户外用品", "徒步装备")),
-        (1, 2), 3,
-    ),
-    Category(
-        "kitchen", "Kitchen & Dining", "厨房餐饮", 30.0,
-        _pairs("frying pan=平底锅; chef's knife=厨师刀; cutting board=砧板; stockpot=汤锅; mixing bowl=搅拌碗;"
-               "spatula=锅铲; food container=保鲜盒; kettle=烧水壶; baking tray=烤盘; dinner plate=餐盘;"
-               "vacuum flask=保温杯; salad spinner=沙拉脱水器; rice cooker=电饭煲"),
-        _pairs("cast iron=铸铁; stainless steel=不锈钢; bamboo=竹制; ceramic=陶瓷; borosilicate glass=高硼硅玻璃;"
-               "non-stick coating=不粘涂层"),
-        _pairs("everyday cooking=日常烹饪; meal prep=备餐; family dinners=家庭聚餐; weekend baking=周末烘焙"),
-        (_style("professional", "professional, chef-grade, heavy-duty", "专业, 主厨级, 加厚",
-                "restaurant-level performance", "专业级表现", 1.8),
-         _style("minimalist", "minimalist, Nordic, matte", "极简, 北欧风, 哑光", "clean design", "简洁设计", 1.2),
-         _style("budget", "everyday, basic, value", "家用, 基础款, 实惠", "a low price", "性价比", 0.6),
-         _style("colourful", "colourful, cute, pastel", "彩色, 可爱, 马卡龙色", "a cheerful kitchen", "厨房的好心情", 0.9)),
-        (("IronHearth", (0,)), ("Kitcha", (1,)), ("HomeBasics", (2,)), ("PopPantry", (3,)), ("Saltgrain", (0, 1))),
-        (("Home cook", "Keen baker", "Meal-prep fan"), ("居家厨师", "烘焙爱好者", "做饭达人")),
-        (("kitchenware", "cookware", "kitchen tools"), ("厨房用品", "锅具", "厨具")),
-        (2, 3), 2,
-    ),
-    Category(
-        "skincare", "Beauty & Skincare", "美妆护肤", 22.0,
-        _pairs("face cream=面霜; serum=精华液; sunscreen=防晒霜; cleanser=洗面奶; toner=爽肤水; sheet mask=面膜;"
-               "lip balm=润唇膏; eye cream=眼霜; body lotion=身体乳; makeup remover=卸妆水; hand cream=护手霜;"
-               "facial mist=保湿喷雾"),
-        _pairs("hyaluronic acid=玻尿酸; niacinamide=烟酰胺; green tea extract=绿茶精华; ceramides=神经酰胺;"
-               "vitamin C=维生素C; centella=积雪草"),
-        _pairs("dry skin=干性肌肤; sensitive skin=敏感肌; morning routines=早间护肤; night-time repair=夜间修护"),
-        (_style("natural", "natural, organic, fragrance-free", "天然, 有机, 无香", "gentle ingredients", "温和成分", 1.1),
-         _style("luxury", "luxury, anti-aging, premium", "奢华, 抗老, 高端", "visible results", "明显效果", 2.2),
-         _style("budget", "drugstore, basic, hydrating", "平价, 基础, 补水", "a low price", "性价比", 0.5),
-         _style("glow", "glow, dewy, radiant", "水光, 透亮, 少女", "a dewy glow", "水润光泽", 0.9)),
-        (("PureLeaf", (0,)), ("Lumessa", (1,)), ("DailyDerm", (2, 0)), ("GlowBunny", (3,)), ("Aquaveil", (3, 1))),
-        (("Skincare enthusiast", "Beauty lover", "Self-care fan"), ("护肤达人", "美妆爱好者", "精致女孩")),
-        (("skincare", "beauty products", "skin care routines"), ("护肤品", "美妆产品", "护肤")),
-        (0, 1), 2,
-    ),
-    Category(
-        "electronics", "Electronics Accessories", "数码配件", 25.0,
-        _pairs("phone case=手机壳; charging cable=数据线; power bank=充电宝; wireless earbuds=无线耳机;"
-               "USB-C hub=扩展坞; wall charger=充电器; screen protector=钢化膜; laptop stand=笔记本支架;"
-               "Bluetooth speaker=蓝牙音箱; wireless mouse=无线鼠标; mechanical keyboard=机械键盘;"
-               "smartwatch band=手表表带; phone holder=手机支架"),
-        _pairs("braided nylon=编织尼龙; aluminium=铝合金; tempered glass=钢化玻璃; silicone=硅胶;"
-               "recycled plastic=再生塑料"),
-        _pairs("working from home=居家办公; business travel=出差旅行; gaming=打游戏; daily commuting=通勤"),
-        (_style("pro", "fast-charging, high-speed, pro", "快充, 高速, 专业版", "performance", "性能", 1.6),
-         _style("gaming", "RGB, gaming, esports", "炫彩, 电竞, 游戏", "a flashy setup", "酷炫体验", 1.3),
-         _style("budget", "basic, budget, universal", "平价, 基础款, 通用", "a low price", "性价比", 0.5),
-         _style("slim", "slim, magnetic, minimalist", "超薄, 磁吸, 简约", "a tidy desk and pocket", "轻薄简洁", 1.1)),
-        (("VoltEdge", (0,)), ("ByteKnight", (1,)), ("Cablo", (2,)), ("Slimtek", (3,)), ("Ampora", (0, 3)),
-         ("PixelFox", (1, 2))),
-        (("Tech enthusiast", "Gamer", "Remote worker"), ("数码爱好者", "游戏玩家", "远程办公族")),
-        (("gadgets", "phone accessories", "tech accessories"), ("数码配件", "手机配件", "电子产品")),
-        (0, 1), 1,
-    ),
-    Category(
-        "toys", "Toys & Games", "玩具游戏", 25.0,
-        _pairs("building blocks=积木; jigsaw puzzle=拼图; plush toy=毛绒玩具; board game=桌游;"
-               "remote control car=遥控车; doll=娃娃; toy train=小火车; kite=风筝; science kit=科学实验套装;"
-               "art set=绘画套装; stacking tower=叠叠乐; water gun=水枪"),
-        _pairs("solid wood=实木; non-toxic plastic=无毒塑料; soft cotton=柔软棉; recycled cardboard=环保纸板"),
-        _pairs("preschool learning=早教; family game night=家庭游戏之夜; birthday gifts=生日礼物;"
-               "outdoor play=户外玩耍"),
-        (_style("educational", "educational, STEM, Montessori", "益智, 科学, 蒙氏", "learning through play",
-                "寓教于乐", 1.2),
-         _style("collectible", "collectible, limited-edition, deluxe", "收藏, 限量版, 豪华", "rare finds",
-                "收藏价值", 1.8),
-         _style("toddler", "toddler, soft, first", "幼儿, 软萌, 启蒙", "safety for little ones", "宝宝安全", 0.9),
-         _style("party", "party, mini, fun", "派对, 迷你, 趣味", "cheap fun", "好玩又便宜", 0.5)),
-        (("BrightBlocks", (0,)), ("TinyTots", (2,)), ("Funhaus", (3,)), ("Vaultoys", (1,)), ("Wonderkit", (0, 1))),
-        (("Parent of two", "Board game fan", "Toy collector"), ("二孩家长", "桌游迷", "玩具收藏者")),
-        (("toys", "games for kids", "gifts for children"), ("玩具", "儿童游戏", "儿童礼物")),
-        (2,), 4,
-    ),
-    Category(
-        "pets", "Pet Supplies", "宠物用品", 20.0,
-        _pairs("dog bed=狗窝; cat tree=猫爬架; dog leash=牵引绳; dog food=狗粮; cat litter=猫砂; pet bowl=宠物碗;"
-               "chew toy=磨牙玩具; pet carrier=宠物包; grooming brush=宠物梳; cat scratcher=猫抓板;"
-               "pet shampoo=宠物沐浴露; pet water fountain=宠物饮水机"),
-        _pairs("memory foam=记忆棉; sisal=剑麻; natural rubber=天然橡胶; stainless steel=不锈钢;"
-               "grain-free formula=无谷配方"),
-        _pairs("indoor cats=室内猫; large dogs=大型犬; puppies=幼犬; daily walks=日常遛狗"),
-        (_style("natural", "organic, grain-free, natural", "天然, 无谷, 有机", "healthy pets", "宠物健康", 1.6),
-         _style("smart", "smart, automatic, app-controlled", "智能, 自动, 远程控制", "convenience", "省心", 1.8),
-         _style("cozy", "cute, cozy, fluffy", "可爱, 温暖, 毛绒", "cozy naps", "温馨舒适", 1.0),
-         _style("budget", "bulk, basic, value", "大包装, 基础款, 实惠", "a low price", "性价比", 0.55)),
-        (("Pawsome", (2, 0)), ("WhiskerWorks", (2,)), ("BarkTech", (1,)), ("FurNest", (0,)), ("KibbleCo", (3,))),
-        (("Dog owner", "Cat parent", "Pet lover"), ("铲屎官", "养狗人", "宠物爱好者")),
-        (("pet supplies", "pet care", "things for my pets"), ("宠物用品", "猫狗用品", "宠物护理")),
-        (1,), 0,
-    ),
-    Category(
-        "office", "Office & Stationery", "办公文具", 12.0,
-        _pairs("notebook=笔记本; gel pen=中性笔; fountain pen=钢笔; desk organizer=桌面收纳盒; stapler=订书机;"
-               "sticky notes=便利贴; planner=手帐本; highlighter=荧光笔; office chair=办公椅; desk lamp=台灯;"
-               "file folder=文件夹; whiteboard=白板; mechanical pencil=自动铅笔"),
-        _pairs("recycled paper=再生纸; leather=皮革; brass=黄铜; breathable mesh=网布; acrylic=亚克力"),
-        _pairs("daily note-taking=日常记录; studying=学习; office work=办公; bullet journaling=手帐记录"),
-        (_style("executive", "executive, leather-bound, classic", "商务, 真皮, 经典", "a professional look",
-                "商务质感", 1.8),
-         _style("cute", "kawaii, pastel, cute", "可爱, 马卡龙, 卡通", "a fun desk", "可爱桌面", 0.8),
-         _style("minimalist", "minimalist, Japanese-style, clean", "极简, 日式, 简约", "focus", "专注", 1.1),
-         _style("bulk", "bulk, school, basic", "学生, 大容量, 基础款", "a low price", "性价比", 0.5)),
-        (("Inkwell", (0,)), ("PaperPlum", (1,)), ("DeskCraft", (2, 0)), ("Notable", (3,)), ("Quillon", (2,))),
-        (("Stationery addict", "Student", "Office worker"), ("文具控", "学生党", "上班族")),
-        (("stationery", "desk supplies", "office supplies"), ("文具", "办公用品", "桌面好物")),
-        (0, 1), 2,
-    ),
-    Category(
-        "fitness", "Sports & Fitness", "运动健身", 30.0,
-        _pairs("yoga mat=瑜伽垫; dumbbells=哑铃; resistance bands=弹力带; foam roller=泡沫轴; running shoes=跑鞋;"
-               "jump rope=跳绳; kettlebell=壶铃; gym bag=健身包; sports bottle=运动水壶; fitness tracker=运动手环;"
-               "pull-up bar=引体向上杆; compression leggings=紧身裤"),
-        _pairs("natural rubber=天然橡胶; neoprene=氯丁橡胶; cast iron=铸铁; breathable mesh=透气网面; spandex=氨纶"),
-        _pairs("home workouts=居家健身; marathon training=马拉松训练; yoga classes=瑜伽课; strength training=力量训练"),
-        (_style("pro", "pro, competition, performance", "专业, 竞技, 高性能", "performance", "运动表现", 1.7),
-         _style("mindful", "eco-friendly, non-slip, mindful", "环保, 防滑, 静心", "a calm practice", "身心平衡", 1.1),
-         _style("beginner", "beginner, adjustable, compact", "入门, 可调节, 小巧", "working out at home", "居家锻炼", 0.7)),
-        (("IronPulse", (0,)), ("ZenFlow", (1,)), ("StrideLab", (0, 2)), ("FitNook", (2,))),
-        (("Gym regular", "Runner", "Yoga practitioner"), ("健身爱好者", "跑步爱好者", "瑜伽练习者")),
-        (("fitness gear", "workout equipment", "sports gear"), ("健身装备", "运动器材", "运动装备")),
-        (0, 1), 3,
-    ),
-    Category(
-        "baby", "Baby & Maternity", "母婴用品", 25.0,
-        _pairs("baby bottle=奶瓶; diapers=纸尿裤; stroller=婴儿车; baby carrier=婴儿背带; pacifier=安抚奶嘴; bib=围兜;"
-               "baby wipes=湿巾; crib sheet=婴儿床单; teether=牙胶; high chair=宝宝餐椅; baby monitor=婴儿监护器;"
-               "swaddle blanket=包被"),
-        _pairs("organic cotton=有机棉; food-grade silicone=食品级硅胶; BPA-free plastic=无双酚A塑料;"
-               "bamboo fibre=竹纤维"),
-        _pairs("newborns=新生儿; night feeds=夜奶; travel with baby=带娃出行; daily care=日常护理"),
-        (_style("organic", "organic, gentle, hypoallergenic", "有机, 温和, 低敏", "gentle care", "温和呵护", 1.4),
-         _style("designer", "premium, Scandinavian, designer", "高端, 北欧, 设计师款", "style and safety",
-                "颜值与安全", 2.0),
-         _style("value", "value-pack, everyday, basic", "量贩装, 日常, 实惠", "a low price", "性价比", 0.6)),
-        (("LittleSprout", (0,)), ("NordBaby", (1,)), ("CuddleCo", (0, 1)), ("BabyBasics", (2,))),
-        (("New parent", "Expecting mum", "Parent of a toddler"), ("新手爸妈", "准妈妈", "宝妈")),
-        (("baby products", "baby care", "nursery essentials"), ("母婴用品", "宝宝用品", "婴儿用品")),
-        (1,), 1,
-    ),
-    Category(
-        "tools", "Tools & Home Improvement", "五金工具", 35.0,
-        _pairs("cordless drill=电钻; screwdriver set=螺丝刀套装; tape measure=卷尺; hammer=锤子; toolbox=工具箱;"
-               "spirit level=水平仪; wrench set=扳手套装; work gloves=劳保手套; glue gun=热熔胶枪; step ladder=人字梯;"
-               "utility knife=美工刀; orbital sander=砂光机"),
-        _pairs("chrome vanadium steel=铬钒钢; fibreglass=玻璃纤维; hardened steel=淬火钢; rubber grip=橡胶手柄"),
-        _pairs("home repairs=家庭维修; DIY projects=手工改造; woodworking=木工; furniture assembly=家具组装"),
-        (_style("pro", "professional, heavy-duty, industrial", "专业, 重型, 工业级", "durability", "耐用", 1.9),
-         _style("diy", "DIY, multi-purpose, household", "家用, 多功能, 入门", "handy fixes", "居家维修", 0.9),
-         _style("compact", "compact, portable, lightweight", "迷你, 便携, 轻便", "small spaces", "小巧收纳", 1.0)),
-        (("ForgeMaster", (0,)), ("HandyPro", (1,)), ("BoltWorks", (0, 1)), ("TinkerTools", (2,))),
-        (("DIY enthusiast", "Weekend woodworker", "Homeowner"), ("DIY爱好者", "木工爱好者", "房主")),
-        (("tools", "DIY gear", "hardware"), ("五金工具", "工具", "装修工具")),
-        (2, 3), 0,
-    ),
-    Category(
-        "tea", "Tea & Coffee", "茶与咖啡", 20.0,
-        _pairs("green tea=绿茶; oolong tea=乌龙茶; coffee beans=咖啡豆; pour-over kettle=手冲壶; teapot=茶壶;"
-               "French press=法压壶; coffee grinder=磨豆机; matcha powder=抹茶粉; tea cup set=茶杯套装;"
-               "drip coffee bags=挂耳咖啡; pu-erh tea=普洱茶; travel mug=随行杯"),
-        _pairs("Yixing clay=紫砂; glass=玻璃; single-origin Arabica=单一产地阿拉比卡; ceramic=陶瓷;"
-               "hand-picked leaves=手工采摘茶叶"),
-        _pairs("slow mornings=慢生活的早晨; afternoon tea=下午茶; the office=办公室; gifting=送礼"),
-        (_style("traditional", "traditional, handmade, aged", "传统, 手工, 陈年", "authentic taste", "地道口感", 1.6),
-         _style("specialty", "specialty, single-origin, light-roast", "精品, 单品, 浅烘", "craft coffee",
-                "精品咖啡", 1.5),
-         _style("convenient", "instant, convenient, everyday", "速溶, 便捷, 日常", "speed", "便捷", 0.6),
-         _style("gift", "gift-box, premium, elegant", "礼盒, 高档, 雅致", "a memorable gift", "送礼体面", 2.0)),
-        (("JadeHill", (0, 3)), ("RoastRiver", (1,)), ("LeafLoom", (0,)), ("Brewtide", (2, 1)),
-         ("CamelliaHouse", (3,))),
-        (("Tea lover", "Coffee geek", "Morning ritual fan"), ("茶友", "咖啡爱好者", "精致生活家")),
-        (("tea", "coffee gear", "brewing equipment"), ("茶叶", "咖啡器具", "茶具")),
-        (3, 4), 2,
-    ),
-    Category(
-        "decor", "Home Decor", "家居装饰", 30.0,
-        _pairs("throw pillow=抱枕; scented candle=香薰蜡烛; wall art=装饰画; vase=花瓶; area rug=地毯;"
-               "floor lamp=落地灯; wall clock=挂钟; photo frame=相框; artificial plant=仿真植物; curtains=窗帘;"
-               "wall mirror=装饰镜; storage basket=收纳篮"),
-        _pairs("linen=亚麻; rattan=藤编; ceramic=陶瓷; velvet=丝绒; solid wood=实木; brass=黄铜"),
-        _pairs("living rooms=客厅; bedrooms=卧室; small apartments=小户型; housewarming gifts=乔迁礼物"),
-        (_style("boho", "boho, rattan, woven", "波西米亚, 藤编, 编织", "a relaxed vibe", "随性氛围", 1.0),
-         _style("scandi", "Scandinavian, minimalist, neutral", "北欧, 极简, 素色", "calm spaces", "简约空间", 1.2),
-         _style("luxe", "luxe, velvet, gold-accent", "轻奢, 丝绒, 金色", "a glamorous touch", "轻奢质感", 1.8),
-         _style("vintage", "vintage, retro, rustic", "复古, 怀旧, 田园", "character", "复古韵味", 1.0)),
-        (("HyggeLane", (1,)), ("Boholiv", (0,)), ("GildNest", (2,)), ("OldOak", (3,)), ("Lumora", (1, 2))),
-        (("Interior design fan", "New homeowner", "Apartment decorator"), ("家居控", "新房业主", "租房改造达人")),
-        (("home decor", "interior pieces", "decor for my flat"), ("家居装饰", "软装", "家居好物")),
-        (1, 2), 4,
-    ),
-)
-
-FILLER_EN = (
-    "Ships in recyclable packaging.", "Backed by a one-year warranty.", "A thoughtful gift for friends and family.",
-    "Easy to clean and simple to store.", "Available in several colours.", "Free returns within 30 days.",
-    "Rated highly by customers for everyday use.", "Quality checked before shipping.",
-    "Limited stock available this season.", "Comes with a simple quick-start guide.",
-)
-FILLER_ZH = (
-    "支持七天无理由退换。", "包装环保，送礼自用皆宜。", "多种颜色可选。", "清洗方便，收纳不占地方。", "品质保证，售后无忧。",
-    "现货速发。", "限时优惠中。", "出厂前经过严格质检。",
-)
-PROFILE_FILLER_EN = ("Lives in a small apartment.", "Shops mostly on weekends.", "Likes fast delivery.",
-                     "Reads reviews before buying.", "Buys gifts for family a lot.")
-PROFILE_FILLER_ZH = ("住小户型。", "喜欢周末逛网店。", "希望发货快。", "买东西前会先看评价。", "经常给家人买礼物。")
+VOCABULARY_FILE = Path(__file__).with_name("generate_vocabulary.json")
+CATEGORIES, _FILLER = _load_vocabulary(VOCABULARY_FILE)
+FILLER_EN, FILLER_ZH = _FILLER["description_filler"]
+PROFILE_FILLER_EN, PROFILE_FILLER_ZH = _FILLER["profile_filler"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -896,28 +678,9 @@ def generate_world(out_dir: str | os.PathLike, users: int = 2000, items: int = 1
     def csv_writer(df):
         return lambda p: df.to_csv(p, index=False, lineterminator="\n", encoding="utf-8")
 
-    _write_atomic(out / "items.csv", csv_writer(items_df))
-    _write_atomic(out / "users.csv", csv_writer(users_df))
-    _write_atomic(out / "interactions.csv", csv_writer(inter_df))
-    _write_atomic(out / "world.json",
+    _write_atomic(out / FILES["items"], csv_writer(items_df))
+    _write_atomic(out / FILES["users"], csv_writer(users_df))
+    _write_atomic(out / FILES["interactions"], csv_writer(inter_df))
+    _write_atomic(out / WORLD,
                   lambda p: p.write_text(json.dumps(world, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"))
     return world
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("out_dir")
-    ap.add_argument("--users", type=int, default=2000)
-    ap.add_argument("--items", type=int, default=1500)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--days", type=int, default=180)
-    ap.add_argument("--chinese-share", type=float, default=0.15)
-    ap.add_argument("--quiet", action="store_true")
-    a = ap.parse_args(argv)
-    world = generate_world(a.out_dir, users=a.users, items=a.items, seed=a.seed, days=a.days,
-                           chinese_share=a.chinese_share, progress=not a.quiet)
-    print(json.dumps(world["counts"], indent=2))
-
-
-if __name__ == "__main__":
-    main()

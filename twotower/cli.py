@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -27,8 +28,10 @@ def _library_log_levels(verbose: bool) -> None:
 def _generate(args: argparse.Namespace) -> int:
     from ingest.generate import generate_world
 
+    optional = {key: value for key, value in (("days", args.days), ("chinese_share", args.chinese_share))
+                if value is not None}   # unset: the generator's own defaults
     world = generate_world(args.out, users=args.users, items=args.items, seed=args.seed,
-                           progress=not args.quiet)
+                           progress=not args.quiet, **optional)
     print(f"wrote {args.out}: {world['counts']}" if "counts" in world else f"wrote {args.out}")
     return 0
 
@@ -128,15 +131,23 @@ def _prepare_shards(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    """An argparse type: a positive integer, or a usage error naming the flag."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+def _checked(parse: Callable[[str], float], ok: Callable[[float], bool], what: str) -> Callable[[str], float]:
+    """An argparse type: ``parse(text)`` where ``ok`` holds, else a usage error naming the flag and ``what``."""
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return convert
+
+
+_positive = _checked(int, lambda value: value >= 1, "a positive integer")
+_at_least_ten = _checked(int, lambda value: value >= 10, "an integer of at least 10")   # generate --days
+_share = _checked(float, lambda value: 0.0 <= value <= 1.0, "a number from 0 to 1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--users", type=_positive, default=2000)
     generate.add_argument("--items", type=_positive, default=1500)
     generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--days", type=_at_least_ten, help="length of the world's log in days (default 180)")
+    generate.add_argument("--chinese-share", type=_share,
+                          help="share of items and users written in Chinese, 0 to 1 (default 0.15)")
     generate.set_defaults(func=_generate)
 
     train = add("train", help="train (or resume) a run")
