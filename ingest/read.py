@@ -203,7 +203,9 @@ def _as_text(col: pd.Series) -> pd.Series:
     return pd.Series([cell_text(v) for v in col], index=col.index, dtype=str)
 
 
-def cell_text(v) -> str:
+def cell_text(v: object) -> str:
+    """One value of any type as the text a file would hold: missing -> "", whole floats without '.0', lists and
+    mappings as JSON."""
     if v is None:
         return ""
     if isinstance(v, float):

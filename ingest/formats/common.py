@@ -37,7 +37,7 @@ def need_file(d: Path, name: str) -> Path:
 
 
 def read_tsv(path: Path, names: list[str], header: str = "auto", encoding: str = "utf-8",
-              sep: str = "\t") -> pd.DataFrame:
+             sep: str = "\t") -> pd.DataFrame:
     """A plain delimited file without quoting. header="auto": skip a RecBole `field:type` header line if present."""
     try:
         df = pd.read_csv(path, sep=sep, header=None, names=names, dtype=str, keep_default_na=False,
@@ -51,8 +51,8 @@ def read_tsv(path: Path, names: list[str], header: str = "auto", encoding: str =
     return df.reset_index(drop=True)
 
 
-def sequences_to_frame(user_ids: list[str], sequences: list[list[str]], event: str) -> tuple[pd.DataFrame,
-                                                                                               pd.Series]:
+def sequences_to_frame(user_ids: list[str], sequences: list[list[str]],
+                       event: str) -> tuple[pd.DataFrame, pd.Series]:
     """Per-user ordered item lists -> interactions (timestamp = position) and the leave-one-out split."""
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
     n = int(lengths.sum())
@@ -74,7 +74,7 @@ def sequences_to_frame(user_ids: list[str], sequences: list[list[str]], event: s
 
 
 def drop_unknown_items(inter: pd.DataFrame, given: pd.Series | None, items: pd.DataFrame, source: str,
-                        report: DropReport, on_bad_rows: str) -> tuple[pd.DataFrame, pd.Series | None]:
+                       report: DropReport, on_bad_rows: str) -> tuple[pd.DataFrame, pd.Series | None]:
     unknown = ~inter["item_id"].isin(set(items["item_id"]))
     if unknown.any():
         first = inter[unknown].iloc[0]

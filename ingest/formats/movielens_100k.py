@@ -43,9 +43,9 @@ def load(cfg: dict, on_bad_rows: str, max_users: int | None) -> Dataset:
         parts = [f"Released {date}." if date else "", f"Genres: {', '.join(gs)}." if gs else ""]
         descriptions.append(" ".join(p for p in parts if p))
     items = items_frame(raw["item_id"].str.strip().tolist(), titles.tolist(), descriptions=descriptions,
-                         categories=[", ".join(g) for g in item_genres],
-                         extra={"release_date": raw["release_date"].str.strip().tolist(),
-                                "imdb_url": raw["url"].str.strip().tolist()})
+                        categories=[", ".join(g) for g in item_genres],
+                        extra={"release_date": raw["release_date"].str.strip().tolist(),
+                               "imdb_url": raw["url"].str.strip().tolist()})
     if empty.any():
         if on_bad_rows == "error":
             raise DataError(f"{f_item}: line {int(np.flatnonzero(empty)[0]) + 1}: empty title (field 'title')")
@@ -72,7 +72,7 @@ def load(cfg: dict, on_bad_rows: str, max_users: int | None) -> Dataset:
     inter, _ = drop_unknown_items(inter, None, items, str(f_data), report, on_bad_rows)
 
     u = read_tsv(f_user, ["user_id", "age", "gender", "occupation", "zip_code"], header=False, sep="|",
-                  encoding="latin-1")
+                 encoding="latin-1")
     if keep is not None:
         in_slice = u["user_id"].isin(keep)
         report.drop(str(f_user), SLICE_REASON, int((~in_slice).sum()))
