@@ -14,6 +14,7 @@ from collections import Counter
 from ..schema import Dataset, DataError, DropReport
 from .common import SLICE_REASON, dataset_dir, drop_unknown_items, items_frame, need_file, sequences_to_frame
 
+
 # S3-Rec kept brand/category names that occur on >= 5 items and numbered them in first-appearance order, while
 # datamaps.json numbers all 2,320 names the same way; so S3-Rec's attribute k is the k-th datamaps attribute with
 # attributeid2num >= 5 (checked: all 637 counts agree).
@@ -34,6 +35,7 @@ def beauty_attribute_names(datamaps: dict, item2attributes: dict) -> dict[int, s
 
 
 def load(cfg: dict, on_bad_rows: str, max_users: int | None) -> Dataset:
+    """The Beauty folder as a Dataset with its leave-one-out split (see the module docstring)."""
     d = dataset_dir(cfg, "amazon_beauty")
     report = DropReport()
     f_seq, f_maps, f_attr = (need_file(d, n) for n in ("Beauty.txt", "datamaps.json", "Beauty_item2attributes.json"))

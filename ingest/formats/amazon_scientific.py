@@ -44,6 +44,7 @@ def split_scientific_text(text: str) -> tuple[str, str, str, bool]:
 
 
 def load(cfg: dict, on_bad_rows: str, max_users: int | None) -> Dataset:
+    """The Scientific folder as a Dataset with its leave-one-out split (see the module docstring)."""
     d = dataset_dir(cfg, "amazon_scientific")
     report = DropReport()
     f_text, f_i2i, f_u2i = (need_file(d, f"Scientific.{x}") for x in ("text", "item2index", "user2index"))

@@ -14,7 +14,9 @@ from ..read import read_table
 from ..schema import REQUIRED_COLUMNS, Dataset, DataError, DropReport
 from .common import SLICE_REASON
 
+
 def load(cfg: dict, on_bad_rows: str, max_users: int | None) -> Dataset:
+    """The shop's files as a Dataset (see the module docstring)."""
     for key in ("items", "interactions"):
         if not cfg.get(key):
             raise DataError(f"data.{key} (path to the {key} file) is required for format 'files'")
@@ -35,6 +37,7 @@ def load(cfg: dict, on_bad_rows: str, max_users: int | None) -> Dataset:
         kept_users = set(raw_inter["user_id"].astype(str).str.strip())
     interactions = normalize_interactions(raw_inter, items, str(inter_path), report, on_bad_rows,
                                           cfg.get("timestamp_unit", "auto"))
+
 
     users = None
     if cfg.get("users"):

@@ -13,6 +13,7 @@ import pandas as pd
 from ..schema import Dataset, DataError, DropReport
 from .common import SLICE_REASON, dataset_dir, drop_unknown_items, items_frame, need_file, read_tsv, slice_users
 
+
 _AGE_BANDS = ((18, "under 18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (50, "45-49"), (56, "50-55"))
 _ML_OCCUPATION_TEXT = {"none": "with no occupation", "other": "", "healthcare": "healthcare worker"}
 
@@ -25,6 +26,7 @@ def _age_band(age: int) -> str:
 
 
 def load(cfg: dict, on_bad_rows: str, max_users: int | None) -> Dataset:
+    """The ml-100k folder as a Dataset (see the module docstring)."""
     d = dataset_dir(cfg, "movielens_100k")
     report = DropReport()
     f_data, f_item, f_user, f_genre = (need_file(d, n) for n in ("u.data", "u.item", "u.user", "u.genre"))
