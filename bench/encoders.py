@@ -1,6 +1,6 @@
 """What the text encoder does to quality on a partly Chinese shop: the demo world trained with each encoder.
 
-Usage: python bench/encoders.py [--encoders minilm,m3e-small] [--world worlds/default] [--epochs 12]
+Usage: python bench/encoders.py [--encoders minilm,m3e-small,multilingual-e5-small] [--world worlds/default] [--epochs 12]
                                 [--out docs/encoders.md] [--runs runs/encoders]
 
 Each encoder trains configs/default.yaml (the demo) on the same generated world, is evaluated on the test split
@@ -110,7 +110,7 @@ def plot(results: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--encoders", default="minilm,m3e-small")
+    parser.add_argument("--encoders", default="minilm,m3e-small,multilingual-e5-small")
     parser.add_argument("--world", default=str(ROOT / "worlds" / "default"))
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--out", default=str(ROOT / "docs" / "encoders.md"))

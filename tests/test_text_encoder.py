@@ -149,7 +149,7 @@ def test_torch_checkpoints_are_read_without_running_their_pickle(tmp_path):
     into numpy with every tensor (bert-base-chinese's vocabulary, 4 layers, 512 wide)."""
     import zipfile
 
-    from towers.named_encoders import NAMED, source_folder
+    from towers.named_encoders import NAMED, source_weights
     from towers.torch_weights import TorchFileError, load_state_dict
 
     evil = tmp_path / "evil.bin"
@@ -159,7 +159,7 @@ def test_torch_checkpoints_are_read_without_running_their_pickle(tmp_path):
         load_state_dict(evil)
     with pytest.raises(TorchFileError, match="not a PyTorch zip checkpoint"):
         load_state_dict(tmp_path / "missing.bin")
-    state = load_state_dict(source_folder(NAMED["m3e-small"]) / "pytorch_model.bin")
+    state = load_state_dict(source_weights(NAMED["m3e-small"]))
     assert state["embeddings.word_embeddings.weight"].shape == (21128, 512)
     assert state["encoder.layer.3.attention.self.query.weight"].dtype == np.float32
     assert len([k for k in state if k.endswith("attention.self.query.weight")]) == 4

