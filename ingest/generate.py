@@ -38,8 +38,10 @@ Files written (all UTF-8 CSV, timestamps ISO 8601 UTC with a trailing Z; names f
 :mod:`ingest.formats.generated`, the format that reads them back):
 ``items.csv`` (item_id, title, description, category, brand, price, release_time),
 ``users.csv`` (user_id, profile_text, search_queries, age_band, region),
-``interactions.csv`` (user_id, item_id, timestamp, event, weight) and ``world.json`` (dates, categories,
-cold items, new users, counts).
+``interactions.csv`` (user_id, item_id, timestamp, event, weight), ``world.json`` (dates, categories,
+cold items, new users, counts) and ``search_queries.csv`` (user_id, query, category, noun, style,
+relevant_item_ids: the ground truth of each search query, the space-separated ids of the items of the product
+type it was generated from; ``training/search_queries.py`` evaluates text-only requests against it).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .formats.generated import FILES, WORLD
+from .formats.generated import FILES, SEARCH_QUERIES, WORLD
 
 __all__ = ["generate_world", "CATEGORIES"]
 
@@ -151,8 +153,12 @@ class _Draws:
         self.i += 1
         return v
 
+    def index(self, n: int) -> int:
+        """A position in a sequence of length ``n`` (what :meth:`pick` draws, for a caller that needs it)."""
+        return int(self.u() * n)
+
     def pick(self, seq):
-        return seq[int(self.u() * len(seq))]
+        return seq[self.index(len(seq))]
 
     def sample(self, seq, k: int) -> list:
         pool = list(seq)
@@ -428,14 +434,16 @@ def _make_users(rng: np.random.Generator, n: int, cat_sizes: np.ndarray, horizon
                                      len(REGIONS) - 1)
 
     text_draws = rng.random((n, 64))
-    profiles, queries = [], []
+    profiles, queries, query_truth = [], [], []
     for u in range(n):
         d = _Draws(text_draws[u])
         profiles.append("" if empty[u] else _profile(u, cats, w0, main_style, sens, bool(zh[u]), d))
-        queries.append(_queries(u, cats, w1, main_style, second_style, sens, bool(zh[u]), d))
+        sources = _queries(u, cats, w1, main_style, second_style, sens, bool(zh[u]), d)
+        queries.append(QUERY_SEPARATOR.join(q.text for q in sources))
+        query_truth.append(sources)
     return dict(cats=cats, w0=w0, w1=w1, main_style=main_style, second_style=second_style, pref_logp=pref_logp,
                 sens=sens, zh=zh, new=new, activity=activity, a_start=a_start, a_end=a_end, age=age,
-                region=region, profile=profiles, queries=queries)
+                region=region, profile=profiles, queries=queries, query_truth=query_truth)
 
 
 def _profile(u, cats, w0, main_style, sens, zh: bool, d: _Draws) -> str:
@@ -471,7 +479,21 @@ def _profile(u, cats, w0, main_style, sens, zh: bool, d: _Draws) -> str:
     return ("" if zh else " ").join(out)
 
 
-def _queries(u, cats, w1, main_style, second_style, sens, zh: bool, d: _Draws) -> str:
+@dataclasses.dataclass(frozen=True)
+class QuerySource:
+    """One search query and what it was generated from: the category, product noun and style (indices into
+    :data:`CATEGORIES`, its ``nouns`` and ``styles``)."""
+
+    text: str
+    category: int
+    noun: int
+    style: int
+
+
+QUERY_SEPARATOR = " | "   # between a user's queries in users.csv's search_queries
+
+
+def _queries(u, cats, w1, main_style, second_style, sens, zh: bool, d: _Draws) -> list[QuerySource]:
     n_q = 2 + int(d.u() * 4)
     slots = [j for j in range(SLOTS) if cats[u, j] >= 0]
     weights = np.cumsum([w1[u, j] for j in slots])
@@ -484,7 +506,8 @@ def _queries(u, cats, w1, main_style, second_style, sens, zh: bool, d: _Draws) -
             s = second_style[u, j]
         style = spec.styles[s]
         q_zh = zh and d.u() < 0.85
-        noun_en, noun_zh = d.pick(spec.nouns)
+        noun_i = d.index(len(spec.nouns))
+        noun_en, noun_zh = spec.nouns[noun_i]
         mat_en, mat_zh = d.pick(spec.materials)
         use_en, use_zh = d.pick(spec.uses)
         brand = d.pick([b for b, leans in spec.brands if s in leans] or [b for b, _ in spec.brands])
@@ -500,8 +523,9 @@ def _queries(u, cats, w1, main_style, second_style, sens, zh: bool, d: _Draws) -
                     f"{noun_en} for {use_en}", f"{mat_en} {noun_en}"]
             if sens[u] > 1.2:
                 opts.append(f"cheap {noun_en}")
-        out.append(d.pick(opts).lower() if not q_zh else d.pick(opts))
-    return " | ".join(out)
+        text = d.pick(opts).lower() if not q_zh else d.pick(opts)
+        out.append(QuerySource(text, int(cats[u, j]), noun_i, int(s)))
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -582,6 +606,21 @@ def _simulate(rng: np.random.Generator, it: dict, us: dict, horizon: int, progre
     ev = np.concatenate(out_e)
     order = np.lexsort((ev, ts, user))
     return dict(user=user[order], item=item[order], t=ts[order], event=ev[order])
+
+
+def _search_queries(it: dict, us: dict, user_ids: np.ndarray, item_ids: np.ndarray) -> pd.DataFrame:
+    """The search-query ground truth: one row per query of every user, with the items of the product type
+    (category and noun) it was generated from. The style is recorded but does not narrow the set: most queries
+    name no style ("tent for hiking", "cheap tent", a brand), and a type holds ~10 items in the demo world, a
+    type-and-style only 2-4, too few to read precision@10 from."""
+    by_type: dict[tuple[int, int], str] = {}
+    for key in set(zip(it["cat"].tolist(), it["noun"].tolist())):
+        members = np.flatnonzero((it["cat"] == key[0]) & (it["noun"] == key[1]))
+        by_type[key] = " ".join(item_ids[members])
+    rows = [(user_ids[u], q.text, CATEGORIES[q.category].name, CATEGORIES[q.category].nouns[q.noun][0],
+             CATEGORIES[q.category].styles[q.style].key, by_type.get((q.category, q.noun), ""))
+            for u, sources in enumerate(us["query_truth"]) for q in sources]
+    return pd.DataFrame(rows, columns=["user_id", "query", "category", "noun", "style", "relevant_item_ids"])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -681,6 +720,7 @@ def generate_world(out_dir: str | os.PathLike, users: int = 2000, items: int = 1
     _write_atomic(out / FILES["items"], csv_writer(items_df))
     _write_atomic(out / FILES["users"], csv_writer(users_df))
     _write_atomic(out / FILES["interactions"], csv_writer(inter_df))
+    _write_atomic(out / SEARCH_QUERIES, csv_writer(_search_queries(it, us, user_ids, item_ids)))
     _write_atomic(out / WORLD,
                   lambda p: p.write_text(json.dumps(world, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"))
     return world

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from ..schema import Dataset, DataError
 from ..split import assign_split
 from . import files as shop_files
@@ -17,6 +19,10 @@ from .common import dataset_dir
 
 FILES = {"items": "items.csv", "interactions": "interactions.csv", "users": "users.csv"}
 WORLD = "world.json"
+# The search queries' ground truth (ingest/generate.py writes it, training/search_queries.py reads it): not part
+# of the shop's data, so not in FILES.
+SEARCH_QUERIES = "search_queries.csv"
+SEARCH_QUERY_COLUMNS = ("user_id", "query", "category", "noun", "style", "relevant_item_ids")
 
 
 def read_world(directory: Path) -> tuple[dict[str, Path], dict]:
@@ -41,3 +47,21 @@ def load(cfg: dict, on_bad_rows: str, max_users: int | None) -> Dataset:
                          on_bad_rows, max_users)
     ds.given_split = assign_split(ds, split, ds.report)
     return ds
+
+
+def read_search_queries(directory: Path) -> pd.DataFrame | None:
+    """A generated world's search-query ground truth (one row per query; ``relevant`` holds the list of relevant
+    item ids), or None for a world written before the generator wrote one."""
+    path = Path(directory) / SEARCH_QUERIES
+    if not path.is_file():
+        return None
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError) as err:
+        raise DataError(f"{path}: not a CSV file ({err}); regenerate the world with twotower generate") from None
+    missing = [c for c in SEARCH_QUERY_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: lacks column(s) {', '.join(missing)} (has: {', '.join(table.columns)}); "
+                        f"regenerate the world with twotower generate")
+    table["relevant"] = [value.split() for value in table["relevant_item_ids"]]
+    return table
