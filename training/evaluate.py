@@ -115,16 +115,21 @@ def popularity_scorer(item_counts: np.ndarray) -> Scorer:
     return lambda part: np.broadcast_to(counts, (len(part), counts.size))
 
 
-def model_scorer(model, catalog_ids: Sequence[str], batch_size: int = 1024) -> Scorer:
-    """Scores from the trained towers: item vectors are computed once, user vectors per batch of cases."""
+def item_vectors(model, catalog_ids: Sequence[str], batch_size: int = 1024) -> np.ndarray:
+    """[items, D] the trained item tower's vectors of ``catalog_ids``, in batches."""
     vectors = [model.embed_items(tf.constant(list(catalog_ids[i:i + batch_size]), tf.string)).numpy()
                for i in range(0, len(catalog_ids), batch_size)]
-    item_vectors = np.concatenate(vectors) if vectors else np.zeros((0, 1), np.float32)
+    return np.concatenate(vectors) if vectors else np.zeros((0, 1), np.float32)
+
+
+def model_scorer(model, catalog_ids: Sequence[str], batch_size: int = 1024) -> Scorer:
+    """Scores from the trained towers: item vectors are computed once, user vectors per batch of cases."""
+    items = item_vectors(model, catalog_ids, batch_size)
 
     def score(part: Examples) -> np.ndarray:
         users = model.embed_users(tf.constant(part.user_id.astype(str).tolist(), tf.string),
                                   tf.constant(part.history.astype(str).tolist(), tf.string)).numpy()
-        return users @ item_vectors.T
+        return users @ items.T
 
     return score
 

@@ -20,6 +20,7 @@ import tf_keras
 from ingest.schema import DataError
 from towers.text_encoder import TextEncoder
 from training import evaluate as ev
+from training import search_queries
 from training.config import ConfigError, check, dump_config
 from training.distributed import Cluster, replica_rows
 from training.examples import Examples, evaluation_cases, training_examples
@@ -331,8 +332,13 @@ def finish(config: dict, run: RunDir, prepared: Prepared, model: TwoTowerModel,
         block = evaluate_model(model, prepared, cases, config, progress, history_kept=True)
         block["baselines"] = {"popularity": evaluate_popularity(prepared, cases, config, history_kept=True)}
         block["best_epoch"] = state.get("best_epoch")
+        searches = search_queries.evaluate_split(model, prepared, cases, config)
+        if searches is not None:
+            block["search_queries"] = searches
         metrics[split] = block
         print(ev.format_table(split, block, config["evaluation"]["ks"]))
+        if searches is not None:
+            print(search_queries.format_table(split, searches))
     run.write_json(run.metrics, metrics)
     return metrics
 

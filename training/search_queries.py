@@ -1,0 +1,190 @@
+"""Text-only requests that read like search, scored against a generated world's own ground truth.
+
+Why it exists: the generated users' ``search_queries`` name a product type ("lightweight tent", "帐篷推荐"), and
+the generator knows which items are of that type (``search_queries.csv``, ingest/formats/generated.py). Sending
+each query alone (no user id, no history, the query as the user's text) and ranking the full catalogue measures
+what a search box would get from the model: precision@10 and recall@50 against those items, for the trained
+towers, for the raw text encoder's own similarity (cosine between the query's and each item's text vector, the
+run's encoder, no training) and for popularity.
+
+precision@10 is the share of the top 10 that is relevant, out of min(10, the query's relevant items): a type with
+fewer than 10 items can still score 1.0. Ties (popularity's equal counts) are broken at random, seeded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from ingest.formats.generated import SEARCH_QUERIES, read_search_queries
+from towers.text_cache import TextVectorCache
+from towers.text_encoder import TextEncoder
+from training import evaluate as ev
+from training.examples import Examples
+
+log = logging.getLogger("twotower.evaluate")
+
+PRECISION_K = 10
+RECALL_K = 50
+# scores(query rows) → [len(rows), catalogue items]
+QueryScorer = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass
+class QueryCases:
+    """The queries to ask: their text, whose they are, and each one's relevant catalogue rows."""
+
+    text: list[str]
+    user_id: np.ndarray        # [Q] str
+    relevant: np.ndarray       # [Q, catalogue items] bool
+    new_user: np.ndarray       # [Q] bool: the query's user has no training interaction
+    chinese: np.ndarray        # [Q] bool: the query is mostly Chinese
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+
+def query_cases(table, catalog_ids: Sequence[str], users: Sequence[str],
+                new_users: Sequence[str] = ()) -> QueryCases:
+    """The queries of ``users`` (a ground-truth table as ``read_search_queries`` returns it) whose product type has
+    at least one item in the catalogue."""
+    row_of = {item: row for row, item in enumerate(catalog_ids)}
+    asked = table[table["user_id"].isin(set(users))]
+    relevant = np.zeros((len(asked), len(row_of)), bool)
+    for i, items in enumerate(asked["relevant"]):
+        relevant[i, [row_of[x] for x in items if x in row_of]] = True
+    keep = relevant.any(axis=1)
+    texts = asked["query"].astype(str).tolist()
+    new = set(new_users)
+    return QueryCases(text=[t for t, k in zip(texts, keep) if k],
+                      user_id=asked["user_id"].to_numpy(str)[keep], relevant=relevant[keep],
+                      new_user=np.array([u in new for u in asked["user_id"]], bool)[keep],
+                      chinese=np.array([ev.mostly_chinese(t) for t in texts], bool)[keep])
+
+
+def top_rows(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """[Q, k] catalogue rows of the k best scores per query, best first; ties in random (``rng``) order."""
+    order = np.lexsort((rng.random(scores.shape), -np.asarray(scores, np.float64)), axis=-1)
+    return order[:, :k]
+
+
+def summarize(top: np.ndarray, relevant: np.ndarray) -> dict:
+    """precision@PRECISION_K, recall@RECALL_K and the number of queries, from ranked rows [Q, >= RECALL_K]."""
+    if not len(top):
+        return {f"precision@{PRECISION_K}": 0.0, f"recall@{RECALL_K}": 0.0, "queries": 0}
+    hit = np.take_along_axis(relevant, top, axis=1)
+    total = relevant.sum(axis=1)
+    precision = hit[:, :PRECISION_K].sum(axis=1) / np.minimum(PRECISION_K, total)
+    recall = hit[:, :RECALL_K].sum(axis=1) / total
+    return {f"precision@{PRECISION_K}": float(precision.mean()), f"recall@{RECALL_K}": float(recall.mean()),
+            "queries": int(len(top))}
+
+
+def score(scorer: QueryScorer, cases: QueryCases, batch_size: int = 1024) -> dict:
+    """One scorer's block: all queries, and those of new users and the Chinese ones where there are any."""
+    rng = np.random.default_rng(0)
+    k = min(RECALL_K, cases.relevant.shape[1])
+    parts = [top_rows(scorer(np.arange(start, min(start + batch_size, len(cases)))), k, rng)
+             for start in range(0, len(cases), batch_size)]
+    top = np.concatenate(parts) if parts else np.zeros((0, k), np.int64)
+    block = summarize(top, cases.relevant)
+    for group in ("new_user", "chinese"):
+        mask = getattr(cases, group)
+        if mask.any():
+            block[f"{group}s" if group == "new_user" else group] = summarize(top[mask], cases.relevant[mask])
+    return block
+
+
+def text_request_scorer(model, item_vectors: np.ndarray, query_features: dict[str, np.ndarray]) -> QueryScorer:
+    """Scores of the model's query path for text-only requests: no user id, no history, only the text (as
+    ``user_text_vec``, the encoder's vectors, or as raw ``user_text``), dotted with ``item_vectors``."""
+    def scorer(rows: np.ndarray) -> np.ndarray:
+        features = {"user_id": tf.constant([""] * len(rows)), "history": tf.constant([[""]] * len(rows)),
+                    **{name: tf.constant(values[rows]) for name, values in query_features.items()}}
+        return model.user_tower(features, training=False).numpy() @ item_vectors.T
+
+    return scorer
+
+
+def cosine_scorer(query_vectors: np.ndarray, item_vectors: np.ndarray) -> QueryScorer:
+    """The text encoder alone: cosine between each query's vector and each item's."""
+    def unit(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    queries, items = unit(query_vectors), unit(item_vectors)
+    return lambda rows: queries[rows] @ items.T
+
+
+def popularity_scorer(item_counts: np.ndarray) -> QueryScorer:
+    counts = np.asarray(item_counts, np.float64)
+    return lambda rows: np.broadcast_to(counts, (len(rows), counts.size))
+
+
+def text_vectors(texts: list[str], config: dict, prepared) -> np.ndarray:
+    """[len(texts), T] vectors of the run's text encoder (its frozen weights), through the run's text cache."""
+    model = config["model"]
+    cache = TextVectorCache(config["training"]["text_cache_dir"], prepared.artifacts.encoder["fingerprint"])
+    encoder: list[TextEncoder] = []
+
+    def encode(new: list[str]) -> np.ndarray:
+        if not encoder:
+            encoder.append(TextEncoder(prepared.source, max_length=model["max_seq_len"]))
+        log.info("encoding %d search queries (cached in %s)", len(new), cache.directory)
+        return encoder[0].encode(new, batch_size=config["training"]["encode_batch_size"], progress=False)
+
+    vectors, _ = cache.get(texts, encode)
+    return np.asarray(vectors, np.float32).reshape(len(texts), -1)
+
+
+def evaluate_split(model, prepared, cases: Examples, config: dict) -> dict | None:
+    """The ``search_queries`` block of a split: the queries of its evaluation users (``cases``' users; their
+    queries are also in their own training text when ``data.user_text_columns`` names ``search_queries``, the
+    new users' never reached a gradient), asked as text-only requests of ``model``; None where the data is no
+    generated world with a ground truth."""
+    if config["data"]["format"] != "generated":
+        return None
+    table = read_search_queries(Path(config["data"]["path"]))
+    if table is None:
+        log.info("%s has no %s (written by an older twotower generate): no search-query block",
+                 config["data"]["path"], SEARCH_QUERIES)
+        return None
+    catalog = prepared.artifacts.catalog
+    catalog_ids = catalog["item_id"].tolist()
+    new_users = cases.user_id[cases.new_user] if cases.new_user is not None else []
+    asked = query_cases(table, catalog_ids, np.unique(cases.user_id.astype(str)), new_users.astype(str))
+    if not len(asked):
+        return None
+    queries = text_vectors(asked.text, config, prepared)
+    items = prepared.artifacts.item_text_vectors
+    if items is None:
+        items = text_vectors(catalog["text"].astype(str).tolist(), config, prepared)
+    frozen = config["model"]["encoder_mode"] == "frozen"
+    features = {"user_text_vec": queries} if frozen else {"user_text": np.array(asked.text, object)}
+    learned = ev.item_vectors(model, catalog_ids, config["evaluation"]["batch_size"])
+    return {"users": int(len(np.unique(asked.user_id))),
+            "relevant_per_query": float(asked.relevant.sum(axis=1).mean()),
+            "two-tower": score(text_request_scorer(model, learned, features), asked),
+            "baselines": {f"text similarity ({config['model']['encoder']})": score(cosine_scorer(queries, items),
+                                                                                  asked),
+                          "popularity": score(popularity_scorer(prepared.artifacts.item_counts), asked)}}
+
+
+def format_table(split: str, block: dict) -> str:
+    """The search-query block as plain text: rows = model / baselines × all queries / new users / Chinese."""
+    columns = [f"precision@{PRECISION_K}", f"recall@{RECALL_K}", "queries"]
+    rows = []
+    for name, metrics in [("two-tower", block["two-tower"]), *block["baselines"].items()]:
+        for label, values in ((name, metrics), *((f"  {g.replace('_', ' ')}", metrics[g])
+                                                 for g in ("new_users", "chinese") if g in metrics)):
+            rows.append([label] + [f"{values[c]:.4f}" if c != "queries" else str(values[c]) for c in columns])
+    header = [f"[{split}] search queries, text only ({block['users']} users)"] + columns
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
+                               enumerate(zip(row, widths))) for row in [header] + rows)
