@@ -12,7 +12,10 @@ model never sees them, not even as catalogue rows. Exported (ScaNN, K = 50), the
 - **text only**: no id, no history, only the user's profile and search queries as ``user_text`` (a new user);
 - **cold targets**: test cases whose target is a cold item, before and after ``twotower index add`` put the cold
   items into the next version (no retraining);
-- popularity (training counts) beside each.
+- popularity (training counts) beside each;
+- **search queries**: each test user's search queries alone as ``user_text`` to version 2, precision@10 and
+  recall@50 against the generator's ground truth (``search_queries.csv``), beside the run's raw text similarity
+  and popularity; and how many tents ``make demo``'s "lightweight camping tent for two" returns.
 
 Amazon Scientific (../shared/datasets/amazon-scientific, skipped where absent): configs/amazon_scientific.yaml
 trained for a few epochs, its ``cold_items`` block (test targets never seen in a training interaction, found only
@@ -37,6 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 KS = (10, 50)
+TENT_QUERY = "lightweight camping tent for two"   # make demo's text-only request
 
 
 def generated(args, work: Path) -> dict:
@@ -101,6 +105,7 @@ def generated(args, work: Path) -> dict:
                                                 history=np.array([[""]] * n, object),
                                                 user_text=np.array([text.get(u, "") for u in cases.user_id], object),
                                                 exclude=exclude)["item_ids"]
+    searches = search_queries(world, items, cases, run, after)
     is_cold = np.array([t in cold for t in cases.target])
     groups = {"all test users": np.ones(n, bool), "cold targets": is_cold, "new users": cases.new_user}
     rows = []
@@ -116,7 +121,42 @@ def generated(args, work: Path) -> dict:
                         for k in KS}})
     card = json.loads((added / "assets" / "model_card.json").read_text())
     return {"rows": rows, "users": args.users, "items": args.items, "cold": len(cold), "train_s": train_seconds,
-            "add_s": add_seconds, "index": card["index"], "warm_items": len(warm), "version": str(added)}
+            "add_s": add_seconds, "index": card["index"], "warm_items": len(warm), "version": str(added),
+            "search_queries": searches}
+
+
+def search_queries(world: Path, items, cases, run, served) -> dict:
+    """Every test user's search queries as text-only requests to the served model after ``index add`` (the whole
+    catalogue), scored against the generator's ground truth (training/search_queries.py); the run's raw text
+    similarity and popularity beside. And the demo's tent query: how many tents in its top 5 and top 10."""
+    import numpy as np
+
+    from ingest.formats.generated import read_search_queries
+    from training import search_queries as sq
+    from training.artifacts import tables
+    from training.prepare import prepare
+
+    config = run.read_config()
+    prepared = prepare(config, run, progress=False)
+    truth = read_search_queries(world)
+    catalog_ids = items["item_id"].tolist()
+    asked = sq.query_cases(truth, catalog_ids, np.unique(cases.user_id.astype(str)),
+                           cases.user_id[cases.new_user].astype(str))
+    blank = np.array([""] * len(asked), object)
+    answers = served(user_id=blank, history=blank[:, None], user_text=np.array(asked.text, object))["item_ids"]
+    queries = sq.text_vectors(asked.text, config, prepared)
+    texts = tables(items, None, config["data"]["item_text_columns"], [])[0]["text"].tolist()
+    counts = dict(zip(prepared.artifacts.catalog["item_id"], prepared.artifacts.item_counts))
+    popularity = np.array([counts.get(item, 0.0) for item in catalog_ids])
+    tents = set(truth.loc[truth["noun"] == "tent", "relevant"].iloc[0]) if (truth["noun"] == "tent").any() else set()
+    top = served(user_id=np.array([""], object), history=np.array([[""]], object),
+                 user_text=np.array([TENT_QUERY], object))["item_ids"][0]
+    return {"users": int(len(np.unique(asked.user_id))),
+            "two-tower (served)": sq.report_ids(answers, asked, catalog_ids),
+            "text similarity": sq.score(sq.cosine_scorer(queries, sq.text_vectors(texts, config, prepared)), asked),
+            "popularity": sq.score(sq.popularity_scorer(popularity), asked),
+            "tent query": {"tents": len(tents), "top 5": sum(i in tents for i in top[:5]),
+                           "top 10": sum(i in tents for i in top[:10]), "top 10 ids": top[:10].tolist()}}
 
 
 def scientific(args, work: Path) -> dict | None:
@@ -162,6 +202,25 @@ def plot(result: dict, sci: dict | None, path: Path) -> None:
     plt.close(fig)
 
 
+def search_report(block: dict) -> list[str]:
+    tent = block["tent query"]
+    lines = ["### Search queries, text only, served", "",
+             f"Each test user's search queries ({block['users']} users) alone as `user_text` (no id, no history) "
+             "to version 2 (the whole catalogue), against the generator's ground truth (`search_queries.csv`: the "
+             "items of the product type a query was generated from; training/search_queries.py). precision@10 "
+             "is out of min(10, relevant items).", "",
+             "| scorer | queries | precision@10 | recall@50 | new users P@10 | Chinese P@10 |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name in ("two-tower (served)", "text similarity", "popularity"):
+        m = block[name]
+        lines.append(f"| {name} | {m['queries']} | {m['precision@10']:.4f} | {m['recall@50']:.4f} | "
+                     f"{m.get('new_users', {}).get('precision@10', float('nan')):.4f} | "
+                     f"{m.get('chinese', {}).get('precision@10', float('nan')):.4f} |")
+    lines += ["", f"\"{TENT_QUERY}\": {tent['top 5']} tent(s) in the top 5, {tent['top 10']} in the top 10 "
+              f"(the world has {tent['tents']}).", ""]
+    return lines
+
+
 def report(args, result: dict, sci: dict | None, seconds: float) -> str:
     lines = [f"`{' '.join(['python', 'bench/cold_start.py', *sys.argv[1:]])}` on {os.cpu_count()} cores, "
              f"{platform.machine()}, {time.strftime('%Y-%m-%d')}; {seconds / 60:.1f} min in all.", "",
@@ -178,6 +237,7 @@ def report(args, result: dict, sci: dict | None, seconds: float) -> str:
     lines += ["", "Reading it: a text-only request (no id, no history) is a new user's search query or profile; "
               "\"cold targets\" can only be found once `index add` has put the items in, and then only through "
               "their text (their ids are unknown to the towers).", ""]
+    lines += search_report(result["search_queries"])
     if sci:
         test = sci["test"]
         pop = test["baselines"]["popularity"]

@@ -109,3 +109,11 @@ def test_evaluate_reports_the_search_query_block(trained):
     # the block's scores are not popularity's in disguise: the towers read the query's words
     assert block["two-tower"]["precision@10"] != block["baselines"]["popularity"]["precision@10"]
     assert "search queries, text only" in result.stdout
+
+
+def test_served_answers_are_scored_by_their_ids():
+    relevant = np.array([[True, True, False], [False, False, True]])
+    answers = np.array([["A", "X", ""], ["C", "A", "B"]], object)   # X: not in the catalogue; "": padding
+    block = sq.report_ids(answers, _cases(relevant), ["A", "B", "C"])
+    assert block["precision@10"] == pytest.approx((1 / 2 + 1 / 1) / 2)
+    assert block["recall@50"] == pytest.approx((1 / 2 + 1) / 2)

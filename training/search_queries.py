@@ -92,13 +92,28 @@ def score(scorer: QueryScorer, cases: QueryCases, batch_size: int = 1024) -> dic
     k = min(RECALL_K, cases.relevant.shape[1])
     parts = [top_rows(scorer(np.arange(start, min(start + batch_size, len(cases)))), k, rng)
              for start in range(0, len(cases), batch_size)]
-    top = np.concatenate(parts) if parts else np.zeros((0, k), np.int64)
+    return report(np.concatenate(parts) if parts else np.zeros((0, k), np.int64), cases)
+
+
+def report(top: np.ndarray, cases: QueryCases) -> dict:
+    """The block of ranked rows [Q, >= RECALL_K]: all queries, and those of new users and the Chinese ones where
+    there are any."""
     block = summarize(top, cases.relevant)
-    for group in ("new_user", "chinese"):
+    for group, name in (("new_user", "new_users"), ("chinese", "chinese")):
         mask = getattr(cases, group)
         if mask.any():
-            block[f"{group}s" if group == "new_user" else group] = summarize(top[mask], cases.relevant[mask])
+            block[name] = summarize(top[mask], cases.relevant[mask])
     return block
+
+
+def report_ids(item_ids: np.ndarray, cases: QueryCases, catalog_ids: Sequence[str]) -> dict:
+    """:func:`report` of answers given as item ids [Q, k] (a served model's), ``catalog_ids`` being the columns of
+    ``cases.relevant``; an id outside them (or "" padding) counts as not relevant."""
+    row_of = {item: row for row, item in enumerate(catalog_ids)}
+    outside = len(catalog_ids)
+    rows = np.vectorize(lambda item: row_of.get(item, outside), otypes=[np.int64])(item_ids)
+    relevant = np.concatenate([cases.relevant, np.zeros((len(cases), 1), bool)], axis=1)
+    return report(rows, dataclasses.replace(cases, relevant=relevant))
 
 
 def text_request_scorer(model, item_vectors: np.ndarray, query_features: dict[str, np.ndarray]) -> QueryScorer:
