@@ -66,7 +66,8 @@ def generated(args, work: Path) -> dict:
     split = f"data.split={{type: temporal, valid_start: '{meta['valid_start']}', test_start: '{meta['test_start']}'}}"
     common = [f"training.text_cache_dir={args.cache}", *(["training.epochs=3"] if args.quick else [])]
     config = load_config(ROOT / "configs" / "default.yaml", [
-        "data.format=files", f"data.items={work / 'warm_items.csv'}", f"data.interactions={world / 'interactions.csv'}",
+        "data.format=files", "data.path=null", f"data.items={work / 'warm_items.csv'}",
+        f"data.interactions={world / 'interactions.csv'}",
         f"data.users={world / 'users.csv'}", split, *common])
     run = RunDir(work / "run")
     setup_logging(run.log)

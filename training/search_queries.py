@@ -176,19 +176,27 @@ def evaluate_split(model, prepared, cases: Examples, config: dict) -> dict | Non
     asked = query_cases(table, catalog_ids, np.unique(cases.user_id.astype(str)), new_users.astype(str))
     if not len(asked):
         return None
-    queries = text_vectors(asked.text, config, prepared)
+    named = scorers(model, prepared, config, asked.text)
+    return {"users": int(len(np.unique(asked.user_id))),
+            "relevant_per_query": float(asked.relevant.sum(axis=1).mean()),
+            "two-tower": score(named.pop("two-tower"), asked),
+            "baselines": {name: score(scorer, asked) for name, scorer in named.items()}}
+
+
+def scorers(model, prepared, config: dict, texts: list[str]) -> dict[str, QueryScorer]:
+    """The scorers of text-only requests ``texts`` over the run's catalogue: ``two-tower`` (the model's query
+    path), ``text similarity (<encoder>)`` (the run's raw encoder) and ``popularity``."""
+    queries = text_vectors(texts, config, prepared)
+    catalog = prepared.artifacts.catalog
     items = prepared.artifacts.item_text_vectors
     if items is None:
         items = text_vectors(catalog["text"].astype(str).tolist(), config, prepared)
     frozen = config["model"]["encoder_mode"] == "frozen"
-    features = {"user_text_vec": queries} if frozen else {"user_text": np.array(asked.text, object)}
-    learned = ev.item_vectors(model, catalog_ids, config["evaluation"]["batch_size"])
-    return {"users": int(len(np.unique(asked.user_id))),
-            "relevant_per_query": float(asked.relevant.sum(axis=1).mean()),
-            "two-tower": score(text_request_scorer(model, learned, features), asked),
-            "baselines": {f"text similarity ({config['model']['encoder']})": score(cosine_scorer(queries, items),
-                                                                                  asked),
-                          "popularity": score(popularity_scorer(prepared.artifacts.item_counts), asked)}}
+    features = {"user_text_vec": queries} if frozen else {"user_text": np.array(texts, object)}
+    learned = ev.item_vectors(model, catalog["item_id"].tolist(), config["evaluation"]["batch_size"])
+    return {"two-tower": text_request_scorer(model, learned, features),
+            f"text similarity ({config['model']['encoder']})": cosine_scorer(queries, items),
+            "popularity": popularity_scorer(prepared.artifacts.item_counts)}
 
 
 def format_table(split: str, block: dict) -> str:
