@@ -3,6 +3,7 @@
 
 import json
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -117,3 +118,28 @@ def test_served_answers_are_scored_by_their_ids():
     block = sq.report_ids(answers, _cases(relevant), ["A", "B", "C"])
     assert block["precision@10"] == pytest.approx((1 / 2 + 1 / 1) / 2)
     assert block["recall@50"] == pytest.approx((1 / 2 + 1) / 2)
+
+
+def test_hashed_user_ids_still_find_their_queries(small_world, monkeypatch):
+    from ingest.privacy import HashKey, hash_column
+    from training.examples import Examples
+
+    truth = read_search_queries(small_world)
+    users = truth["user_id"].unique()[:5]
+    key = HashKey.from_salt("pepper")
+    cases = Examples(hash_column(users, key), np.array([[""]] * 5, object), np.array(["I00000"] * 5, object),
+                     np.ones(5, np.float32), new_user=np.zeros(5, bool))
+    seen = {}
+
+    def scorers(model, prepared, config, texts):   # the towers are not what this test is about
+        seen["texts"] = texts
+        return {"two-tower": sq.popularity_scorer(np.ones(160))}
+
+    monkeypatch.setattr(sq, "scorers", scorers)
+    catalog = pd.read_csv(small_world / "items.csv", dtype=str, keep_default_na=False)
+    prepared = SimpleNamespace(artifacts=SimpleNamespace(catalog=catalog))
+    config = {"data": {"format": "generated", "path": str(small_world), "hash_user_ids": True, "hash_salt": "pepper"}}
+    block = sq.evaluate_split(None, prepared, cases, config)
+    assert seen["texts"] == [q for q, r, u in zip(truth["query"], truth["relevant"], truth["user_id"])
+                             if u in set(users) and r]
+    assert block["users"] == 5

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from ingest.formats.generated import SEARCH_QUERIES, read_search_queries
+from ingest.privacy import hash_column, key_from_config
 from towers.text_cache import TextVectorCache
 from towers.text_encoder import TextEncoder
 from training import evaluate as ev
@@ -170,6 +171,9 @@ def evaluate_split(model, prepared, cases: Examples, config: dict) -> dict | Non
         log.info("%s has no %s (written by an older twotower generate): no search-query block",
                  config["data"]["path"], SEARCH_QUERIES)
         return None
+    key = key_from_config(config["data"])
+    if key is not None:    # the split's users carry hashed ids (data.hash_user_ids): hash the ground truth's alike
+        table["user_id"] = hash_column(table["user_id"].to_numpy(), key)
     catalog = prepared.artifacts.catalog
     catalog_ids = catalog["item_id"].tolist()
     new_users = cases.user_id[cases.new_user] if cases.new_user is not None else []
