@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from training.config import ConfigError, load_stored
+from twotower.layout import write_atomic
 
 
 class RunDirError(ConfigError):
@@ -49,13 +50,6 @@ class RunDir:
         if not self.config.exists():
             raise RunDirError(f"{self.path} is not a run directory (no config.yaml); train one first")
         return load_stored(self.config)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def setup_logging(log_file: Path | None, verbose: bool = False) -> None:

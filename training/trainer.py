@@ -19,15 +19,17 @@ import tf_keras
 
 from ingest.schema import DataError
 from towers.text_encoder import TextEncoder
+from training import artifacts as artifacts_io
 from training import evaluate as ev
 from training.config import ConfigError, check, dump_config
 from training.distributed import Cluster, replica_rows
 from training.examples import Examples, evaluation_cases, training_examples
 from training.model import TwoTowerModel, build_model
 from training.prepare import Prepared, prepare
-from training.run import RunDir, RunDirError, write_atomic
+from training.run import RunDir, RunDirError
 from training.shard_reader import ShardStream
 from training.warm_start import adopt_encoder, source_run, warm_start
+from twotower.layout import write_atomic
 
 log = logging.getLogger("twotower.train")
 KEEP_EPOCH_CHECKPOINTS = 2
@@ -307,6 +309,8 @@ def finish(config: dict, run: RunDir, prepared: Prepared, model: TwoTowerModel,
         log.info("semantic channel, learned weights: %s", model.user_tower.semantic.describe())
     for split in splits:
         cases = _cases(config, prepared, split)
+        if split == "test":   # what export embeds to tune and measure its index (it does not re-read the data)
+            artifacts_io.save_sample_queries(run.artifacts, cases.user_id, cases.history)
         if not len(cases):
             log.warning("split '%s' has no evaluation users", split)
             continue
