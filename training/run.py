@@ -21,8 +21,17 @@ class RunDirError(ConfigError):
     """A ``--run-dir`` that does not hold what the command needs (no run, no checkpoint yet)."""
 
 
+BEST = "best"   # checkpoints/best: the best epoch's weights (a TF checkpoint prefix)
+
+
+def epoch_checkpoint(epoch: int) -> str:
+    """The checkpoint prefix of ``epoch`` under checkpoints/ (kept for resuming)."""
+    return f"epoch-{epoch:04d}"
+
+
 class RunDir:
-    """RUN/: config.yaml, state.json, metrics.json, train.log, artifacts/, checkpoints/, encoder/, tensorboard/."""
+    """RUN/: config.yaml, state.json, metrics.json, train.log, artifacts/, checkpoints/ (best, epoch-NNNN),
+    encoder/, tensorboard/."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -35,6 +44,11 @@ class RunDir:
     checkpoints = property(lambda self: self.path / "checkpoints")
     encoder = property(lambda self: self.path / "encoder")
     tensorboard = property(lambda self: self.path / "tensorboard")
+    best = property(lambda self: self.checkpoints / BEST)
+
+    def trained(self) -> bool:
+        """Whether an epoch has finished (checkpoints/best is written)."""
+        return self.best.with_name(f"{BEST}.index").exists()
 
     def exists(self) -> bool:
         return self.config.exists()
