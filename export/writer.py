@@ -203,15 +203,12 @@ def save_module(module, path: Path) -> None:
     tf.saved_model.save(module, str(path), signatures=serving_signatures(module), options=options)
 
 
-TMP_PREFIX = ".tmp-"   # a version being written: .tmp-VERSION-PID-RANDOM, renamed to VERSION when complete
-
-
 def remove_leftovers(base: Path) -> list[Path]:
     """Removes the temporary directories of exports (or ``index add``) that were killed before their rename;
     one whose process is still running on this machine is kept. Returns what was removed."""
     removed = []
-    for path in sorted(base.glob(f"{TMP_PREFIX}*")) if base.is_dir() else ():
-        parts = path.name[len(TMP_PREFIX):].split("-")
+    for path in sorted(base.glob(f"{layout.TMP_PREFIX}*")) if base.is_dir() else ():
+        parts = path.name[len(layout.TMP_PREFIX):].split("-")
         pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
         if pid is not None and pid != os.getpid() and _running(pid):
             continue
@@ -240,7 +237,7 @@ def write_version(base: Path, save: Callable[[Path], None], card: dict, titles: 
     base.mkdir(parents=True, exist_ok=True)
     remove_leftovers(base)
     version = layout.next_version(base)
-    tmp = base / f"{TMP_PREFIX}{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = base / f"{layout.TMP_PREFIX}{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     card = {**card, "version": version}
     try:
         save(tmp)

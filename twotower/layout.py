@@ -27,6 +27,7 @@ WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"   # TF Serving
 VERSION_BATCHING = "batching_params.pbtxt"   # a version's own BatchingParameters (TF Serving's name)
 MODELS_CONFIG = "models.config"              # beside the base path: model_config_list text proto
 BATCHING_PARAMETERS = "batching_parameters.txt"   # beside the base path: for --enable_batching
+TMP_PREFIX = ".tmp-"   # a version being written: .tmp-VERSION-PID-RANDOM, renamed to VERSION when complete
 
 
 def version_dirs(base: str | os.PathLike) -> dict[int, Path]:
