@@ -46,6 +46,8 @@ VERSIONS = {"scann": 1, "brute-force": 2}
 
 
 def export(run_dir: Path, base: Path, k: int) -> None:
+    from twotower import layout
+
     for index, version in VERSIONS.items():
         if (base / str(version)).is_dir():
             continue
@@ -53,7 +55,7 @@ def export(run_dir: Path, base: Path, k: int) -> None:
         subprocess.run([sys.executable, "-m", "twotower.cli", "export", "--run-dir", str(run_dir), "--base-path",
                         str(base), "--index", index, "--k", str(k)], check=True, cwd=ROOT)
     for index, version in VERSIONS.items():
-        card = json.loads((base / str(version) / "assets" / "model_card.json").read_text())
+        card = json.loads(layout.asset(base / str(version), layout.MODEL_CARD).read_text())
         kind = card.get("index", {}).get("type", "").replace("_", "-")
         assert kind == index, f"{base}/{version} holds a {kind} index, expected {index}"
 
@@ -62,7 +64,9 @@ def user_and_history(run_dir: Path) -> tuple[str, list[str]]:
     """The first user with at least five interactions in the run's world, and their last five items."""
     import yaml
 
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    from training.run import RunDir
+
+    config = yaml.safe_load(RunDir(run_dir).config.read_text())
     world = Path(config["data"]["path"])
     world = world if world.is_absolute() else ROOT / world
     seen: dict[str, list[str]] = {}
@@ -164,18 +168,6 @@ def rest_caller(port: int, version: int, user: str, history: list[str]):
     return factory
 
 
-def signature_defaults(version: Path, name: str = "serving_default") -> dict:
-    """The SignatureDef's default values of its optional inputs (diversity, exclude, ...), as TF Serving fills them
-    in: a signature function loaded in-process has no optional arguments, so the reference call passes them."""
-    import tensorflow as tf
-
-    from serving.servable import read_signature_defs
-    from serving.signature import Signature
-
-    signature = Signature(name, read_signature_defs(version)[name], None)   # the server's own reading of them
-    return {key: tf.constant(value) for key, value in signature.defaults.items()}
-
-
 def inprocess_caller(signature, user: str, history: list[str], defaults: dict):
     import tensorflow as tf
 
@@ -230,6 +222,9 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main() -> int:
+    from training.run import RunDir
+    from twotower import layout
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", default=None, help="trained run (default runs/demo, else a quick smoke run)")
     parser.add_argument("--work", default="/tmp/bench-serving")
@@ -242,9 +237,9 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     cli = [sys.executable, "-m", "twotower.cli"]
     run_dir = Path(args.run_dir) if args.run_dir else ROOT / "runs" / "demo"
-    if not (run_dir / "checkpoints").is_dir():   # no demo run: a small smoke run, quickly
+    if not RunDir(run_dir).checkpoints.is_dir():   # no demo run: a small smoke run, quickly
         run_dir = work / "run"
-        if not (run_dir / "checkpoints").is_dir():
+        if not RunDir(run_dir).checkpoints.is_dir():
             subprocess.run([*cli, "generate", "--out", str(work / "world"), "--users", "700", "--items", "500",
                             "--seed", "7"], check=True, cwd=ROOT)
             subprocess.run([*cli, "train", "--config", "configs/smoke.yaml", "--set", f"data.path={work / 'world'}",
@@ -255,7 +250,7 @@ def main() -> int:
         f'model_config_list {{\n  config {{\n    name: "{MODEL}"\n    base_path: "{base}"\n'
         f'    model_platform: "tensorflow"\n    model_version_policy {{ all {{}} }}\n  }}\n}}\n')
     user, history = user_and_history(run_dir)
-    card = json.loads((base / "1" / "assets" / "model_card.json").read_text())
+    card = json.loads(layout.asset(base / "1", layout.MODEL_CARD).read_text())
     encoder = card.get("training_config", {}).get("model", {}).get("encoder", "?")
     n_items = card.get("items", "?")
     print(f"model {run_dir} (encoder {encoder}, {n_items} items, K={args.k}); user {user}, history {history}",
@@ -271,15 +266,17 @@ def main() -> int:
               f"p95 {result['p95']:.2f} p99 {result['p99']:.2f} ms, {result['qps']:.0f} q/s "
               f"(n={result['n']}, errors={result['errors']}) {result['first_error']}", flush=True)
 
-    # in-process reference
-    import scann  # noqa: F401  (registers the ScaNN ops)
+    # in-process reference: the signature function itself, the optional inputs given their defaults as TF Serving
+    # fills them (a signature function loaded in-process has no optional arguments)
     import tensorflow as tf
-    import tensorflow_text  # noqa: F401
+
+    from export.loaded import LoadedVersion
 
     signatures = {}
     for index, version in VERSIONS.items():
-        loaded = tf.saved_model.load(str(base / str(version)))
-        signatures[index] = (loaded, loaded.signatures["serving_default"], signature_defaults(base / str(version)))
+        loaded = LoadedVersion(base / str(version))
+        signatures[index] = (loaded, loaded.loaded.signatures["serving_default"],
+                             {k: tf.constant(v) for k, v in loaded.defaults("serving_default").items()})
     for index in VERSIONS:
         for c in CONCURRENCY:
             _, signature, defaults = signatures[index]
@@ -295,7 +292,7 @@ def main() -> int:
     finally:
         print(f"server stopped with status {server.stop()}", flush=True)
     server = start_server(work, "batching", "--enable_batching", "--batching_parameters_file",
-                          str(base.parent / "batching_parameters.txt"))
+                          str(layout.beside(base, layout.BATCHING_PARAMETERS)))
     try:
         for index, version in VERSIONS.items():
             cell("gRPC", index, 32, grpc_caller(server.target, version, user, history), batching=True)
@@ -316,7 +313,7 @@ def main() -> int:
     from bench.report import write_section
 
     cores = os.cpu_count()
-    batching_text = (base.parent / "batching_parameters.txt").read_text().replace("\n", "; ").strip("; ")
+    batching_text = layout.beside(base, layout.BATCHING_PARAMETERS).read_text().replace("\n", "; ").strip("; ")
     table = ["| index | path | concurrency | requests | p50 ms | p95 ms | p99 ms | QPS | errors |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

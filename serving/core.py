@@ -203,10 +203,3 @@ class ModelServer:
 
     def model_names(self) -> list[str]:
         return self.manager.model_names()
-
-    def titles(self, model: str, version: int | None = None) -> dict[str, str]:
-        servable = self.manager.acquire(model, version, None)
-        try:
-            return servable.titles()
-        finally:
-            servable.release()

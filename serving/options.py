@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from serving.errors import invalid
+from serving.security import DEFAULT_TOKEN_ENV
 
 DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 # Flags accepted for compatibility that change nothing on this server, and why.
@@ -136,9 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ssl_key_file", help="PEM private key for --ssl_cert_file")
     add("--ssl_ca_file", help="PEM CA: require client certificates signed by it (mutual TLS)")
     add("--auth_token_file", help="file holding the bearer token clients must send")
-    add("--auth_token_env", default="TWOTOWER_AUTH_TOKEN",
+    add("--auth_token_env", default=DEFAULT_TOKEN_ENV,
         help="environment variable holding the token when --auth_token_file is not given "
-             "(default TWOTOWER_AUTH_TOKEN; auth is off when it is unset)")
+             f"(default {DEFAULT_TOKEN_ENV}; auth is off when it is unset)")
     add("--max_request_bytes", type=int, default=64 << 20, help="largest request accepted (default 64 MiB)")
     add("--max_request_rows", type=int, default=1024,
         help="most rows (examples) per request without --enable_batching (default 1024)")
