@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 import grpc
 import numpy as np
 
-DEFAULT_SIGNATURE = "serving_default"
+from serving import DEFAULT_SIGNATURE
+
 ITEMS_TSV = Path("assets") / "items.tsv"
 
 
