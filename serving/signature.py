@@ -25,7 +25,9 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.python.distribute import distribute_utils
+from tensorflow.python.eager import context
 from tensorflow.python.eager.polymorphic_function.concrete_function import ConcreteFunction
+from tensorflow.python.framework.ops import EagerTensor
 
 from serving.errors import ServingError, invalid
 
@@ -277,7 +279,11 @@ class Signature:
         """The input as a tensor: a default left as it was checked at load time is the tensor made then."""
         if name in self._default_tensors and array is self._ready_defaults[name]:
             return self._default_tensors[name]
-        return tf.constant(array, dtype=self.inputs[name].dtype)
+        dtype = self.inputs[name].dtype
+        try:   # what tf.constant ends up doing, without its Python layers (half the time)
+            return EagerTensor(array, context.context().device_name, dtype)
+        except (TypeError, ValueError):
+            return tf.constant(array, dtype=dtype)   # its own conversion, and its own error
 
     def explain_failure(self, inputs: Mapping[str, np.ndarray]) -> str | None:
         """Which input a failed graph run is most likely about: one whose shape does not fit the SignatureDef, or
