@@ -174,8 +174,12 @@ class Signature:
         defaults as tensors, so that a request calls the graph without Python's argument binding."""
         self._function = function
         self._bound = bind_flat(function, self.inputs) if function is not None else None
-        self._default_tensors = {} if function is None else {
-            key: tf.constant(value, dtype=self.inputs[key].dtype) for key, value in self._ready_defaults.items()}
+        self._default_tensors: dict[str, tf.Tensor] = {}
+        for key, value in self._ready_defaults.items() if function is not None else ():
+            try:
+                self._default_tensors[key] = tf.constant(value, dtype=self.inputs[key].dtype)
+            except (TypeError, ValueError):
+                pass   # made (and refused, with TensorFlow's error) per request, as any other input
 
     @staticmethod
     def _leading_free(info: meta_graph_pb2.TensorInfo) -> bool:
