@@ -260,7 +260,7 @@ def print_version() -> None:
 
 
 class Workers:
-    """``--num_serving_processes``: the other serving processes, started by the first once it listens.
+    """``--num_serving_processes``: the other serving processes, started by the first once it serves.
 
     Each runs this same server with the same flags on the ports the first one bound (SO_REUSEPORT: the kernel
     spreads connections over the processes), loads its own copy of the models and polls the base paths itself.
