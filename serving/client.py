@@ -18,9 +18,8 @@ from typing import Any, NamedTuple
 import grpc
 import numpy as np
 
+from serving import DEFAULT_SIGNATURE
 from twotower import layout
-
-DEFAULT_SIGNATURE = "serving_default"
 
 
 class ClientError(Exception):

@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max_request_bytes", type=int, default=64 << 20, help="largest request accepted (default 64 MiB)")
     add("--max_request_rows", type=int, default=1024,
         help="most rows (examples) per request without --enable_batching (default 1024)")
+    add("--num_serving_processes", type=int, default=1,
+        help="serve from this many processes sharing the gRPC and REST ports (SO_REUSEPORT, Linux), each with "
+             "the models loaded: Python's work then uses every core, at the cost of one copy of the models per "
+             "process (default 1; see docs/serving.md)")
     add("-v", "--verbose", action="store_true", help="debug logs")
     add("-q", "--quiet", action="store_true", help="warnings and errors only")
     return parser
@@ -201,7 +205,8 @@ class ServerOptions:
                 raise invalid(f"--{name} must be a port number, got {getattr(args, name)}")
         if args.rest_api_port and args.rest_api_port == args.port:
             raise invalid("--rest_api_port cannot be same as --port. Please use a different port for HTTP/REST API.")
-        for name in ("max_request_bytes", "max_request_rows", "grpc_max_threads", "rest_api_timeout_in_ms"):
+        for name in ("max_request_bytes", "max_request_rows", "grpc_max_threads", "rest_api_timeout_in_ms",
+                     "num_serving_processes"):
             if getattr(args, name) < 1:
                 raise invalid(f"--{name} must be positive, got {getattr(args, name)}")
         for name in ("max_num_load_retries", "num_load_threads", "rest_api_num_threads",
