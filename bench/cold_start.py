@@ -51,11 +51,13 @@ def generated(args, work: Path) -> dict:
     from export.add_items import add_items
     from export.writer import export_run
     from ingest.generate import generate_world
+    from training import artifacts as artifacts_io
     from training.config import load_config
     from training.examples import evaluation_cases
     from training.prepare import load_split
     from training.run import RunDir, setup_logging
     from training.trainer import train
+    from twotower import layout
 
     world = work / "world"
     meta = generate_world(world, users=args.users, items=args.items, seed=args.seed, progress=False)
@@ -80,9 +82,9 @@ def generated(args, work: Path) -> dict:
     full = load_config(ROOT / "configs" / "default.yaml", [f"data.path={world}", *common])
     dataset, labels = load_split(full)
     cases, _ = evaluation_cases(dataset.interactions, labels, "test", full["model"]["history_len"], True)
-    warm = pd.read_parquet(run.artifacts / "catalog.parquet")["item_id"].tolist()
-    counts = dict(zip(warm, np.load(run.artifacts / "item_counts.npy")))
-    users = pd.read_parquet(run.artifacts / "users.parquet")
+    warm = pd.read_parquet(run.artifacts / artifacts_io.CATALOG)["item_id"].tolist()
+    counts = dict(zip(warm, np.load(run.artifacts / artifacts_io.ITEM_COUNTS)))
+    users = pd.read_parquet(run.artifacts / artifacts_io.USERS)
     text = dict(zip(users["user_id"], users["text"]))
     exclude = padded([list(e) for e in cases.exclude])
     served = ServedModel(version)
@@ -120,7 +122,7 @@ def generated(args, work: Path) -> dict:
                      **{f"recall@{k}": popularity_recall(counts, cases.target[subset],
                                                          [cases.exclude[i] for i in np.flatnonzero(subset)], k)
                         for k in KS}})
-    card = json.loads((added / "assets" / "model_card.json").read_text())
+    card = json.loads(layout.asset(added, layout.MODEL_CARD).read_text())
     return {"rows": rows, "users": args.users, "items": args.items, "cold": len(cold), "train_s": train_seconds,
             "add_s": add_seconds, "index": card["index"], "warm_items": len(warm), "version": str(added),
             "search_queries": searches}

@@ -65,9 +65,9 @@ def measure(args) -> tuple[list[dict], dict]:
     dataset, labels = load_split(config)
     cases, _ = evaluation_cases(dataset.interactions, labels, "test", config["model"]["history_len"], True)
     served = ServedModel(version)
-    ids = [i.decode() for i in served.loaded.catalog.ids.numpy()]
-    vectors = dict(zip(ids, served.loaded.catalog.vectors.numpy()))
-    category = dict(zip(ids, (c.decode() for c in served.loaded.catalog.category.numpy())))
+    ids = [i.decode() for i in served.model.loaded.catalog.ids.numpy()]
+    vectors = dict(zip(ids, served.model.loaded.catalog.vectors.numpy()))
+    category = dict(zip(ids, (c.decode() for c in served.model.loaded.catalog.category.numpy())))
     n = len(cases)
     base = {"user_id": cases.user_id.astype(str), "history": cases.history.astype(str),
             "user_text": np.array([""] * n, object), "exclude": padded([list(e) for e in cases.exclude])}

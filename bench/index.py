@@ -180,8 +180,11 @@ def synthetic_case(n: int, args) -> tuple[list[dict], dict]:
 def real_case(args) -> tuple[list[dict], dict] | None:
     import numpy as np
 
+    from training import artifacts as artifacts_io
+    from training.run import RunDir
+
     run = ROOT / "runs" / "demo"
-    if not (run / "artifacts").exists():
+    if not artifacts_io.saved(RunDir(run).artifacts):
         print(f"no trained run at {run}: real embeddings skipped", flush=True)
         return None
     from export.trained import load_trained

@@ -135,7 +135,7 @@ def run_ours(config: dict, run, prepared, cases: dict, seconds: float) -> Result
     from training.model import build_model
 
     model = build_model(config, prepared.artifacts)
-    tf.train.Checkpoint(model=model).read(str(run.checkpoints / "best")).expect_partial()
+    tf.train.Checkpoint(model=model).read(str(run.best)).expect_partial()
     scorer = ev.model_scorer(model, prepared.artifacts.catalog["item_id"].tolist())
     index = {item: row for row, item in enumerate(prepared.artifacts.catalog["item_id"].tolist())}
     valid, _ = evaluate(scorer, cases["valid"], index)

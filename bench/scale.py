@@ -47,7 +47,9 @@ def _job_file(folder: Path, world: Path, cache: Path, batch: int, epochs: int, r
 
 def _steady(run: Path, batch: int, workers: int) -> dict:
     """Examples/s actually trained (a multi-worker epoch drops its last partial global batch) after epoch 1."""
-    history = json.loads((run / "state.json").read_text())["history"][1:]
+    from training.run import RunDir
+
+    history = json.loads(RunDir(run).state.read_text())["history"][1:]
     count = _examples(run)
     trained = (count // (batch * workers)) * batch * workers if workers > 1 else count
     rates = [h["examples_per_second"] * trained / count for h in history]
@@ -57,7 +59,9 @@ def _steady(run: Path, batch: int, workers: int) -> dict:
 
 def _examples(run: Path) -> int:
     """The run's training examples, from its log ("N training examples, M validation users")."""
-    log = (run / "train.log").read_text()
+    from training.run import RunDir
+
+    log = RunDir(run).log.read_text()
     line = next(line for line in log.splitlines() if "training examples," in line)
     return int(line.split(" training examples")[0].split()[-1])
 
@@ -69,7 +73,7 @@ def _model_size(run: Path) -> tuple[int, int]:
     from training.run import RunDir
 
     config = RunDir(run).read_config()
-    model = build_model(config, artifacts_io.load(run / "artifacts"))
+    model = build_model(config, artifacts_io.load(RunDir(run).artifacts))
     model.embed_users(np.array(["x"]), np.array([[""] * config["model"]["history_len"]]))
     return int(sum(np.prod(v.shape) for v in model.trainable_variables)), int(config["model"]["embedding_dim"])
 

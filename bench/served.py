@@ -15,33 +15,23 @@ import numpy as np
 
 
 class ServedModel:
-    """``serving_default`` of a version directory, called on numpy batches."""
+    """One signature (``serving_default``) of a version directory (``export.loaded``), called on numpy batches."""
 
     def __init__(self, version: Path, signature: str = "serving_default"):
-        import tensorflow as tf
+        from export.loaded import LoadedVersion
 
-        from export.inspect import signature_defaults
-        from export.ops import saved_model_proto
-        from serving.servable import register_custom_ops
-
-        register_custom_ops()
         self.version = Path(version)
-        self.loaded = tf.saved_model.load(str(version))
-        self.function = self.loaded.signatures[signature]
-        self.defaults = signature_defaults(saved_model_proto(version).meta_graphs[0].signature_def[signature])
+        self.model = LoadedVersion(version)
+        self.signature = signature
 
     def __call__(self, batch_size: int = 256, **inputs) -> dict[str, np.ndarray]:
         """Runs the inputs (each with the same number of rows, or one row for all) in batches; outputs as numpy,
         strings decoded."""
-        import tensorflow as tf
-
         rows = max(len(v) for v in inputs.values())
         parts = []
         for start in range(0, rows, batch_size):
-            given = {**self.defaults, **{k: (v if len(v) == 1 else v[start:start + batch_size])
-                                         for k, v in inputs.items()}}
-            out = self.function(**{k: tf.constant(v) for k, v in given.items()})
-            parts.append({k: v.numpy() for k, v in out.items()})
+            parts.append(self.model(self.signature, **{k: (v if len(v) == 1 else v[start:start + batch_size])
+                                                       for k, v in inputs.items()}))
         merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return {k: (np.vectorize(lambda b: b.decode("utf-8"))(v) if v.dtype == object else v)
                 for k, v in merged.items()}

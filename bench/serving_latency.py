@@ -1,30 +1,41 @@
-"""Serving latency and throughput: gRPC and REST against the same SavedModel called in-process.
+"""Serving latency and throughput: gRPC and REST, loaded from separate client processes, against the same SavedModel
+called in-process.
 
 Usage: python bench/serving_latency.py [--run-dir runs/demo] [--work /tmp/bench-serving] [--out docs/benchmarks.md]
+       [--repeat 2] [--processes 2] [--tuned-flags '...'] [--quick]
 
 Exports the run twice into ``WORK/models/shop`` (version 1 = ScaNN, version 2 = brute force) unless those
-versions exist, starts ``twotower serve`` on free loopback ports (as tests/serving_process.py does, with the
-model's versions all loaded), and sends the same request, ``serving_default`` with a known user id, a 5-item
-history and empty ``user_text`` (one row, no BERT), from 1, 8 and 32 threads:
+versions exist, and measures one-row ``serving_default`` requests of two kinds: ``id+history`` (a known user id, a
+5-item history, empty ``user_text``: no BERT run) and ``user_text`` (the same plus a sentence: the text tower
+runs). Each cell runs for a fixed time after a warm-up, and reports p50/p99 latency, QPS and errors:
 
-- gRPC: the official ``PredictionServiceStub``, one channel per thread;
-- REST: ``POST /v1/models/shop/versions/N:predict`` with ``http.client``, one keep-alive connection per thread;
-- in-process: ``tf.saved_model.load`` + the signature call, the reference.
+- in-process: ``tf.saved_model.load`` + the signature called from threads of this process: the reference;
+- gRPC (official ``PredictionServiceStub``, one channel per thread) and REST (``http.client``, one keep-alive
+  connection per thread), from client **processes** started once for the whole run (concurrency 1: one process;
+  concurrency 32: 4 processes x 8 threads), so that the client's GIL does not cap what is measured;
+- servers: ``default`` (``twotower serve`` with no tuning flag) and ``tuned`` (the flags docs/serving.md
+  recommends for a latency-sensitive CPU service: ``--num_serving_processes`` = cores), both with both versions
+  loaded; server RSS is read from /proc (every process of the server), and once more with one version loaded.
 
-Then gRPC at concurrency 32 against a second server started with ``--enable_batching`` (the export's
-``batching_parameters.txt``). Each cell sends a bounded number of requests (200 at c=1, 400 at c=8/32) after a
-warm-up, under a time cap. Writes the "Serving" section of docs/benchmarks.md and docs/serving_latency.png.
+The key rows (concurrency 1 and 32, in-process vs gRPC vs REST) are measured ``--repeat`` times, interleaved, and
+the median is reported with the spread, since the machine may be shared. Writes the "Serving" section of
+docs/benchmarks.md and docs/serving_latency.png. ``--quick`` (to weigh one flag against another, e.g.
+``--processes 1 --tuned-flags '--enable_batching ...'``): ScaNN and id+history only, one repeat, no memory
+rows, and only printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import csv
 import datetime
 import http.client
 import json
+import multiprocessing
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import threading
@@ -36,14 +47,156 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")   # as the server sets it (serving/server.py)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from training.run import RunDir  # noqa: E402 - after the path and environment set-up above
+from twotower import layout  # noqa: E402
+
 TITLE = "Serving (bench/serving_latency.py)"
 MODEL = "shop"
-CONCURRENCY = (1, 8, 32)
-REQUESTS = {1: 200, 8: 400, 32: 400}
-WARMUP = 20
-CELL_SECONDS = 90.0        # cap per measured cell; the count actually sent is reported
 VERSIONS = {"scann": 1, "brute-force": 2}
+CLIENT_PROCESSES = 4                # at concurrency 32: 4 processes x 8 threads
+WARMUP_SECONDS = 1.5
+CELL_SECONDS = {1: 4.0, 32: 6.0}
+USER_TEXT = "a warm waterproof jacket for hiking in the rain"
 
+
+# -- requests ----------------------------------------------------------------------------------------------------
+
+def request_inputs(user: str, history: list[str], kind: str) -> dict:
+    return {"user_id": [user], "history": [history], "user_text": [USER_TEXT if kind == "user_text" else ""]}
+
+
+def grpc_call(target: str, version: int, inputs: dict):
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from serving.client import string_tensor
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    request.model_spec.version.value = version
+    request.model_spec.signature_name = "serving_default"
+    for name, value in inputs.items():
+        shape = [1, len(value[0])] if isinstance(value[0], list) else [1]
+        flat = value[0] if isinstance(value[0], list) else value
+        request.inputs[name].CopyFrom(string_tensor(flat, shape))
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+
+    def call():
+        response = stub.Predict(request, timeout=30)
+        if "item_ids" not in response.outputs:
+            raise RuntimeError("no item_ids in the response")
+    return call
+
+
+def rest_call(port: int, version: int, inputs: dict):
+    body = json.dumps({"signature_name": "serving_default",
+                       "instances": [{name: value[0] for name, value in inputs.items()}]}).encode()
+    path = f"/v1/models/{MODEL}/versions/{version}:predict"
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def call():
+        conn.request("POST", path, body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
+    return call
+
+
+def run_threads(callers: list, start_at: float, stop_at: float) -> dict:
+    """Each caller in its own thread: warm-up until ``start_at``, then calls until ``stop_at`` (monotonic clock,
+    shared by every process on the machine); latencies in seconds and errors."""
+    times: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def work(call):
+        mine, failed = [], []
+        while time.monotonic() < start_at:
+            try:
+                call()
+            except Exception as err:  # noqa: BLE001 - a failed warm-up shows up in the measured calls too
+                failed.append(f"warm-up: {type(err).__name__}: {err}"[:200])
+                time.sleep(0.05)
+        while True:
+            t0 = time.monotonic()
+            if t0 >= stop_at:
+                break
+            try:
+                call()
+            except Exception as err:  # noqa: BLE001 - counted and reported, the run goes on
+                failed.append(f"{type(err).__name__}: {err}"[:200])
+                continue
+            mine.append(time.monotonic() - t0)
+        with lock:
+            times.extend(mine)
+            errors.extend(e for e in failed if not e.startswith("warm-up"))
+
+    threads = [threading.Thread(target=work, args=(call,), daemon=True) for call in callers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"times": times, "errors": errors}
+
+
+def client_task(protocol: str, address: str, version: int, inputs: dict, threads: int, start_at: float,
+                stop_at: float) -> dict:
+    """Runs in a client process: ``threads`` connections of its own."""
+    if protocol == "gRPC":
+        callers = [grpc_call(address, version, inputs) for _ in range(threads)]
+    else:
+        callers = [rest_call(int(address), version, inputs) for _ in range(threads)]
+    return run_threads(callers, start_at, stop_at)
+
+
+def client_init() -> None:
+    import tensorflow_serving.apis.prediction_service_pb2_grpc  # noqa: F401 - imported before the clock starts
+
+
+def summary(times: list[float], errors: list[str], seconds: float) -> dict:
+    import numpy as np
+
+    ms = np.array(times) * 1e3 if times else np.array([float("nan")])
+    return {"n": len(times), "errors": len(errors), "first_error": errors[0] if errors else "",
+            "p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "qps": len(times) / seconds}
+
+
+# -- servers -----------------------------------------------------------------------------------------------------
+
+def start_server(work: Path, name: str, config: Path, *flags: str):
+    sys.path.append(str(ROOT / "tests"))
+    from serving_process import ServerProcess   # the tests' helper: free loopback ports, waits for "ready"
+
+    return ServerProcess(work, name, "--model_config_file", str(config), "-q", *flags).wait()
+
+
+def process_tree(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    found = [pid]
+    for child in (children.read_text().split() if children.exists() else []):
+        found += process_tree(int(child))
+    return found
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children (the serving workers), MiB."""
+    total = 0
+    for each in process_tree(pid):
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def models_config(path: Path, base: Path, versions: str) -> Path:
+    path.write_text(f'model_config_list {{\n  config {{\n    name: "{MODEL}"\n    base_path: "{base}"\n'
+                    f'    model_platform: "tensorflow"\n    model_version_policy {{ {versions} }}\n  }}\n}}\n')
+    return path
+
+
+# -- the run -----------------------------------------------------------------------------------------------------
 
 def export(run_dir: Path, base: Path, k: int) -> None:
     for index, version in VERSIONS.items():
@@ -53,18 +206,20 @@ def export(run_dir: Path, base: Path, k: int) -> None:
         subprocess.run([sys.executable, "-m", "twotower.cli", "export", "--run-dir", str(run_dir), "--base-path",
                         str(base), "--index", index, "--k", str(k)], check=True, cwd=ROOT)
     for index, version in VERSIONS.items():
-        card = json.loads((base / str(version) / "assets" / "model_card.json").read_text())
+        card = json.loads(layout.asset(base / str(version), layout.MODEL_CARD).read_text())
         kind = card.get("index", {}).get("type", "").replace("_", "-")
         assert kind == index, f"{base}/{version} holds a {kind} index, expected {index}"
 
 
 def user_and_history(run_dir: Path) -> tuple[str, list[str]]:
-    """The first user with at least five interactions in the run's world, and their last five items."""
+    """The first user with at least eight interactions in the run's world, and their last five items."""
     import yaml
 
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config = yaml.safe_load(RunDir(run_dir).config.read_text())
     world = Path(config["data"]["path"])
-    world = world if world.is_absolute() else ROOT / world
+    if not world.is_absolute():   # relative to the checkout that trained the run (this one, or the run's own)
+        world = next((root / world for root in (ROOT, *run_dir.resolve().parents) if (root / world).is_dir()),
+                     ROOT / world)
     seen: dict[str, list[str]] = {}
     with open(world / "interactions.csv", newline="") as f:
         for row in csv.DictReader(f):
@@ -75,125 +230,75 @@ def user_and_history(run_dir: Path) -> tuple[str, list[str]]:
     return user, (seen[user] + [""] * 5)[-5:]
 
 
-def run_threads(concurrency: int, total: int, make_caller) -> dict:
-    """``total`` calls split over ``concurrency`` threads, each with its own caller; latency and QPS."""
-    import numpy as np
+class Bench:
+    def __init__(self, base: Path, user: str, history: list[str]):
+        self.base = base
+        self.user, self.history = user, history
+        self.rows: list[dict] = []
+        self.loads = [os.getloadavg()[0]]
+        self.pool = concurrent.futures.ProcessPoolExecutor(
+            CLIENT_PROCESSES, mp_context=multiprocessing.get_context("spawn"), initializer=client_init)
+        list(self.pool.map(time.sleep, [0.1] * CLIENT_PROCESSES))   # the client processes start (and import) now
+        self.signatures: dict[str, tuple] = {}
 
-    per = [total // concurrency + (i < total % concurrency) for i in range(concurrency)]
-    callers = [make_caller() for _ in range(concurrency)]
-    for caller in callers:          # warm-up: connections open, graphs traced
-        for _ in range(max(1, WARMUP // concurrency)):
-            caller()
-    times: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-    start = threading.Barrier(concurrency + 1)
-    deadline = [0.0]
+    def record(self, server: str, protocol: str, index: str, kind: str, c: int, result: dict) -> None:
+        row = {"server": server, "protocol": protocol, "index": index, "kind": kind, "c": c, **result}
+        self.rows.append(row)
+        self.loads.append(os.getloadavg()[0])
+        print(f"{server:9s} {protocol:10s} {index:11s} {kind:10s} c={c:<2d}: p50 {row['p50']:.2f} p99 "
+              f"{row['p99']:.2f} ms, {row['qps']:.0f} q/s (n={row['n']}, errors={row['errors']}) "
+              f"{row['first_error']}", flush=True)
 
-    def work(caller, n):
-        mine = []
-        start.wait()
-        for _ in range(n):
-            if time.perf_counter() > deadline[0]:
-                break
-            t0 = time.perf_counter()
-            try:
-                caller()
-            except Exception as err:   # noqa: BLE001 - counted and reported, the run goes on
-                with lock:
-                    errors.append(f"{type(err).__name__}: {err}"[:200])
-                continue
-            mine.append(time.perf_counter() - t0)
-        with lock:
-            times.extend(mine)
+    def in_process(self, index: str, kind: str, c: int) -> None:
+        import tensorflow as tf
 
-    threads = [threading.Thread(target=work, args=(c, n), daemon=True) for c, n in zip(callers, per)]
-    for t in threads:
-        t.start()
-    deadline[0] = time.perf_counter() + CELL_SECONDS
-    started = time.perf_counter()
-    start.wait()
-    for t in threads:
-        t.join(CELL_SECONDS + 30)
-    wall = time.perf_counter() - started
-    ms = np.array(times) * 1e3 if times else np.array([float("nan")])
-    return {"n": len(times), "errors": len(errors), "first_error": errors[0] if errors else "",
-            "p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
-            "p99": float(np.percentile(ms, 99)), "qps": len(times) / wall}
+        from export.loaded import LoadedVersion
 
-
-def grpc_caller(target: str, version: int, user: str, history: list[str]):
-    import grpc
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-    from serving.client import string_tensor
-
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = MODEL
-    request.model_spec.version.value = version
-    request.model_spec.signature_name = "serving_default"
-    request.inputs["user_id"].CopyFrom(string_tensor([user], [1]))
-    request.inputs["history"].CopyFrom(string_tensor(history, [1, len(history)]))
-    request.inputs["user_text"].CopyFrom(string_tensor([""], [1]))
-
-    def factory():
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+        if index not in self.signatures:   # the ScaNN and TF Text kernels registered, as the server registers them
+            loaded = LoadedVersion(self.base / str(VERSIONS[index]))
+            # the SignatureDef's defaults, as TF Serving fills them in: a signature function loaded in-process has
+            # no optional arguments, so the reference call passes them
+            defaults = {key: tf.constant(value) for key, value in loaded.defaults("serving_default").items()}
+            self.signatures[index] = (loaded, loaded.loaded.signatures["serving_default"], defaults)
+        _, function, defaults = self.signatures[index]
+        inputs = {**defaults, **{k: tf.constant(v) for k, v in request_inputs(self.user, self.history, kind).items()}}
 
         def call():
-            response = stub.Predict(request, timeout=30)
-            assert "item_ids" in response.outputs
-        return call
-    return factory
+            function(**inputs)["item_ids"].numpy()
+        now = time.monotonic()
+        start_at, stop_at = now + WARMUP_SECONDS, now + WARMUP_SECONDS + CELL_SECONDS[c]
+        result = run_threads([call] * c, start_at, stop_at)
+        self.record("-", "in-process", index, kind, c, summary(result["times"], result["errors"], CELL_SECONDS[c]))
+
+    def remote(self, server_name: str, server, protocol: str, index: str, kind: str, c: int) -> None:
+        address = server.target if protocol == "gRPC" else str(server.rest_port)
+        processes = 1 if c == 1 else CLIENT_PROCESSES
+        now = time.monotonic()
+        start_at, stop_at = now + WARMUP_SECONDS + 0.5, now + WARMUP_SECONDS + 0.5 + CELL_SECONDS[c]
+        inputs = request_inputs(self.user, self.history, kind)
+        futures = [self.pool.submit(client_task, protocol, address, VERSIONS[index], inputs, c // processes,
+                                    start_at, stop_at) for _ in range(processes)]
+        times, errors = [], []
+        for future in futures:
+            part = future.result()
+            times += part["times"]
+            errors += part["errors"]
+        self.record(server_name, protocol, index, kind, c, summary(times, errors, CELL_SECONDS[c]))
 
 
-def rest_caller(port: int, version: int, user: str, history: list[str]):
-    body = json.dumps({"signature_name": "serving_default",
-                       "instances": [{"user_id": user, "history": history, "user_text": ""}]}).encode()
-    path = f"/v1/models/{MODEL}/versions/{version}:predict"
-
-    def factory():
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-
-        def call():
-            conn.request("POST", path, body, {"Content-Type": "application/json"})
-            response = conn.getresponse()
-            data = response.read()
-            if response.status != 200:
-                raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
-        return call
-    return factory
-
-
-def signature_defaults(version: Path, name: str = "serving_default") -> dict:
-    """The SignatureDef's default values of its optional inputs (diversity, exclude, ...), as TF Serving fills them
-    in: a signature function loaded in-process has no optional arguments, so the reference call passes them."""
-    import tensorflow as tf
-
-    from serving.servable import read_signature_defs
-    from serving.signature import Signature
-
-    signature = Signature(name, read_signature_defs(version)[name], None)   # the server's own reading of them
-    return {key: tf.constant(value) for key, value in signature.defaults.items()}
-
-
-def inprocess_caller(signature, user: str, history: list[str], defaults: dict):
-    import tensorflow as tf
-
-    inputs = {**defaults, "user_id": tf.constant([user]), "history": tf.constant([history]),
-              "user_text": tf.constant([""])}
-
-    def factory():
-        def call():
-            signature(**inputs)["item_ids"].numpy()
-        return call
-    return factory
-
-
-def start_server(work: Path, name: str, *flags: str):
-    sys.path.append(str(ROOT / "tests"))
-    from serving_process import ServerProcess   # the tests' helper: free loopback ports, waits for "ready"
-
-    return ServerProcess(work, name, "--model_config_file", str(work / "models.config"), "-q", *flags).wait()
+def median_rows(rows: list[dict]) -> list[dict]:
+    """One row per cell: the median p50/p99/QPS over its repeats, with the spread of p50 and QPS."""
+    cells: dict[tuple, list[dict]] = {}
+    for row in rows:
+        cells.setdefault((row["server"], row["protocol"], row["index"], row["kind"], row["c"]), []).append(row)
+    merged = []
+    for key, group in cells.items():
+        merged.append({**group[0], "repeats": len(group),
+                       **{f: statistics.median(r[f] for r in group) for f in ("p50", "p99", "qps")},
+                       "n": sum(r["n"] for r in group), "errors": sum(r["errors"] for r in group),
+                       "p50_range": (min(r["p50"] for r in group), max(r["p50"] for r in group)),
+                       "qps_range": (min(r["qps"] for r in group), max(r["qps"] for r in group))})
+    return merged
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -202,29 +307,24 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for (mode, index), style in {("in-process", "scann"): "k-o", ("in-process", "brute-force"): "k--s",
-                                 ("gRPC", "scann"): "C0-o", ("gRPC", "brute-force"): "C0--s",
-                                 ("REST", "scann"): "C1-o", ("REST", "brute-force"): "C1--s"}.items():
-        cells = [r for r in rows if r["mode"] == mode and r["index"] == index and not r["batching"]]
-        xs = [r["c"] for r in cells]
-        left.plot(xs, [r["p50"] for r in cells], style, label=f"{mode}, {index}")
-        right.plot(xs, [r["qps"] for r in cells], style, label=f"{mode}, {index}")
-    for index, marker in (("scann", "*"), ("brute-force", "P")):
-        cell = [r for r in rows if r["index"] == index and r["batching"]]
-        if cell:
-            right.plot([32], [cell[0]["qps"]], marker, color="C2", markersize=11, label=f"gRPC + batching, {index}")
-            left.plot([32], [cell[0]["p50"]], marker, color="C2", markersize=11, label=f"gRPC + batching, {index}")
-    for ax, label in ((left, "p50 latency (ms)"), (right, "requests / s")):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(CONCURRENCY, [str(c) for c in CONCURRENCY])
-        ax.set_xlabel("concurrent clients (threads)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    left.set_yscale("log")
-    left.set_title("p50 latency, one-row serving_default")
-    right.set_title("throughput")
-    right.legend(fontsize=7, loc="upper left")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
+    paths = [("-", "in-process"), ("default", "gRPC"), ("default", "REST"), ("tuned", "gRPC"), ("tuned", "REST")]
+    groups = [(index, kind) for index in VERSIONS for kind in ("id+history", "user_text")]
+    width = 0.8 / len(paths)
+    for i, (server, protocol) in enumerate(paths):
+        label = protocol if server == "-" else f"{protocol} ({server})"
+        for ax, c, field in ((left, 1, "p50"), (right, 32, "qps")):
+            values = []
+            for index, kind in groups:
+                cell = [r for r in rows if (r["server"], r["protocol"], r["index"], r["kind"], r["c"])
+                        == (server, protocol, index, kind, c)]
+                values.append(cell[0][field] if cell else 0)
+            ax.bar([g + i * width for g in range(len(groups))], values, width, label=label, color=f"C{i}")
+    for ax, title in ((left, "p50 latency at concurrency 1 (ms)"), (right, "QPS at concurrency 32")):
+        ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], [f"{i}\n{k}" for i, k in groups])
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -234,6 +334,11 @@ def main() -> int:
     parser.add_argument("--run-dir", default=None, help="trained run (default runs/demo, else a quick smoke run)")
     parser.add_argument("--work", default="/tmp/bench-serving")
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=2, help="times each key cell is measured (median reported)")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
+                        help="--num_serving_processes of the tuned server (default: the cores)")
+    parser.add_argument("--tuned-flags", default="", help="more flags for the tuned server, space-separated")
+    parser.add_argument("--quick", action="store_true", help="ScaNN, id+history, once; printed, not written")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--plot", default=str(ROOT / "docs" / "serving_latency.png"))
     args = parser.parse_args()
@@ -242,139 +347,129 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     cli = [sys.executable, "-m", "twotower.cli"]
     run_dir = Path(args.run_dir) if args.run_dir else ROOT / "runs" / "demo"
-    if not (run_dir / "checkpoints").is_dir():   # no demo run: a small smoke run, quickly
+    if not RunDir(run_dir).checkpoints.is_dir():   # no demo run: a small smoke run, quickly
         run_dir = work / "run"
-        if not (run_dir / "checkpoints").is_dir():
+        if not RunDir(run_dir).checkpoints.is_dir():
             subprocess.run([*cli, "generate", "--out", str(work / "world"), "--users", "700", "--items", "500",
                             "--seed", "7"], check=True, cwd=ROOT)
             subprocess.run([*cli, "train", "--config", "configs/smoke.yaml", "--set", f"data.path={work / 'world'}",
                             "--set", "training.epochs=2", "--run-dir", str(run_dir)], check=True, cwd=ROOT)
     base = work / "models" / MODEL
     export(run_dir, base, args.k)
-    (work / "models.config").write_text(
-        f'model_config_list {{\n  config {{\n    name: "{MODEL}"\n    base_path: "{base}"\n'
-        f'    model_platform: "tensorflow"\n    model_version_policy {{ all {{}} }}\n  }}\n}}\n')
+    all_versions = models_config(work / "models.config", base, "all {}")
+    one_version = models_config(work / "models-one.config", base, "specific { versions: 1 }")
     user, history = user_and_history(run_dir)
-    card = json.loads((base / "1" / "assets" / "model_card.json").read_text())
+    card = json.loads(layout.asset(base / "1", layout.MODEL_CARD).read_text())
     encoder = card.get("training_config", {}).get("model", {}).get("encoder", "?")
     n_items = card.get("items", "?")
     print(f"model {run_dir} (encoder {encoder}, {n_items} items, K={args.k}); user {user}, history {history}",
           flush=True)
-    loads = [os.getloadavg()[0]]
-    rows: list[dict] = []
+    bench = Bench(base, user, history)
+    tuned_flags = ["--num_serving_processes", str(args.processes), *args.tuned_flags.split()]
+    memory: dict[str, float] = {}
 
-    def cell(mode, index, c, factory, batching=False):
-        result = run_threads(c, REQUESTS[c], factory)
-        rows.append({"mode": mode, "index": index, "c": c, "batching": batching, **result})
-        loads.append(os.getloadavg()[0])
-        print(f"{mode:10s} {index:11s} c={c:<2d}{' batching' if batching else ''}: p50 {result['p50']:.2f} "
-              f"p95 {result['p95']:.2f} p99 {result['p99']:.2f} ms, {result['qps']:.0f} q/s "
-              f"(n={result['n']}, errors={result['errors']}) {result['first_error']}", flush=True)
-
-    # in-process reference
-    import scann  # noqa: F401  (registers the ScaNN ops)
-    import tensorflow as tf
-    import tensorflow_text  # noqa: F401
-
-    signatures = {}
-    for index, version in VERSIONS.items():
-        loaded = tf.saved_model.load(str(base / str(version)))
-        signatures[index] = (loaded, loaded.signatures["serving_default"], signature_defaults(base / str(version)))
-    for index in VERSIONS:
-        for c in CONCURRENCY:
-            _, signature, defaults = signatures[index]
-            cell("in-process", index, c, inprocess_caller(signature, user, history, defaults))
-    signatures.clear()
-
-    server = start_server(work, "plain")
+    if not args.quick:
+        server = start_server(work, "one-version", one_version)
+        memory["default, version 1 (ScaNN) only"] = rss_mib(server.process.pid)
+        server.stop()
+    default = start_server(work, "default", all_versions)
+    memory["default, both versions"] = rss_mib(default.process.pid)
+    tuned = start_server(work, "tuned", all_versions, *tuned_flags)
+    memory[f"tuned ({args.processes} processes), both versions"] = rss_mib(tuned.process.pid)
+    servers = {"default": default, "tuned": tuned}
     try:
-        for index, version in VERSIONS.items():
-            for c in CONCURRENCY:
-                cell("gRPC", index, c, grpc_caller(server.target, version, user, history))
-                cell("REST", index, c, rest_caller(server.rest_port, version, user, history))
+        for repeat in range(1 if args.quick else args.repeat):
+            for index in (["scann"] if args.quick else VERSIONS):
+                for kind in (["id+history"] if args.quick else ("id+history", "user_text")):
+                    for c in (1, 32):
+                        bench.in_process(index, kind, c)
+                        for name, server in servers.items():
+                            for protocol in ("gRPC", "REST"):
+                                bench.remote(name, server, protocol, index, kind, c)
     finally:
-        print(f"server stopped with status {server.stop()}", flush=True)
-    server = start_server(work, "batching", "--enable_batching", "--batching_parameters_file",
-                          str(base.parent / "batching_parameters.txt"))
-    try:
-        for index, version in VERSIONS.items():
-            cell("gRPC", index, 32, grpc_caller(server.target, version, user, history), batching=True)
-    finally:
-        print(f"batching server stopped with status {server.stop()}", flush=True)
+        for name, server in servers.items():
+            print(f"{name} server stopped with status {server.stop()}", flush=True)
+        bench.pool.shutdown()
     elapsed = time.time() - began
-
-    def find(mode, index, c, batching=False):
-        return next(r for r in rows if (r["mode"], r["index"], r["c"], r["batching"]) == (mode, index, c, batching))
-
-    ratios = {index: {"grpc_p50_vs_inproc": find("gRPC", index, 1)["p50"] / find("in-process", index, 1)["p50"],
-                      "rest_p50_vs_inproc": find("REST", index, 1)["p50"] / find("in-process", index, 1)["p50"],
-                      "batching_qps": find("gRPC", index, 32, True)["qps"] / find("gRPC", index, 32)["qps"]}
-              for index in VERSIONS}
-    print(json.dumps(ratios, indent=1), flush=True)
+    rows = median_rows(bench.rows)
+    if args.quick:
+        print(json.dumps(memory), flush=True)
+        return 0
     plot(rows, Path(args.plot))
+    write_report(args, rows, memory, bench.loads, elapsed, run_dir, encoder, n_items, tuned_flags)
+    return 0
+
+
+def write_report(args, rows: list[dict], memory: dict, loads: list[float], elapsed: float, run_dir: Path,
+                 encoder: str, n_items, tuned_flags: list[str]) -> None:
+    import tensorflow as tf
 
     from bench.report import write_section
 
-    cores = os.cpu_count()
-    batching_text = (base.parent / "batching_parameters.txt").read_text().replace("\n", "; ").strip("; ")
-    table = ["| index | path | concurrency | requests | p50 ms | p95 ms | p99 ms | QPS | errors |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        path = r["mode"] + (" + batching" if r["batching"] else "")
-        table.append(f"| {r['index']} | {path} | {r['c']} | {r['n']} | {r['p50']:.2f} | {r['p95']:.2f} | "
-                     f"{r['p99']:.2f} | {r['qps']:.0f} | {r['errors']} |")
-    goal = []
-    for index, ratio in ratios.items():
-        goal.append(f"- **{index}**: gRPC p50 / in-process p50 at c=1 = **{ratio['grpc_p50_vs_inproc']:.2f}×** "
-                    f"(goal ≤ 1.3×: {'met' if ratio['grpc_p50_vs_inproc'] <= 1.3 else 'not met'}); "
-                    f"REST = {ratio['rest_p50_vs_inproc']:.2f}×; gRPC QPS at c=32 with / without "
-                    f"`--enable_batching` = **{ratio['batching_qps']:.2f}×** "
-                    f"(goal > 1: {'met' if ratio['batching_qps'] > 1 else 'not met'})")
-    reading = []
-    for index in VERSIONS:
-        inproc, grpc1, rest1 = (find(m, index, 1)["p50"] for m in ("in-process", "gRPC", "REST"))
-        reading.append(f"{index}: at concurrency 1 the server adds {grpc1 - inproc:.1f} ms (gRPC) and "
-                       f"{rest1 - inproc:.1f} ms (REST) to the {inproc:.1f} ms graph call")
-    reading = ("; ".join(reading) + ". Part of that is the client: its Python threads, protobuf/JSON encoding "
-               "and the gRPC/HTTP stacks share the machine's cores with the server. "
-               + ("gRPC is slower than REST at concurrency 1 here, although the server's tensor conversions "
-                  "(make_ndarray / make_tensor_proto) take well under 0.1 ms, so the extra cost is in the gRPC "
-                  "transport and thread hand-off. "
-                  if all(find("gRPC", i, 1)["p50"] > find("REST", i, 1)["p50"] for i in VERSIONS) else "")
-               + f"With {cores} cores, more than a few clients only queue: QPS levels off and latency grows "
-               "about in step with the number of clients. Batching merges concurrent one-row requests into fewer "
-               "graph calls, waiting up to the batch timeout. At 32 clients it raises gRPC QPS "
-               + " and ".join(f"{ratios[i]['batching_qps']:.2f}× ({i})" for i in VERSIONS)
-               + (" and lowers p50 latency too." if all(find("gRPC", i, 32, True)["p50"] < find("gRPC", i, 32)["p50"]
-                                                        for i in VERSIONS) else "."))
-    load_note = (f"Load average (1 min) during the run: {min(loads):.1f}–{max(loads):.1f} on {cores} cores"
-                 + (" — other jobs were running on the machine, so absolute figures are inflated and noisy; the "
-                    "ratios, measured in the same run a minute or two apart, are the figures to read."
-                    if max(loads) > 0.75 * (cores or 1) else "."))
-    body = f"""
-`python bench/serving_latency.py` ({elapsed / 60:.1f} min). Machine: {platform.machine()}, {cores} CPU cores, Python {platform.python_version()}, TensorFlow {tf.__version__}; {datetime.date.today()}.
-{load_note}
+    def find(server, protocol, index, kind, c):
+        return next(r for r in rows if (r["server"], r["protocol"], r["index"], r["kind"], r["c"])
+                    == (server, protocol, index, kind, c))
 
-Model: `{run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir}` ({encoder} encoder, {n_items} items), exported twice with K = {args.k} into one base path (version 1 ScaNN, version 2 brute force), served by
-`twotower serve` with both versions loaded. Request: `serving_default`, one row: user `{user}`, a 5-item history,
-empty `user_text` (no BERT run). Client threads run in the benchmark process on the same machine, over loopback
-127.0.0.1: gRPC with the official `PredictionServiceStub` (one channel per thread), REST `POST
-/v1/models/shop/versions/N:predict` with `http.client` (one keep-alive connection per thread), and the reference,
-the same SavedModel loaded in-process (`tf.saved_model.load`, signature call). {WARMUP} warm-up calls, then 200
-requests at concurrency 1 and 400 at 8 and 32. "+ batching" is a second server with `--enable_batching` and the
-export's `batching_parameters.txt` ({batching_text}), at concurrency 32.
+    cores = os.cpu_count()
+    table = ["| index | request | server | path | c | requests | p50 ms (range) | p99 ms | QPS (range) | errors | "
+             "vs in-process |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (list(VERSIONS).index(r["index"]), r["kind"], r["c"], r["server"] != "-",
+                                         r["server"], r["protocol"])):
+        ref = find("-", "in-process", r["index"], r["kind"], r["c"])
+        ratio = (f"{r['p50'] / ref['p50']:.2f}x p50" if r["c"] == 1 else f"{r['qps'] / ref['qps']:.2f}x QPS")
+        table.append(f"| {r['index']} | {r['kind']} | {r['server']} | {r['protocol']} | {r['c']} | {r['n']} | "
+                     f"{r['p50']:.2f} ({r['p50_range'][0]:.2f}–{r['p50_range'][1]:.2f}) | {r['p99']:.2f} | "
+                     f"{r['qps']:.0f} ({r['qps_range'][0]:.0f}–{r['qps_range'][1]:.0f}) | {r['errors']} | "
+                     f"{'' if r['server'] == '-' else ratio} |")
+    goals = []
+    for index in VERSIONS:
+        for kind in ("id+history", "user_text"):
+            ref1, ref32 = find("-", "in-process", index, kind, 1), find("-", "in-process", index, kind, 32)
+            for server in ("default", "tuned"):
+                g1, r1 = find(server, "gRPC", index, kind, 1), find(server, "REST", index, kind, 1)
+                g32, r32 = find(server, "gRPC", index, kind, 32), find(server, "REST", index, kind, 32)
+                goals.append(
+                    f"| {index} | {kind} | {server} | {g1['p50'] / ref1['p50']:.2f}x "
+                    f"{'✓' if g1['p50'] <= 1.3 * ref1['p50'] else '✗'} | {r1['p50'] / ref1['p50']:.2f}x "
+                    f"{'✓' if r1['p50'] <= 1.4 * ref1['p50'] else '✗'} | {g32['qps'] / ref32['qps']:.2f}x "
+                    f"{'✓' if g32['qps'] >= 0.8 * ref32['qps'] else '✗'} | {r32['qps'] / ref32['qps']:.2f}x "
+                    f"{'✓' if r32['qps'] >= 0.8 * ref32['qps'] else '✗'} | {g32['p99'] / g32['p50']:.1f}x / "
+                    f"{r32['p99'] / r32['p50']:.1f}x | {g32['errors'] + r32['errors'] + g1['errors'] + r1['errors']} |")
+    memory_lines = [f"| {name} | {mib:,.0f} MiB |" for name, mib in memory.items()]
+    command = (f"python bench/serving_latency.py --run-dir {run_dir} --work {args.work} --repeat {args.repeat} "
+               f"--processes {args.processes}" + (f" --tuned-flags '{args.tuned_flags}'" if args.tuned_flags else ""))
+    body = f"""
+`{command}` ({elapsed / 60:.1f} min). Machine: {platform.machine()}, {cores} CPU cores, Python {platform.python_version()}, TensorFlow {tf.__version__}; {datetime.date.today()}.
+Load average (1 min) during the run: {min(loads):.1f}–{max(loads):.1f} on {cores} cores{" (other jobs shared the machine: read the ratios, measured a few seconds apart, not the absolute figures)" if max(loads) > 0.75 * (cores or 1) else ""}.
+
+Model: `{run_dir}` ({encoder} encoder, {n_items} items), exported twice with K = {args.k} into one base path
+(version 1 ScaNN, version 2 brute force). Requests: `serving_default`, one row, user, 5-item history and
+`user_text` empty (**id+history**: no BERT run) or a sentence (**user_text**: the text tower runs). Servers:
+**default** = `twotower serve` without tuning flags; **tuned** = `{' '.join(tuned_flags)}`. Clients: {CLIENT_PROCESSES}
+client processes (concurrency 32: 8 threads each; concurrency 1: one thread), started once, separate from the
+server and from the in-process reference (the SavedModel loaded in this process, signature called from threads).
+Each cell: {WARMUP_SECONDS} s warm-up, then {CELL_SECONDS[1]:.0f} s (c=1) or {CELL_SECONDS[32]:.0f} s (c=32) of
+calls; every cell measured {args.repeat}x, interleaved; the table gives the median and the range.
 
 {chr(10).join(table)}
 
-{chr(10).join(goal)}
+Targets (issue 13): gRPC p50 ≤ 1.3x and REST p50 ≤ 1.4x in-process at c=1; QPS ≥ 0.8x in-process at c=32 with
+p99 ≤ 3x p50 and no errors.
 
-![p50 latency and QPS by concurrency](serving_latency.png)
+| index | request | server | gRPC p50 c=1 | REST p50 c=1 | gRPC QPS c=32 | REST QPS c=32 | p99/p50 c=32 (gRPC / REST) | errors |
+|---|---|---|---:|---:|---:|---:|---:|---:|
+{chr(10).join(goals)}
 
-Reading: {reading}
+Server memory (resident set, all processes of the server):
+
+| server | RSS |
+|---|---:|
+{chr(10).join(memory_lines)}
+
+![p50 latency at concurrency 1 and QPS at concurrency 32](serving_latency.png)
 """
     write_section(Path(args.out), TITLE, body)
     print(f"wrote {args.out} and {args.plot} in {elapsed:.0f}s", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,25 +31,23 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from export.explain import item_words
-from export.index import SCANN_TENSORS, IndexReport, recall_at, replace_scann_state, tune_scann, tuning_target
+from export.index import SCANN_TENSORS, check_target_recall, replace_scann_state, tuned_scann
 from export.inspect import InspectError, resolve_version
 from export.trained import ExportError
-from export.writer import (ITEMS_TSV, MODEL_CARD, SAMPLE_QUERIES, index_card, quiet_tensorflow, save_module,
-                           write_version)
+from export.writer import index_card, quiet_tensorflow, save_module, write_version
 from ingest.schema import DataError, DropReport
 from ingest.normalize import normalize_items
 from ingest.read import read_table
 from towers.text_fields import join_columns
+from twotower import layout
 
 log = logging.getLogger("twotower.export")
 EMBED_BATCH = 256
-TUNE_MARGIN = 0.02   # as at export: tuned a little above the target, so unseen queries still see it
 
 
 def add_items(base_path: str, items_file: str, target_recall: float = 0.95, progress: bool = True) -> Path:
     """Writes the next version under ``base_path``: the newest version plus the items of ``items_file``."""
-    if not 0.0 < target_recall <= 1.0:
-        raise ExportError(f"--target-recall must be in (0, 1], got {target_recall}")
+    check_target_recall(target_recall)
     with quiet_tensorflow():
         return _add_items(Path(base_path), Path(items_file), target_recall, progress)
 
@@ -78,7 +75,7 @@ def _source_version(base: Path) -> tuple[Path, dict, np.ndarray]:
         version = resolve_version(base)
     except InspectError as err:
         raise ExportError(f"--base-path {base}: {err}") from None
-    card_file, queries_file = version / "assets" / MODEL_CARD, version / "assets" / SAMPLE_QUERIES
+    card_file, queries_file = layout.asset(version, layout.MODEL_CARD), layout.asset(version, layout.SAMPLE_QUERIES)
     if not card_file.exists() or not queries_file.exists():
         raise ExportError(f"{version} has no {card_file.name} and {queries_file.name} in its assets: not a twotower "
                           f"export that index add can grow (export the run again)")
@@ -118,15 +115,9 @@ def _add_items(base: Path, items_file: Path, target_recall: float, progress: boo
     everything = model.catalog.vectors.numpy()
     index, k = dict(card["index"]), int(card["index"]["k"])
     if index["type"] == "scann":   # brute force searches the grown catalogue variable as it is
-        started = time.time()
-        asked = min(k + int(card["history_len"]), size)
-        config, recall, tried, tuned = tune_scann(everything, queries, asked,
-                                                  tuning_target(target_recall, TUNE_MARGIN))
-        if recall < target_recall:
-            log.warning("no ScaNN configuration reached recall@%d %.2f (best %.4f)", asked, target_recall, recall)
-        replace_scann_state(model.index, {key: getattr(tuned, key) for key in SCANN_TENSORS}, config["reorder"])
-        report = IndexReport("scann", asked, size, recall_at(tuned, everything, queries, k), len(queries), config,
-                             tried, time.time() - started)
+        tuned, report = tuned_scann(everything, queries, min(k + int(card["history_len"]), size), target_recall, k)
+        replace_scann_state(model.index, {key: getattr(tuned, key) for key in SCANN_TENSORS},
+                            report.params["reorder"])
         index = index_card(report, k)
         log.info("ScaNN re-tuned over %d items: recall@%d vs brute force %.4f", size, k, report.recall_at_k)
     log.info("added %d items (%d in all)", len(items), size)
@@ -136,10 +127,6 @@ def _add_items(base: Path, items_file: Path, target_recall: float, progress: boo
         "action": "index add", "at": now, "from_version": int(version.name), "items_file": str(items_file.resolve()),
         "items_file_sha256": hashlib.sha256(items_file.read_bytes()).hexdigest(), "added": len(items),
         "items": size}]
-    titles = _titles(version) + list(zip(items["item_id"], items["title"]))
+    titles = [*layout.read_items(layout.asset(version, layout.ITEMS_TSV)), *zip(items["item_id"], items["title"])]
     return write_version(base, lambda path: save_module(model, path), card, titles, queries)
 
-
-def _titles(version: Path) -> list[tuple[str, str]]:
-    lines = (version / "assets" / ITEMS_TSV).read_text(encoding="utf-8").splitlines()[1:]
-    return [tuple(line.split("\t", 1)) if "\t" in line else (line, "") for line in lines]

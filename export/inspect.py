@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from export.ops import SCANN, TF_TEXT, custom_ops, saved_model_proto, stock_server_can_load
+from twotower import layout
 
 
 class InspectError(ValueError):
@@ -21,14 +22,12 @@ class InspectError(ValueError):
 
 def resolve_version(path: str | Path) -> Path:
     path = Path(path)
-    if (path / "saved_model.pb").exists():
+    if (path / layout.SAVED_MODEL).exists():
         return path
-    versions = sorted((int(p.name), p) for p in path.iterdir() if p.is_dir() and p.name.isdigit()) \
-        if path.is_dir() else []
-    for _, version in reversed(versions):
-        if (version / "saved_model.pb").exists():
-            return version
-    raise InspectError(f"{path}: no saved_model.pb here nor in a numeric version directory below it")
+    version = layout.newest_version(path)
+    if version is None:
+        raise InspectError(f"{path}: no {layout.SAVED_MODEL} here nor in a numeric version directory below it")
+    return version
 
 
 def _shape(tensor_info) -> str:
@@ -67,13 +66,6 @@ def _default(proto) -> str:
     return repr(tf.make_ndarray(proto).tolist())
 
 
-def signature_defaults(definition) -> dict:
-    """The SignatureDef's default input values as numpy arrays (what TF Serving feeds for an omitted input)."""
-    import tensorflow as tf
-
-    return {name: tf.make_ndarray(proto) for name, proto in definition.defaults.items()}
-
-
 def op_lines(groups: dict[str, list[str]]) -> list[str]:
     if not groups:
         return ["  none: core TensorFlow ops only"]
@@ -89,33 +81,20 @@ def op_lines(groups: dict[str, list[str]]) -> list[str]:
 
 
 def smoke_query(version: Path, card: dict) -> list[str]:
-    import tensorflow as tf
-    import tensorflow_text  # noqa: F401 - kernels for the in-graph tokenizer
-    try:
-        import scann  # noqa: F401 - kernels for the ScaNN index
-    except ImportError:  # pragma: no cover - scann is a pinned dependency
-        pass
+    from export.loaded import LoadedVersion
 
-    titles = {}
-    items_file = version / "assets" / "items.tsv"
-    if items_file.exists():
-        for line in items_file.read_text(encoding="utf-8").splitlines()[1:]:
-            item, _, title = line.partition("\t")
-            titles[item] = title
-    model = tf.saved_model.load(str(version))
-    recommend = model.signatures["serving_default"]
+    items_file = layout.asset(version, layout.ITEMS_TSV)
+    titles = dict(layout.read_items(items_file)) if items_file.exists() else {}
+    model = LoadedVersion(version)
     seed = next(iter(titles), "")
-    definition = saved_model_proto(version).meta_graphs[0].signature_def["serving_default"]
-    inputs = {name: tf.constant(value) for name, value in signature_defaults(definition).items()}
-    inputs.update({"user_id": tf.constant(["inspect-user"]), "history": tf.constant([[seed]]),
-                   "user_text": tf.constant([""])})
-    recommend(**inputs)  # warm-up
+    inputs = {"user_id": ["inspect-user"], "history": [[seed]], "user_text": [""]}
+    model("serving_default", **inputs)  # warm-up
     started = time.perf_counter()
-    out = recommend(**inputs)
+    out = model("serving_default", **inputs)
     millis = 1000 * (time.perf_counter() - started)
-    ids = [i.decode() for i in out["item_ids"].numpy()[0][:5]]
-    scores = out["scores"].numpy()[0][:5]
-    because = [i.decode() for i in out["because"].numpy()[0][:5]] if "because" in out else [""] * len(ids)
+    ids = [i.decode() for i in out["item_ids"][0][:5]]
+    scores = out["scores"][0][:5]
+    because = [i.decode() for i in out["because"][0][:5]] if "because" in out else [""] * len(ids)
     lines = [f"  serving_default(user_id=['inspect-user'], history=[['{seed}']], user_text=['']) "
              f"in {millis:.1f} ms", f"    history: {seed}  {titles.get(seed, '')[:60]}"]
     lines += [f"    {rank}. {item}  {score:.4f}  {titles.get(item, '')[:60]}"
@@ -126,7 +105,7 @@ def smoke_query(version: Path, card: dict) -> list[str]:
 
 def inspect(path: str | Path, smoke: bool = True) -> str:
     version = resolve_version(path)
-    card_file = version / "assets" / "model_card.json"
+    card_file = layout.asset(version, layout.MODEL_CARD)
     card = json.loads(card_file.read_text(encoding="utf-8")) if card_file.exists() else {}
     groups = custom_ops(version)
     lines = [f"SavedModel {version}", "", "Signatures:"] + signature_lines(version)
@@ -137,7 +116,7 @@ def inspect(path: str | Path, smoke: bool = True) -> str:
         index = card.get("index", {})
         added = [p for p in card.get("provenance", []) if p.get("action") == "index add"]
         test = card.get("metrics", {}).get("test", {})
-        lines += ["", "Model card (assets/model_card.json):",
+        lines += ["", f"Model card ({card_file.relative_to(version)}):",
                   f"  created {card.get('created')}, {card.get('items')} items, dim {card.get('embedding_dim')}, "
                   f"history {card.get('history_len')}",
                   f"  encoder {card.get('encoder', {}).get('name')} ({card.get('encoder', {}).get('fingerprint')})",

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from twotower.layout import SAVED_MODEL
+
 # Extra op libraries: op name prefix or owner → what loads their kernels, and whether stock TF Serving has them.
 SCANN = {"library": "scann", "load": "import scann", "stock_tf_serving": False}
 TF_TEXT = {"library": "tensorflow_text", "load": "import tensorflow_text",
@@ -23,7 +25,7 @@ def saved_model_proto(version_dir: Path):
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((Path(version_dir) / "saved_model.pb").read_bytes())
+    proto.ParseFromString((Path(version_dir) / SAVED_MODEL).read_bytes())
     return proto
 
 

@@ -116,22 +116,15 @@ def differences(expected: Evaluated, outputs: dict, k: int) -> list[str]:
 def in_process(version: str | Path) -> Callable[[dict], dict]:
     """Runs ``Evaluated.requests()`` against a version loaded in this process (omitted optional inputs filled
     from the SignatureDef's defaults, as TF Serving does)."""
-    import scann  # noqa: F401 - kernels of a ScaNN index
-    import tensorflow as tf
-    import tensorflow_text  # noqa: F401 - kernels of the in-graph tokenizer
+    from export.loaded import LoadedVersion
 
-    from export.inspect import signature_defaults
-    from export.ops import saved_model_proto
-
-    loaded = tf.saved_model.load(str(version))
-    definitions = saved_model_proto(Path(version)).meta_graphs[0].signature_def
+    loaded = LoadedVersion(version)
 
     def run(requests: dict) -> dict:
         outputs = {}
         for name, request in requests.items():
-            inputs = {**signature_defaults(definitions[request["signature"]]), **request["inputs"]}
-            answer = loaded.signatures[request["signature"]](**{k: tf.constant(v) for k, v in inputs.items()})
-            outputs.update({f"{name}/{key}": value.numpy() for key, value in answer.items()})
+            answer = loaded(request["signature"], **request["inputs"])
+            outputs.update({f"{name}/{key}": value for key, value in answer.items()})
         return outputs
 
     return run

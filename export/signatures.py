@@ -191,10 +191,6 @@ class Recommender(tf.Module):
         scores = tf.einsum("bd,bcd->bc", queries, self.catalog.vectors_of(rows))
         return {"scores": tf.where(rows >= 0, scores, float("-inf"))}
 
-    def signatures(self) -> dict:
-        return serving_signatures(self)
-
-
 def serving_signatures(module) -> dict:
     """The signature map of a Recommender, or of one loaded from a SavedModel (``index add`` saves it again)."""
     return {"serving_default": recommend_signature(module.recommend),

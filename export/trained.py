@@ -51,7 +51,7 @@ def load_trained(run_dir: str) -> TrainedRun:
     run = RunDir(run_dir)
     if not run.exists():
         raise ExportError(f"{run.path} is not a run directory (no config.yaml); train one first")
-    if not (run.checkpoints / "best.index").exists():
+    if not run.trained():
         raise ExportError(f"{run.path} has no trained checkpoint (checkpoints/best); training has not finished "
                           f"an epoch yet")
     config = run.read_config()
@@ -64,7 +64,7 @@ def load_trained(run_dir: str) -> TrainedRun:
         artifacts.item_text_vectors = np.zeros((len(artifacts.catalog), encoder.dim), np.float32)
         artifacts.user_text_vectors = np.zeros((len(artifacts.users), encoder.dim), np.float32)
     model = build_model(served, artifacts, encoder)
-    status = tf.train.Checkpoint(model=model).read(str(run.checkpoints / "best"))
+    status = tf.train.Checkpoint(model=model).read(str(run.best))
     status.expect_partial()
     if fine_tuned:
         log.info("encoding %d catalogue and %d user texts with the fine-tuned encoder", len(artifacts.catalog),

@@ -16,14 +16,14 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"   # TF Serving's fixed name
+from twotower.layout import SAVED_MODEL, WARMUP_FILE
 INTERNAL_SIGNATURES = ("__saved_model_init_op",)
 
 
 def warmup_logs(saved_model_dir: Path, model_name: str) -> list[prediction_log_pb2.PredictionLog]:
     """One PredictionLog (a PredictRequest) per signature of the ``serve`` MetaGraph."""
     model = saved_model_pb2.SavedModel()
-    model.ParseFromString((saved_model_dir / "saved_model.pb").read_bytes())
+    model.ParseFromString((saved_model_dir / SAVED_MODEL).read_bytes())
     graph = next(m for m in model.meta_graphs if "serve" in m.meta_info_def.tags)
     logs = []
     for name, signature in sorted(graph.signature_def.items()):

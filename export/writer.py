@@ -29,19 +29,18 @@ import tensorflow as tf
 
 from export.catalog import ServedCatalog
 from export.explain import item_words
-from export.index import build_index, recall_at
+from export.index import build_index, check_target_recall
 from export.signatures import Recommender, serving_signatures
 from export.trained import ExportError, TrainedRun, load_trained
 from export.warmup import write_warmup_requests
 from ingest.privacy import key_from_config
+from training import artifacts as artifacts_io
 from training.prepare import check_same_user_hash
+from twotower import layout
 
 log = logging.getLogger("twotower.export")
-MODEL_CARD = "model_card.json"
-ITEMS_TSV = "items.tsv"
-SAMPLE_QUERIES = "sample_queries.npy"   # query vectors of real users: ``index add`` re-tunes ScaNN on them
 LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "scann", "tensorflow-text", "transformers")
-BATCHING_PARAMETERS = """max_batch_size { value: 64 }
+BATCHING_DEFAULTS = """max_batch_size { value: 64 }
 batch_timeout_micros { value: 2000 }
 max_enqueued_batches { value: 100 }
 num_batch_threads { value: 2 }
@@ -62,25 +61,17 @@ def one_line(err: BaseException) -> str:
     return " ".join(part for part in (lines[first], detail) if part)
 
 
-def next_version(base: Path) -> int:
-    versions = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()] if base.exists() else []
-    return max(versions, default=0) + 1
-
-
 def sample_queries(trained: TrainedRun, limit: int = 1000, seed: int = 0) -> np.ndarray:
-    """Query vectors of real evaluation users (test split), or of training users where the data is gone."""
-    from training.examples import evaluation_cases
-    from training.prepare import load_split
-
-    config = trained.config
-    try:
-        dataset, labels = load_split(config)
-        cases, _ = evaluation_cases(dataset.interactions, labels, "test", config["model"]["history_len"],
-                                    config["data"]["split"]["type"] == "temporal")
-        users, history = cases.user_id.astype(str), cases.history.astype(str)
-    except (OSError, ValueError) as err:
-        log.warning("cannot read the run's data for sample queries (%s): using training users with no history",
-                    err)
+    """Query vectors of real evaluation users (the test cases training kept in RUN/artifacts/), or of training
+    users with no history for a run that kept none."""
+    kept = artifacts_io.load_sample_queries(trained.run.artifacts)
+    if kept is not None and kept[0]:
+        users, history = np.array(kept[0], dtype=str), np.array(kept[1], dtype=str)
+    else:
+        why = (f"missing (trained before runs kept them; `twotower evaluate --run-dir {trained.run.path}` writes "
+               f"it)" if kept is None else "no test users")
+        log.warning("%s %s: sample queries are training users with no history",
+                    trained.run.artifacts / artifacts_io.SAMPLE_QUERIES, why)
         users = np.array(trained.artifacts.train_user_ids, dtype=str)
         history = np.full((len(users), 1), "", dtype=object).astype(str)
     if len(users) == 0:
@@ -91,7 +82,7 @@ def sample_queries(trained: TrainedRun, limit: int = 1000, seed: int = 0) -> np.
 
 def data_fingerprint(artifacts_dir: Path) -> str:
     digest = hashlib.sha256()
-    for name in ("catalog.parquet", "users.parquet", "vocab.json", "item_counts.npy"):
+    for name in artifacts_io.DATA_FILES:
         path = artifacts_dir / name
         if path.exists():
             digest.update(path.read_bytes())
@@ -142,7 +133,7 @@ def write_server_files(base: Path, name: str) -> None:
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    config_path = base.parent / "models.config"
+    config_path = layout.beside(base, layout.MODELS_CONFIG)
     config = model_server_config_pb2.ModelServerConfig()
     if config_path.exists():
         text_format.Parse(config_path.read_text(encoding="utf-8"), config)
@@ -154,16 +145,10 @@ def write_server_files(base: Path, name: str) -> None:
     entry.name = name
     entry.base_path = str(base.resolve())
     entry.model_platform = "tensorflow"
-    _write_text(config_path, text_format.MessageToString(config))
-    batching = base.parent / "batching_parameters.txt"
+    layout.write_atomic(config_path, text_format.MessageToString(config))
+    batching = layout.beside(base, layout.BATCHING_PARAMETERS)
     if not batching.exists():
-        _write_text(batching, BATCHING_PARAMETERS)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+        layout.write_atomic(batching, BATCHING_DEFAULTS)
 
 
 def export_run(run_dir: str, base_path: str, index: str = "scann", k: int = 100,
@@ -171,8 +156,7 @@ def export_run(run_dir: str, base_path: str, index: str = "scann", k: int = 100,
     """Exports RUN's best epoch as version N+1 under ``base_path``; returns the version directory."""
     if k <= 0:
         raise ExportError(f"--k must be positive, got {k}")
-    if not 0.0 < target_recall <= 1.0:
-        raise ExportError(f"--target-recall must be in (0, 1], got {target_recall}")
+    check_target_recall(target_recall)
     with quiet_tensorflow():
         return _export(run_dir, base_path, index, k, target_recall)
 
@@ -201,9 +185,7 @@ def _export(run_dir: str, base_path: str, index: str, k: int, target_recall: flo
     catalog_frame = trained.artifacts.catalog
     catalog = ServedCatalog(ids, items, catalog_frame["category"].tolist(), item_words(catalog_frame["text"].tolist()))
     layer, report = build_index(index, items, queries, k=min(k + history_len, len(ids)), target=target_recall,
-                                vectors=catalog.vectors)
-    if report.type == "scann":  # tuned at K + history; record recall at the K clients get
-        report.recall_at_k = recall_at(layer, items, queries, k)
+                                served_k=k, vectors=catalog.vectors)   # tuned at K + history, measured at K
     log.info("index %s over %d items: recall@%d vs brute force %.4f", report.type, len(ids), k, report.recall_at_k)
     model = trained.model
     model.user_tower.drop_catalog()   # history items are looked up in the served catalogue instead
@@ -221,15 +203,12 @@ def save_module(module, path: Path) -> None:
     tf.saved_model.save(module, str(path), signatures=serving_signatures(module), options=options)
 
 
-TMP_PREFIX = ".tmp-"   # a version being written: .tmp-VERSION-PID-RANDOM, renamed to VERSION when complete
-
-
 def remove_leftovers(base: Path) -> list[Path]:
     """Removes the temporary directories of exports (or ``index add``) that were killed before their rename;
     one whose process is still running on this machine is kept. Returns what was removed."""
     removed = []
-    for path in sorted(base.glob(f"{TMP_PREFIX}*")) if base.is_dir() else ():
-        parts = path.name[len(TMP_PREFIX):].split("-")
+    for path in sorted(base.glob(f"{layout.TMP_PREFIX}*")) if base.is_dir() else ():
+        parts = path.name[len(layout.TMP_PREFIX):].split("-")
         pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
         if pid is not None and pid != os.getpid() and _running(pid):
             continue
@@ -257,20 +236,17 @@ def write_version(base: Path, save: Callable[[Path], None], card: dict, titles: 
     the next call does (``remove_leftovers``). Returns the version directory."""
     base.mkdir(parents=True, exist_ok=True)
     remove_leftovers(base)
-    version = next_version(base)
-    tmp = base / f"{TMP_PREFIX}{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    version = layout.next_version(base)
+    tmp = base / f"{layout.TMP_PREFIX}{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     card = {**card, "version": version}
     try:
         save(tmp)
         write_warmup_requests(tmp, base.name)
-        assets = tmp / "assets"
-        assets.mkdir(exist_ok=True)
-        (assets / MODEL_CARD).write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
-        with open(assets / ITEMS_TSV, "w", encoding="utf-8") as handle:
-            handle.write("item_id\ttitle\n")
-            for item, title in titles:
-                handle.write(f"{item}\t{' '.join(str(title).split())}\n")
-        np.save(assets / SAMPLE_QUERIES, np.asarray(queries, np.float32))
+        (tmp / layout.ASSETS).mkdir(exist_ok=True)
+        layout.asset(tmp, layout.MODEL_CARD).write_text(json.dumps(card, indent=2, ensure_ascii=False),
+                                                        encoding="utf-8")
+        layout.write_items(layout.asset(tmp, layout.ITEMS_TSV), titles)
+        np.save(layout.asset(tmp, layout.SAMPLE_QUERIES), np.asarray(queries, np.float32))
         final = base / str(version)
         os.rename(tmp, final)
     except BaseException as err:

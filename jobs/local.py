@@ -26,6 +26,7 @@ from pathlib import Path
 
 from jobs.spec import JOB_ENV, JobSpec
 from training.distributed import SCRATCH_ENV
+from twotower.layout import write_atomic
 
 log = logging.getLogger("twotower.jobs")
 STOP_GRACE_S = 10.0
@@ -151,6 +152,4 @@ def run_local(spec: JobSpec, command: Sequence[str] | None = None) -> int:
 def _record(logs: Path, spec: JobSpec, attempts: list[Attempt]) -> None:
     record = {"job": spec.name, "workers": spec.workers, "max_restarts": spec.max_restarts,
               "attempts": [dataclasses.asdict(a) for a in attempts]}
-    tmp = logs / ".job.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, logs / "job.json")
+    write_atomic(logs / "job.json", json.dumps(record, indent=2) + "\n")

@@ -9,7 +9,6 @@ has the model's files (``read_titles``), and are simply left out otherwise.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,8 +18,8 @@ from typing import Any, NamedTuple
 import grpc
 import numpy as np
 
-DEFAULT_SIGNATURE = "serving_default"
-ITEMS_TSV = Path("assets") / "items.tsv"
+from serving import DEFAULT_SIGNATURE
+from twotower import layout
 
 
 class ClientError(Exception):
@@ -240,18 +239,12 @@ def read_titles(path: str | Path, version: int | None = None) -> dict[str, str]:
     version that has the file).
     """
     path = Path(path).expanduser()
-    candidates = [path] if path.is_file() else [path / ITEMS_TSV]
-    if path.is_dir():
-        numbered = sorted((int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True)
-        if version is not None:
-            numbered = [v for v in numbered if v == version] + [v for v in numbered if v != version]
-        candidates += [path / str(v) / ITEMS_TSV for v in numbered]
+    candidates = [path] if path.is_file() else [layout.asset(path, layout.ITEMS_TSV)]
+    numbered = sorted(layout.version_dirs(path).items(), key=lambda kv: (kv[0] != version, -kv[0]))
+    candidates += [layout.asset(directory, layout.ITEMS_TSV) for _, directory in numbered]
     for candidate in candidates:
         if candidate.is_file():
-            with open(candidate, encoding="utf-8", newline="") as handle:
-                reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-                next(reader, None)
-                return {row[0]: row[1] for row in reader if len(row) >= 2}
+            return dict(layout.read_items(candidate))
     return {}
 
 

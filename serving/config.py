@@ -53,14 +53,6 @@ class ModelConfig:
             return set(candidates) & set(self.versions)
         return set(sorted(candidates)[-self.latest_versions:])
 
-    def describe_policy(self) -> str:
-        if self.version_policy == "latest":
-            return f"latest {self.latest_versions}"
-        if self.version_policy == "specific":
-            return f"specific {sorted(self.versions)}"
-        return "all"
-
-
 def from_flags(name: str, base_path: str) -> ModelConfig:
     """``--model_name NAME --model_base_path PATH``: latest version only, as TF Serving does."""
     return ModelConfig(name=name, base_path=str(Path(base_path).expanduser().resolve()))

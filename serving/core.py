@@ -19,6 +19,7 @@ import grpc
 import numpy as np
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from serving import DEFAULT_SIGNATURE
 from serving.batching import Batcher, BatchingOptions
 from serving.config import ModelConfig
 from serving import examples as examples_module
@@ -30,7 +31,6 @@ from serving.signature import batchable, request_bytes
 
 __all__ = ["ModelServer", "ModelConfig", "VersionStatus", "BatchingOptions", "deadline_after"]
 log = logging.getLogger("twotower.serving")
-DEFAULT_SIGNATURE = "serving_default"
 UNKNOWN = "_unknown"   # metrics label for names clients made up (keeps the label sets bounded)
 MAX_REQUEST_ROWS = 1024   # rows per request without --enable_batching (with it, max_batch_size caps them)
 T = TypeVar("T")
@@ -203,10 +203,3 @@ class ModelServer:
 
     def model_names(self) -> list[str]:
         return self.manager.model_names()
-
-    def titles(self, model: str, version: int | None = None) -> dict[str, str]:
-        servable = self.manager.acquire(model, version, None)
-        try:
-            return servable.titles()
-        finally:
-            servable.release()

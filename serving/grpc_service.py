@@ -20,13 +20,13 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from tensorflow_serving.apis import status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving import DEFAULT_SIGNATURE
 from serving import config as model_config
 from serving import examples, protos
 from serving.core import ModelServer, deadline_after
 from serving.errors import ServingError, invalid
 
 log = logging.getLogger("twotower.serving")
-DEFAULT_SIGNATURE = "serving_default"
 STATES = get_model_status_pb2.ModelVersionStatus.State
 
 
@@ -79,7 +79,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response = predict_pb2.PredictResponse()
         set_spec(response.model_spec, name, served, signature)
         for alias, array in outputs.items():
-            response.outputs[alias].CopyFrom(protos.to_tensor_proto(array, self.tensor_content))
+            protos.fill_tensor_proto(response.outputs[alias], array, self.tensor_content)
         return response
 
     @answers_errors
@@ -144,8 +144,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     """GetModelStatus and HandleReloadConfigRequest on ``ModelServer``."""
 
-    def __init__(self, core: ModelServer):
+    def __init__(self, core: ModelServer, processes: int = 1):
         self.core = core
+        self.processes = processes   # --num_serving_processes: a reload would reach one of them only
 
     @answers_errors
     def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context
@@ -163,6 +164,11 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     @answers_errors
     def HandleReloadConfigRequest(self, request: model_management_pb2.ReloadConfigRequest, context
                                   ) -> model_management_pb2.ReloadConfigResponse:
+        if self.processes > 1:
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"HandleReloadConfigRequest would reach one of the {self.processes} serving processes "
+                               "only (--num_serving_processes): edit --model_config_file, polled every "
+                               "--model_config_file_poll_wait_seconds, instead")
         started = time.monotonic()
         configs = model_config.from_proto(request.config if request.HasField("config")
                                           else model_server_config_pb2.ModelServerConfig())

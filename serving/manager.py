@@ -29,6 +29,7 @@ from serving.errors import ServingError, not_found
 from serving.logs import log_event
 from serving.metrics import Metrics
 from serving.servable import LoadError, LoadOptions, Servable, TransientLoadError, incomplete
+from twotower.layout import version_dirs
 
 log = logging.getLogger("twotower.serving")
 SETTLE_SECONDS = 2.0
@@ -72,14 +73,6 @@ def newest_change(fingerprint: tuple) -> float:
     return max((entry[2] for entry in fingerprint), default=0) / 1e9
 
 
-def version_dirs(base: Path) -> dict[int, Path]:
-    """Numeric directories under ``base`` (hidden and temporary ones such as ``.tmp-3-ab12`` are ignored)."""
-    try:
-        return {int(p.name): p for p in base.iterdir() if p.name.isdigit() and p.is_dir()}
-    except OSError:
-        return {}
-
-
 @dataclass(frozen=True)
 class Unavailable:
     """A configured model with no available version: TF Serving's description, and whether versions were found
@@ -100,6 +93,12 @@ class ModelState:
     pending: dict[int, tuple] = field(default_factory=dict)    # version → fingerprint at the last poll
     labels: dict[str, int] = field(default_factory=dict)
     missing_base_logged: bool = False
+
+    def labelled(self, label: str) -> int:
+        """The version ``label`` points to; NOT_FOUND (TF Serving's words) for a label the model lacks."""
+        if label not in self.labels:
+            raise not_found(f"Unrecognized servable version label: {label}")
+        return self.labels[label]
 
 
 class ModelManager:
@@ -382,9 +381,7 @@ class ModelManager:
                 if version:
                     raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                        "model_spec must set at most one of version and version_label")
-                if label not in state.labels:
-                    raise not_found(f"Unrecognized servable version label: {label}")
-                version = state.labels[label]
+                version = state.labelled(label)
             if version:
                 servable = state.available.get(version)
                 if servable is None:
@@ -404,9 +401,7 @@ class ModelManager:
             if state is None:
                 raise not_found(f"Could not find any versions of model {model}")
             if label:
-                if label not in state.labels:
-                    raise not_found(f"Unrecognized servable version label: {label}")
-                version = state.labels[label]
+                version = state.labelled(label)
             statuses = sorted(state.statuses.values(), key=lambda s: s.version, reverse=True)
             if version:
                 statuses = [s for s in statuses if s.version == version]

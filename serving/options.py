@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from serving.errors import invalid
+from serving.security import DEFAULT_TOKEN_ENV
 
 DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 # Flags accepted for compatibility that change nothing on this server, and why.
@@ -136,12 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ssl_key_file", help="PEM private key for --ssl_cert_file")
     add("--ssl_ca_file", help="PEM CA: require client certificates signed by it (mutual TLS)")
     add("--auth_token_file", help="file holding the bearer token clients must send")
-    add("--auth_token_env", default="TWOTOWER_AUTH_TOKEN",
+    add("--auth_token_env", default=DEFAULT_TOKEN_ENV,
         help="environment variable holding the token when --auth_token_file is not given "
-             "(default TWOTOWER_AUTH_TOKEN; auth is off when it is unset)")
+             f"(default {DEFAULT_TOKEN_ENV}; auth is off when it is unset)")
     add("--max_request_bytes", type=int, default=64 << 20, help="largest request accepted (default 64 MiB)")
     add("--max_request_rows", type=int, default=1024,
         help="most rows (examples) per request without --enable_batching (default 1024)")
+    add("--num_serving_processes", type=int, default=1,
+        help="serve from this many processes sharing the gRPC and REST ports (SO_REUSEPORT, Linux), each with "
+             "the models loaded: Python's work then uses every core, at the cost of one copy of the models per "
+             "process (default 1; see docs/serving.md)")
     add("-v", "--verbose", action="store_true", help="debug logs")
     add("-q", "--quiet", action="store_true", help="warnings and errors only")
     return parser
@@ -200,7 +205,8 @@ class ServerOptions:
                 raise invalid(f"--{name} must be a port number, got {getattr(args, name)}")
         if args.rest_api_port and args.rest_api_port == args.port:
             raise invalid("--rest_api_port cannot be same as --port. Please use a different port for HTTP/REST API.")
-        for name in ("max_request_bytes", "max_request_rows", "grpc_max_threads", "rest_api_timeout_in_ms"):
+        for name in ("max_request_bytes", "max_request_rows", "grpc_max_threads", "rest_api_timeout_in_ms",
+                     "num_serving_processes"):
             if getattr(args, name) < 1:
                 raise invalid(f"--{name} must be positive, got {getattr(args, name)}")
         for name in ("max_num_load_retries", "num_load_threads", "rest_api_num_threads",

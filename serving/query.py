@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TextIO
 
 from serving.client import ClientError, Explanation, Ranking, RecommenderClient, read_titles
+from serving.security import DEFAULT_TOKEN_ENV as TOKEN_ENV
 
 EXIT_ERROR = 2
-TOKEN_ENV = "TWOTOWER_AUTH_TOKEN"   # the variable the server reads its token from, too
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

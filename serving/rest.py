@@ -1,11 +1,12 @@
-"""The REST API of TF Serving (``/v1/models/...``) and the Prometheus endpoint, on a stdlib HTTP server.
+"""The REST API of TF Serving (``/v1/models/...``) and the Prometheus endpoint: routing and semantics.
 
 Why it exists: many clients (curl, browsers, services without gRPC) speak TF Serving's REST API. This front-end
 answers it exactly as tensorflow_serving/model_servers/http_rest_api_handler.cc does: the same paths (model,
 ``/versions/N`` or ``/labels/L``), the same JSON for status and metadata, the row and columnar predict formats,
 ``:classify``/``:regress`` on tf.Examples written as JSON objects, and ``{"error": "..."}`` bodies with the HTTP
 status mapped from the canonical code. All model work goes through the shared ``ModelServer`` core, so REST and gRPC
-always serve the same versions.
+always serve the same versions. The HTTP/1.1 wire (sockets, keep-alive, TLS, body reading) is
+serving/http_transport.py's.
 
 Where it goes beyond TF Serving: an unknown path is answered 404 and a known path with the wrong method 405 (TF
 Serving answers 400 "Malformed request" for both under ``/v1/``); bodies over ``max_body_bytes`` are refused with
@@ -18,45 +19,33 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 import ssl
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
 
+from serving import DEFAULT_SIGNATURE
 from serving import json_tensor
-from serving.errors import ServingError, exhausted, invalid
+from serving.errors import ServingError, invalid
+from serving.http_transport import HttpServer, Response
 from serving.metrics import Metrics
 from serving.security import Authenticator
 
 log = logging.getLogger("twotower.serving.rest")
 
-DEFAULT_SIGNATURE = "serving_default"
 METHOD_NAMES = {"classify": "tensorflow/serving/classify", "regress": "tensorflow/serving/regress"}
 MAX_BODY_BYTES = 64 << 20
 METRICS_PATH = "/monitoring/prometheus/metrics"
-JSON = "application/json"
-LINGER_SECONDS = 2.0        # how long a refused body is drained before the connection closes
 UNKNOWN_MODEL = "_unknown"   # the core's metrics label for model names clients made up
 _VERSION_OR_LABEL = r"(?:/versions/(\d+)|/labels/([^/:]+))?"
 PREDICT_PATH = re.compile(rf"/v1/models/([^/:]+){_VERSION_OR_LABEL}:(classify|regress|predict)", re.IGNORECASE)
 STATUS_PATH = re.compile(rf"/v1/models(?:/([^/:]+))?{_VERSION_OR_LABEL}(?:/(metadata))?", re.IGNORECASE)
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes
-    content_type: str = JSON
-    headers: dict[str, str] = field(default_factory=dict)
-    code: str = "OK"   # the canonical code it stands for, for the metrics
 
 
 @dataclass(frozen=True)
@@ -121,7 +110,7 @@ def allowed_methods(path: str, metrics_path: str | None = METRICS_PATH) -> str |
 
 
 class RestApi:
-    """Turns one HTTP request into core calls and one JSON response; the transport lives in ``RestServer``."""
+    """Turns one HTTP request into core calls and one JSON response; the transport is serving/http_transport.py."""
 
     def __init__(self, core: Any, metrics: Metrics, authenticator: Authenticator | None = None,
                  max_body_bytes: int = MAX_BODY_BYTES, timeout_s: float | None = None, cors: bool = False,
@@ -276,146 +265,28 @@ class RestApi:
         return Response(err.http_status, error_body(err.message), headers=headers, code=err.code.name)
 
 
-class _HttpServer(ThreadingHTTPServer):
-    """A thread per connection; with TLS the handshake runs in that thread, so a slow client blocks no one."""
-
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], api: RestApi, ssl_context: ssl.SSLContext | None,
-                 threads: int = 0):
-        self.api = api
-        # --rest_api_num_threads: requests processed at once; further connections wait to be served
-        self.slots = threading.BoundedSemaphore(threads) if threads > 0 else None
-        self.ssl_context = ssl_context
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
-
-    def finish_request(self, request: socket.socket, client_address: Any) -> None:
-        if self.ssl_context is not None:
-            try:
-                request.settimeout(_Handler.timeout)   # a client that never finishes the handshake gives up
-                request = self.ssl_context.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError) as err:
-                log.debug("TLS handshake with %s failed: %s", client_address, err)
-                return
-        super().finish_request(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Reads one request off the wire and hands it to ``RestApi.handle``; HTTP/1.1 keep-alive."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "twotower-serving"
-    disable_nagle_algorithm = True   # headers and body go out in two writes: no 40 ms delayed-ACK stall
-    timeout = 120   # idle keep-alive connections close after this many seconds
-    server: _HttpServer
-    _body_read = False   # whether the current request's body was consumed
-
-    def _serve(self) -> None:
-        slots = self.server.slots
-        if slots is not None:
-            slots.acquire()
-        try:
-            response = self.server.api.handle(self.command, self.path, self.headers, self._read_body)
-        finally:
-            if slots is not None:
-                slots.release()
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        unread = self._unread_body()
-        if unread:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
-        if unread:
-            self._linger()
-
-    def _linger(self) -> None:
-        """Discards what the client still sends (briefly) before closing, so it can read the answer: closing a
-        socket with unread data would reset the connection and lose the response on the client's side."""
-        try:
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(LINGER_SECONDS)
-            deadline = time.monotonic() + LINGER_SECONDS
-            while time.monotonic() < deadline and self.connection.recv(1 << 16):
-                pass
-        except OSError:
-            pass
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
-
-    def _read_body(self, limit: int) -> bytes:
-        self._body_read = True
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked(limit)
-        length_text = self.headers.get("Content-Length", "0") or "0"
-        try:
-            length = int(length_text)
-        except ValueError:
-            self._body_read = False
-            raise invalid(f"Content-Length is not a number: {length_text!r}") from None
-        if length > limit:
-            self._body_read = False
-            raise exhausted(f"request body of {length} bytes is over the limit of {limit} bytes")
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _read_chunked(self, limit: int) -> bytes:
-        body = bytearray()
-        while True:
-            line = self.rfile.readline(1024).split(b";")[0].strip()
-            try:
-                size = int(line, 16)
-            except ValueError:
-                self._body_read = False
-                raise invalid("malformed chunked request body") from None
-            if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return bytes(body)
-            if len(body) + size > limit:
-                self._body_read = False
-                raise exhausted(f"request body is over the limit of {limit} bytes")
-            body += self.rfile.read(size)
-            self.rfile.readline(1024)
-
-    def _unread_body(self) -> bool:
-        """A body was sent but not read (refused or never needed): the connection cannot be reused."""
-        if self._body_read:
-            self._body_read = False
-            return False
-        return self.headers.get("Content-Length", "0") not in ("", "0") or "Transfer-Encoding" in self.headers
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        log.debug("%s %s", self.address_string(), format % args)
-
-
 class RestServer:
     """TF Serving's REST API on ``host:port`` (port 0 picks a free one), served from a background thread."""
 
     def __init__(self, core: Any, metrics: Metrics, authenticator: Authenticator | None, host: str, port: int,
                  ssl_context: ssl.SSLContext | None = None, max_body_bytes: int = MAX_BODY_BYTES,
                  timeout_s: float | None = None, threads: int = 0, cors: bool = False,
-                 metrics_path: str | None = METRICS_PATH):
+                 metrics_path: str | None = METRICS_PATH, reuse_port: bool = False):
         self.api = RestApi(core, metrics, authenticator, max_body_bytes, timeout_s, cors, metrics_path)
         self.threads = threads
+        self.reuse_port = reuse_port
         self.host = host
         self.port = int(port)
         self.ssl_context = ssl_context
-        self._server: _HttpServer | None = None
+        self._server: HttpServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> RestServer:
         """Binds the port (OSError if taken) and serves in a daemon thread."""
         if self._server is not None:
             return self
-        self._server = _HttpServer((self.host, self.port), self.api, self.ssl_context, self.threads)
+        self._server = HttpServer((self.host, self.port), self.api.handle, self.ssl_context, self.threads,
+                                  self.reuse_port)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name=f"rest-{self.port}", daemon=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
-DEFAULT_TOKEN_ENV = "TWOTOWER_AUTH_TOKEN"
+DEFAULT_TOKEN_ENV = "TWOTOWER_AUTH_TOKEN"   # the server's token variable (--auth_token_env), read by the client too
 
 
 class SecurityError(ValueError):

@@ -13,7 +13,6 @@ variables index or data shard), so the manager waits for a copy to finish before
 
 from __future__ import annotations
 
-import csv
 import logging
 import re
 import threading
@@ -24,10 +23,10 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from serving.signature import Signature
+from twotower.layout import SAVED_MODEL, VERSION_BATCHING
 
 log = logging.getLogger("twotower.serving")
 INTERNAL_SIGNATURES = ("__saved_model_init_op",)
-BATCHING_FILE = "batching_params.pbtxt"   # a version's own BatchingParameters (TF Serving's name)
 
 
 class LoadError(Exception):
@@ -58,9 +57,9 @@ class LoadOptions:
 
 
 def read_saved_model(path: Path) -> saved_model_pb2.SavedModel:
-    pb = path / "saved_model.pb"
+    pb = path / SAVED_MODEL
     if not pb.exists():
-        raise LoadError(f"{path}: no saved_model.pb in this version directory")
+        raise LoadError(f"{path}: no {SAVED_MODEL} in this version directory")
     model = saved_model_pb2.SavedModel()
     try:
         model.ParseFromString(pb.read_bytes())
@@ -121,7 +120,6 @@ class Servable:
         self.signature_defs = signature_defs
         self._holders = 0
         self._idle = threading.Condition()
-        self._titles: dict[str, str] | None = None
         self.batching = None   # the version's own BatchingOptions (batching_params.pbtxt), when the server uses them
 
     @classmethod
@@ -140,12 +138,12 @@ class Servable:
         signatures = {name: Signature(name, definition, functions.get(name))
                       for name, definition in defs.items() if name not in INTERNAL_SIGNATURES}
         servable = cls(model, version, path, loaded, signatures, defs)
-        if options.model_batching and (path / BATCHING_FILE).exists():
+        if options.model_batching and (path / VERSION_BATCHING).exists():
             from serving.batching import BatchingOptions
             from serving.errors import ServingError
 
             try:
-                servable.batching = BatchingOptions.load(path / BATCHING_FILE)
+                servable.batching = BatchingOptions.load(path / VERSION_BATCHING)
             except ServingError as err:
                 raise LoadError(err.message) from None
         if options.warm_up:
@@ -176,19 +174,3 @@ class Servable:
         self.loaded = None
         for signature in self.signatures.values():
             signature.function = None
-
-    # Convenience ---------------------------------------------------------------------------------------------
-    def titles(self) -> dict[str, str]:
-        """item_id → title from ``assets/items.tsv`` (empty when the export has none)."""
-        if self._titles is None:
-            path = self.path / "assets" / "items.tsv"
-            titles: dict[str, str] = {}
-            if path.exists():
-                with open(path, encoding="utf-8", newline="") as handle:
-                    reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-                    next(reader, None)
-                    for row in reader:
-                        if len(row) >= 2:
-                            titles[row[0]] = row[1]
-            self._titles = titles
-        return self._titles

@@ -100,8 +100,9 @@ class Server:
         self.stopped = threading.Event()
         self.config_poller: threading.Thread | None = None
 
-    def start(self) -> None:
-        """Binds the gRPC port (failing fast if it is taken), loads the models, then starts answering."""
+    def start(self, announce: bool = True) -> None:
+        """Binds the gRPC port (failing fast if it is taken), loads the models, then starts answering; prints the
+        ready line unless ``announce`` is false (``announce()`` prints it later)."""
         from grpc_health.v1 import health_pb2
 
         from serving.logs import log_event
@@ -115,14 +116,22 @@ class Server:
             if self.health is not None:
                 self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self.rest_port = self._start_rest()
+        if announce:
+            self.announce()
+        if self.options.model_config_file and self.options.model_config_file_poll_wait_seconds > 0:
+            self.config_poller = threading.Thread(target=self._poll_config, name="config-poll", daemon=True)
+            self.config_poller.start()
+
+    def announce(self) -> None:
+        """The one "serving ..." line on stdout (what scripts wait for) and the "ready" event."""
+        from serving.logs import log_event
+
         host = self.options.host
         rest = f"{host}:{self.rest_port}" if self.rest else "off"
         socket_text = f" and unix:{self.options.grpc_socket_path}" if self.options.grpc_socket_path else ""
         print(f"serving gRPC on {host}:{self.grpc_port}{socket_text}, REST on {rest}", flush=True)
-        log_event("ready", grpc=f"{host}:{self.grpc_port}", rest=rest, socket=self.options.grpc_socket_path or None)
-        if self.options.model_config_file and self.options.model_config_file_poll_wait_seconds > 0:
-            self.config_poller = threading.Thread(target=self._poll_config, name="config-poll", daemon=True)
-            self.config_poller.start()
+        log_event("ready", grpc=f"{host}:{self.grpc_port}", rest=rest, socket=self.options.grpc_socket_path or None,
+                  processes=self.options.num_serving_processes)
 
     def _bind_grpc(self) -> int:
         from grpc_health.v1 import health, health_pb2_grpc
@@ -134,14 +143,16 @@ class Server:
         interceptors = [AuthInterceptor(self.authenticator)] if self.authenticator.enabled else []
         given = dict(self.options.channel_args)   # --grpc_channel_arguments override the defaults below
         defaults = {"grpc.max_receive_message_length": self.options.max_request_bytes,
-                    "grpc.max_send_message_length": -1, "grpc.so_reuseport": 0}
+                    "grpc.max_send_message_length": -1,
+                    "grpc.so_reuseport": int(self.options.num_serving_processes > 1)}
         channel_options = [*((k, v) for k, v in defaults.items() if k not in given), *given.items()]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.options.grpc_max_threads,
                                                         thread_name_prefix="grpc"),
                              interceptors=interceptors, options=channel_options)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(self.core, self.options.enable_serialization_as_tensor_content), server)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelService(self.core, self.options.num_serving_processes), server)
         if self.options.enable_grpc_healthcheck_service:
             self.health = health.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -198,7 +209,8 @@ class Server:
                                max_body_bytes=self.options.max_request_bytes,
                                timeout_s=self.options.rest_api_timeout_in_ms / 1000.0,
                                threads=self.options.rest_threads, cors=self.options.rest_api_enable_cors_support,
-                               metrics_path=self.options.metrics_path)
+                               metrics_path=self.options.metrics_path,
+                               reuse_port=self.options.num_serving_processes > 1)
         self.rest.start()
         return self.rest.port
 
@@ -247,8 +259,61 @@ def print_version() -> None:
           f"TensorFlow Library: {tf.__version__}")
 
 
-def serve(args) -> int:
-    """Runs until SIGTERM or SIGINT; returns the exit status."""
+class Workers:
+    """``--num_serving_processes``: the other serving processes, started by the first once it serves.
+
+    Each runs this same server with the same flags on the ports the first one bound (SO_REUSEPORT: the kernel
+    spreads connections over the processes), loads its own copy of the models and polls the base paths itself.
+    The first process prints the ready line once every worker is ready, forwards SIGTERM/SIGINT to them, and
+    stops them all (exit status 1) if one of them dies.
+    """
+
+    def __init__(self, argv: list[str], server: Server):
+        import subprocess
+
+        self.processes = []
+        ports = ["--port", str(server.grpc_port), "--rest_api_port", str(server.rest_port), "--grpc_socket_path", ""]
+        for index in range(1, server.options.num_serving_processes):
+            env = {**os.environ, WORKER_ENV: str(index)}
+            self.processes.append(subprocess.Popen([sys.executable, "-m", "serving.server", *argv, *ports], env=env,
+                                                   stdout=subprocess.PIPE, text=True))
+
+    def wait_ready(self) -> str | None:
+        """Blocks until every worker printed its ready line; the error when one exited first."""
+        for index, process in enumerate(self.processes, start=1):
+            for line in process.stdout:
+                if line.startswith("serving "):
+                    break
+            else:
+                return f"serving process {index} exited with status {process.wait()} before it was ready"
+        return None
+
+    def dead(self) -> str | None:
+        for index, process in enumerate(self.processes, start=1):
+            if process.poll() is not None:
+                return f"serving process {index} exited with status {process.returncode}"
+        return None
+
+    def stop(self) -> None:
+        import subprocess
+
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(GRACE_SECONDS + 20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+WORKER_ENV = "TWOTOWER_SERVING_PROCESS"   # set (to its index) in the processes the first one starts
+
+
+def serve(args, argv: list[str] | None = None) -> int:
+    """Runs until SIGTERM or SIGINT; returns the exit status. ``argv`` (the flags as given) starts the other
+    processes of --num_serving_processes."""
     from serving.errors import ServingError
     from serving.security import SecurityError
 
@@ -263,24 +328,42 @@ def serve(args) -> int:
         return 2
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    first = server.options.num_serving_processes > 1 and WORKER_ENV not in os.environ
+    workers: Workers | None = None
+    status = 0
     try:
-        server.start()
+        server.start(announce=not first)
+        if first:
+            workers = Workers(list(argv if argv is not None else sys.argv[1:]), server)
+            error = workers.wait_ready()
+            if error:
+                raise OSError(error)
+            server.announce()
     except (ServingError, OSError) as err:
         print(f"error: {getattr(err, 'message', None) or err}", file=sys.stderr)
+        if workers is not None:
+            workers.stop()
         server.stop(grace=0)
         return 2
     try:
         while not stop.wait(0.5):   # a timed wait lets the signal handler run promptly
-            pass
+            error = workers.dead() if workers is not None else None
+            if error:
+                log.error("%s: stopping every serving process", error)
+                status = 1
+                break
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if workers is not None:
+            workers.stop()
         server.stop()
-    return 0
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
-    return serve(build_parser().parse_args(argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return serve(build_parser().parse_args(argv), argv)
 
 
 if __name__ == "__main__":

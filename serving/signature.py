@@ -24,6 +24,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow.python.distribute import distribute_utils
+from tensorflow.python.eager import context
+from tensorflow.python.eager.polymorphic_function.concrete_function import ConcreteFunction
+from tensorflow.python.framework.ops import EagerTensor
 
 from serving.errors import ServingError, invalid
 
@@ -98,13 +102,52 @@ def batchable(signature: Signature, inputs: Mapping[str, np.ndarray]) -> bool:
     return signature.batch_major and all(np.ndim(array) >= 1 for array in inputs.values())
 
 
+class FlatCall:
+    """A signature function called with its flat argument list (sorted input names, then the captured variables):
+    what ``function(**feeds)`` ends up calling, without re-binding keyword arguments and re-reading the captured
+    variable handles on every request. Only for inputs whose shapes fit the function's TensorSpecs (``fits``):
+    any other call goes through the function's own binding, which refuses them with its own error."""
+
+    def __init__(self, function: Callable, names: list[str], specs: list[tf.TensorSpec]):
+        self.function = function
+        self.names = names
+        self.shapes = [spec.shape for spec in specs]
+        self.captured = list(function.captured_inputs)
+
+    def fits(self, inputs: Mapping[str, np.ndarray]) -> bool:
+        return len(inputs) == len(self.names) and all(
+            name in inputs and shape.is_compatible_with(np.shape(inputs[name]))
+            for name, shape in zip(self.names, self.shapes))
+
+    def call(self, feeds: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return ConcreteFunction._call_flat(self.function, [feeds[name] for name in self.names], self.captured)
+
+
+def bind_flat(function: Callable, inputs: Mapping[str, meta_graph_pb2.TensorInfo]) -> FlatCall | None:
+    """A ``FlatCall`` for a loaded signature function that takes exactly the SignatureDef's inputs as keyword
+    arguments (None for anything else: a stand-in function, positional arguments, other names)."""
+    if not isinstance(function, ConcreteFunction):
+        return None
+    try:
+        args, kwargs = function.structured_input_signature
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if args or set(kwargs) != set(inputs) or not all(isinstance(spec, tf.TensorSpec) for spec in kwargs.values()):
+        return None
+    if any(distribute_utils.is_distributed_variable(value) for value in function.captured_inputs):
+        return None   # loaded under a distribution strategy: the function resolves its variables per call
+    names = sorted(kwargs)   # nest.flatten's order for a dict of keyword arguments
+    if [t.name.split(":")[0] for t in function.inputs[:len(names)]] != names:
+        return None
+    return FlatCall(function, names, [kwargs[name] for name in names])
+
+
 class Signature:
     """A SignatureDef plus the concrete function that runs it."""
 
     def __init__(self, name: str, definition: meta_graph_pb2.SignatureDef, function: Callable | None):
         self.name = name
         self.definition = definition
-        self.function = function
         self.inputs = dict(definition.inputs)
         self.outputs = dict(definition.outputs)
         self.defaults = {name: tf.make_ndarray(proto) for name, proto in definition.defaults.items()}
@@ -113,6 +156,30 @@ class Signature:
         # and their inputs must agree on it.
         self.batch_major = bool(self.inputs) and all(
             self._leading_free(info) for info in (*self.inputs.values(), *self.outputs.values()))
+        self._ready_defaults: dict[str, np.ndarray] = {}
+        try:   # the defaults checked once; a default that does not fit its input is judged per request instead
+            self._ready_defaults = {key: self._check_tensor(key, np.asarray(value), False)
+                                    for key, value in self.defaults.items()}
+        except ServingError:
+            pass
+        self.function = function
+
+    @property
+    def function(self) -> Callable | None:
+        return self._function
+
+    @function.setter
+    def function(self, function: Callable | None) -> None:
+        """Binds the function once (per loaded version): the flat argument order, the captured variables and the
+        defaults as tensors, so that a request calls the graph without Python's argument binding."""
+        self._function = function
+        self._bound = bind_flat(function, self.inputs) if function is not None else None
+        self._default_tensors: dict[str, tf.Tensor] = {}
+        for key, value in self._ready_defaults.items() if function is not None else ():
+            try:
+                self._default_tensors[key] = tf.constant(value, dtype=self.inputs[key].dtype)
+            except (TypeError, ValueError):
+                pass   # made (and refused, with TensorFlow's error) per request, as any other input
 
     @staticmethod
     def _leading_free(info: meta_graph_pb2.TensorInfo) -> bool:
@@ -155,7 +222,8 @@ class Signature:
                           f"{{{','.join(sorted(sent))}}}, or default input alias set: "
                           f"{{{','.join(sorted(self.defaults))}}}")
         given = {**{name: self.defaults[name] for name in missing}, **inputs}
-        ready = {name: self._check_tensor(name, np.asarray(given[name]), cast_numbers) for name in sorted(given)}
+        ready = {name: self._ready_defaults[name] if name in missing and name in self._ready_defaults
+                 else self._check_tensor(name, np.asarray(given[name]), cast_numbers) for name in sorted(given)}
         if self.batch_major and all(array.ndim >= 1 for array in ready.values()):
             required = {name: array.shape[0] for name, array in ready.items() if name not in self.defaults}
             rows = max(required.values(), default=1)
@@ -194,9 +262,12 @@ class Signature:
         if self.function is None:
             raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"signature {self.name} has no function to run in this SavedModel")
-        feeds = {name: tf.constant(array, dtype=self.inputs[name].dtype) for name, array in inputs.items()}
+        feeds = {name: self._tensor(name, array) for name, array in inputs.items()}
         try:
-            results = self.function(**feeds)
+            if self._bound is not None and self._bound.fits(inputs):
+                results = self._bound.call(feeds)
+            else:   # the function's own argument binding, and its errors
+                results = self.function(**feeds)
         except tf.errors.OpError as err:
             message = short_tf_message(err)
             culprit = self.explain_failure(inputs)
@@ -207,6 +278,16 @@ class Signature:
             culprit = self.explain_failure(inputs) or f"signature '{self.name}'"
             raise invalid(f"{culprit}: {str(err).strip().splitlines()[0][:MAX_ERROR_CHARS]}") from err
         return {name: value.numpy() for name, value in results.items()}
+
+    def _tensor(self, name: str, array: np.ndarray) -> tf.Tensor:
+        """The input as a tensor: a default left as it was checked at load time is the tensor made then."""
+        if name in self._default_tensors and array is self._ready_defaults[name]:
+            return self._default_tensors[name]
+        dtype = self.inputs[name].dtype
+        try:   # what tf.constant ends up doing, without its Python layers (half the time)
+            return EagerTensor(array, context.context().device_name, dtype)
+        except (TypeError, ValueError):
+            return tf.constant(array, dtype=dtype)   # its own conversion, and its own error
 
     def explain_failure(self, inputs: Mapping[str, np.ndarray]) -> str | None:
         """Which input a failed graph run is most likely about: one whose shape does not fit the SignatureDef, or

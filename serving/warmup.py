@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
+from serving import DEFAULT_SIGNATURE
 from serving import examples, protos
 from serving.errors import ServingError, invalid
+from twotower.layout import WARMUP_FILE
 
 if TYPE_CHECKING:
     from serving.servable import Servable
 
 log = logging.getLogger("twotower.serving")
-WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_RECORDS = 1000
-DEFAULT_SIGNATURE = "serving_default"
 
 
 def read_requests(path: Path) -> list[prediction_log_pb2.PredictionLog]:

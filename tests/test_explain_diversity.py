@@ -70,7 +70,7 @@ def loaded(brute_force_export):
 
 @pytest.fixture(scope="module")
 def model(loaded, brute_force_export):
-    from export.inspect import signature_defaults
+    from export.loaded import signature_defaults
     from export.ops import saved_model_proto
 
     definition = saved_model_proto(brute_force_export / "1").meta_graphs[0].signature_def["serving_default"]

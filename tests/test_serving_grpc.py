@@ -587,9 +587,9 @@ def test_new_version_hot_swap_with_zero_failed_requests_then_corrupt_version(pla
     lock = threading.Lock()
 
     def traffic(worker: int) -> None:
-        for i in range(2000):
-            if stop.is_set():
-                return
+        i = 0
+        while not stop.is_set():   # until the swap was seen (a request count would run out on a fast server)
+            i += 1
             request = predict_request([f"U{(worker * 31 + i) % 700:05d}"], [[items[i % len(items)], ""]])
             try:
                 version = prediction.Predict(request, timeout=60).model_spec.version.value

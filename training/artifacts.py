@@ -20,6 +20,17 @@ import pandas as pd
 from ingest.schema import Dataset
 from towers.item_tower import price_statistics
 from towers.text_fields import join_columns
+from twotower.layout import write_atomic
+
+# RUN/artifacts/: the file names, once.
+CATALOG = "catalog.parquet"
+USERS = "users.parquet"
+ITEM_COUNTS = "item_counts.npy"
+VOCAB = "vocab.json"             # vocabularies, price statistics, encoder, user-id hash; written last
+TEXT_VECTORS = ("item_text_vectors", "user_text_vectors")   # frozen mode: NAME.npy
+DATA_FILES = (CATALOG, USERS, VOCAB, ITEM_COUNTS)   # what the run derived from its data (its fingerprint)
+SAMPLE_QUERIES = "sample_queries.json"   # test users and histories: export tunes and measures its index on them
+SAMPLE_QUERIES_LIMIT = 5000
 
 
 @dataclasses.dataclass
@@ -90,29 +101,52 @@ def save(artifacts: Artifacts, directory: Path) -> None:
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    artifacts.catalog.to_parquet(tmp / "catalog.parquet", index=False)
-    artifacts.users.to_parquet(tmp / "users.parquet", index=False)
-    np.save(tmp / "item_counts.npy", artifacts.item_counts)
-    for name in ("item_text_vectors", "user_text_vectors"):
+    artifacts.catalog.to_parquet(tmp / CATALOG, index=False)
+    artifacts.users.to_parquet(tmp / USERS, index=False)
+    np.save(tmp / ITEM_COUNTS, artifacts.item_counts)
+    for name in TEXT_VECTORS:
         value = getattr(artifacts, name)
         if value is not None:
             np.save(tmp / f"{name}.npy", value)
     meta = {"train_item_ids": artifacts.train_item_ids, "train_user_ids": artifacts.train_user_ids,
             "price_stats": list(artifacts.price_stats), "encoder": artifacts.encoder,
             "user_id_hash": artifacts.user_id_hash}
-    (tmp / "vocab.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    (tmp / VOCAB).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
     if directory.exists():
         shutil.rmtree(directory)
     os.replace(tmp, directory)
 
 
+def save_sample_queries(directory: Path, user_ids: np.ndarray, history: np.ndarray,
+                        limit: int = SAMPLE_QUERIES_LIMIT, seed: int = 0) -> None:
+    """Keeps up to ``limit`` evaluation cases (a seeded sample, in case order) as the run's sample queries:
+    export embeds them with the trained towers to tune ScaNN and measure its recall, without the raw data."""
+    keep = np.sort(np.random.default_rng(seed).permutation(len(user_ids))[:limit])
+    sample = {"user_id": [str(user_ids[i]) for i in keep], "history": [[str(h) for h in history[i]] for i in keep]}
+    write_atomic(directory / SAMPLE_QUERIES, json.dumps(sample, ensure_ascii=False))
+
+
+def load_sample_queries(directory: Path) -> tuple[list[str], list[list[str]]] | None:
+    """The run's sample queries (user ids, histories); None for a run trained before they were kept."""
+    path = directory / SAMPLE_QUERIES
+    if not path.exists():
+        return None
+    sample = json.loads(path.read_text(encoding="utf-8"))
+    return sample["user_id"], sample["history"]
+
+
+def saved(directory: Path) -> bool:
+    """Whether ``directory`` holds saved artifacts (``save`` completed there)."""
+    return (directory / VOCAB).exists()
+
+
 def load(directory: Path) -> Artifacts:
-    meta = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
+    meta = json.loads((directory / VOCAB).read_text(encoding="utf-8"))
     vectors = {name: np.load(directory / f"{name}.npy") if (directory / f"{name}.npy").exists() else None
-               for name in ("item_text_vectors", "user_text_vectors")}
-    catalog = pd.read_parquet(directory / "catalog.parquet")
-    users = pd.read_parquet(directory / "users.parquet")
+               for name in TEXT_VECTORS}
+    catalog = pd.read_parquet(directory / CATALOG)
+    users = pd.read_parquet(directory / USERS)
     return Artifacts(catalog=catalog, users=users, train_item_ids=meta["train_item_ids"],
-                     train_user_ids=meta["train_user_ids"], item_counts=np.load(directory / "item_counts.npy"),
+                     train_user_ids=meta["train_user_ids"], item_counts=np.load(directory / ITEM_COUNTS),
                      price_stats=tuple(meta["price_stats"]), encoder=meta["encoder"],
                      user_id_hash=meta.get("user_id_hash"), **vectors)

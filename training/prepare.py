@@ -68,7 +68,7 @@ def prepare(config: dict, run: RunDir, progress: bool = True) -> Prepared:
     data = config["data"]
     stream = ShardStream(data["path"], config["model"]["history_len"]) if data["format"] == "prepared" else None
     dataset, labels = (stream.dataset_view(), pd.Series([], dtype=str)) if stream else load_split(config)
-    if (run.artifacts / "vocab.json").exists():
+    if artifacts_io.saved(run.artifacts):
         derived = artifacts_io.load(run.artifacts)
         check_same_user_hash(derived, dataset.user_id_hash, str(run.path))
         return Prepared(dataset, labels, derived, encoder_source(config, run, None), stream)

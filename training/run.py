@@ -14,14 +14,24 @@ import sys
 from pathlib import Path
 
 from training.config import ConfigError, load_stored
+from twotower.layout import write_atomic
 
 
 class RunDirError(ConfigError):
     """A ``--run-dir`` that does not hold what the command needs (no run, no checkpoint yet)."""
 
 
+BEST = "best"   # checkpoints/best: the best epoch's weights (a TF checkpoint prefix)
+
+
+def epoch_checkpoint(epoch: int) -> str:
+    """The checkpoint prefix of ``epoch`` under checkpoints/ (kept for resuming)."""
+    return f"epoch-{epoch:04d}"
+
+
 class RunDir:
-    """RUN/: config.yaml, state.json, metrics.json, train.log, artifacts/, checkpoints/, encoder/, tensorboard/."""
+    """RUN/: config.yaml, state.json, metrics.json, train.log, artifacts/, checkpoints/ (best, epoch-NNNN),
+    encoder/, tensorboard/."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -34,6 +44,11 @@ class RunDir:
     checkpoints = property(lambda self: self.path / "checkpoints")
     encoder = property(lambda self: self.path / "encoder")
     tensorboard = property(lambda self: self.path / "tensorboard")
+    best = property(lambda self: self.checkpoints / BEST)
+
+    def trained(self) -> bool:
+        """Whether an epoch has finished (checkpoints/best is written)."""
+        return self.best.with_name(f"{BEST}.index").exists()
 
     def exists(self) -> bool:
         return self.config.exists()
@@ -49,13 +64,6 @@ class RunDir:
         if not self.config.exists():
             raise RunDirError(f"{self.path} is not a run directory (no config.yaml); train one first")
         return load_stored(self.config)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def setup_logging(log_file: Path | None, verbose: bool = False) -> None:

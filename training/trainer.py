@@ -19,6 +19,7 @@ import tf_keras
 
 from ingest.schema import DataError
 from towers.text_encoder import TextEncoder
+from training import artifacts as artifacts_io
 from training import evaluate as ev
 from training import search_queries
 from training.config import ConfigError, check, dump_config
@@ -26,9 +27,10 @@ from training.distributed import Cluster, replica_rows
 from training.examples import Examples, evaluation_cases, training_examples
 from training.model import TwoTowerModel, build_model
 from training.prepare import Prepared, prepare
-from training.run import RunDir, RunDirError, write_atomic
+from training.run import BEST, RunDir, RunDirError, epoch_checkpoint
 from training.shard_reader import ShardStream
 from training.warm_start import adopt_encoder, source_run, warm_start
+from twotower.layout import write_atomic
 
 log = logging.getLogger("twotower.train")
 KEEP_EPOCH_CHECKPOINTS = 2
@@ -263,7 +265,7 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
     checkpoint = _checkpoint(model, optimizer)
     writable = cluster.writable if cluster is not None else (lambda path: path)
     if state["epochs_done"]:
-        checkpoint.read(str(run.checkpoints / f"epoch-{state['epochs_done']:04d}")).expect_partial()
+        checkpoint.read(str(run.checkpoints / epoch_checkpoint(state["epochs_done"]))).expect_partial()
     elif source is not None:
         warm_start(model, prepared.artifacts, source)
     metric = train_cfg["early_stopping_metric"]
@@ -285,9 +287,9 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
                 if isinstance(number, float):
                     tf.summary.scalar(f"valid/{key}", number, step=epoch)
         improved = state["best_value"] is None or value > state["best_value"]
-        checkpoint.write(str(writable(run.checkpoints) / f"epoch-{epoch:04d}"))
+        checkpoint.write(str(writable(run.checkpoints) / epoch_checkpoint(epoch)))
         if improved:
-            checkpoint.write(str(writable(run.checkpoints) / "best"))
+            checkpoint.write(str(writable(run.checkpoints) / BEST))
             state.update(best_epoch=epoch, best_value=value, bad_epochs=0)
         else:
             state["bad_epochs"] += 1
@@ -312,20 +314,22 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
 
 def _prune(run: RunDir, epoch: int) -> None:
     old = epoch - KEEP_EPOCH_CHECKPOINTS
-    for path in run.checkpoints.glob(f"epoch-{old:04d}.*"):
+    for path in run.checkpoints.glob(f"{epoch_checkpoint(old)}.*"):
         path.unlink()
 
 
 def finish(config: dict, run: RunDir, prepared: Prepared, model: TwoTowerModel,
            checkpoint: tf.train.Checkpoint, progress: bool, splits: tuple[str, ...] = ("valid", "test")) -> dict:
     """Restores the best epoch, evaluates the splits with the popularity baseline beside, writes metrics.json."""
-    checkpoint.read(str(run.checkpoints / "best")).expect_partial()
+    checkpoint.read(str(run.best)).expect_partial()
     metrics = run.read_json(run.metrics, {})
     state = run.read_json(run.state, {})
     if model.user_tower.semantic is not None:
         log.info("semantic channel, learned weights: %s", model.user_tower.semantic.describe())
     for split in splits:
         cases = _cases(config, prepared, split)
+        if split == "test":   # what export embeds to tune and measure its index (it does not re-read the data)
+            artifacts_io.save_sample_queries(run.artifacts, cases.user_id, cases.history)
         if not len(cases):
             log.warning("split '%s' has no evaluation users", split)
             continue
@@ -347,11 +351,11 @@ def evaluated_model(run: RunDir, progress: bool = False) -> tuple[dict, Prepared
     """The model ``evaluate`` scores: the run's towers rebuilt from its config and artifacts, with the best
     checkpoint loaded (the served-equals-evaluated checks compare an export against exactly this)."""
     config = run.read_config()
-    if not (run.checkpoints / "best.index").exists():
+    if not run.trained():
         raise RunDirError(f"{run.path} has no trained checkpoint yet (checkpoints/best); train it first")
     prepared = prepare(config, run, progress=progress)
     model = _build(config, prepared)
-    _checkpoint(model).read(str(run.checkpoints / "best")).expect_partial()
+    _checkpoint(model).read(str(run.best)).expect_partial()
     return config, prepared, model
 
 

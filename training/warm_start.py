@@ -39,7 +39,7 @@ def source_run(config: dict) -> RunDir | None:
     if not path:
         return None
     source = RunDir(path)
-    if not source.exists() or not (source.checkpoints / "best.index").exists():
+    if not source.exists() or not source.trained():
         raise ConfigError(f"training.warm_start_from: {source.path} is not a finished run (no config.yaml or "
                           f"checkpoints/best)")
     old = source.read_config()["model"]
@@ -81,7 +81,7 @@ def warm_start(model: TwoTowerModel, artifacts: Artifacts, source: RunDir) -> di
     old = build_model(source.read_config(), old_artifacts)
     _build(old)
     _build(model)
-    tf.train.Checkpoint(model=old).read(str(source.checkpoints / "best")).expect_partial()
+    tf.train.Checkpoint(model=old).read(str(source.best)).expect_partial()
 
     tables = [m for m in model.submodules if isinstance(m, IdEmbedding)]
     old_tables = [m for m in old.submodules if isinstance(m, IdEmbedding)]
