@@ -320,7 +320,8 @@ def _prune(run: RunDir, epoch: int) -> None:
 
 def finish(config: dict, run: RunDir, prepared: Prepared, model: TwoTowerModel,
            checkpoint: tf.train.Checkpoint, progress: bool, splits: tuple[str, ...] = ("valid", "test")) -> dict:
-    """Restores the best epoch, evaluates the splits with the popularity baseline beside, writes metrics.json."""
+    """Restores the best epoch, evaluates the splits with the popularity baseline beside (and, on a generated world,
+    its search queries as text-only requests: training/search_queries.py), writes metrics.json."""
     checkpoint.read(str(run.best)).expect_partial()
     metrics = run.read_json(run.metrics, {})
     state = run.read_json(run.state, {})
