@@ -610,8 +610,8 @@ def _simulate(rng: np.random.Generator, it: dict, us: dict, horizon: int, progre
 
 def _search_queries(it: dict, us: dict, user_ids: np.ndarray, item_ids: np.ndarray) -> pd.DataFrame:
     """The search-query ground truth: one row per query of every user, with the items of the product type
-    (category and noun) it was generated from. The style is recorded but does not narrow the set: most queries
-    name no style ("tent for hiking", "cheap tent", a brand), and a type holds ~10 items in the demo world, a
+    (category and noun) it was generated from. The style is recorded but does not narrow the set: about half the
+    queries name no style ("tent for hiking", "cheap tent", a brand), and a type holds ~10 items in the demo world, a
     type-and-style only 2-4, too few to read precision@10 from."""
     by_type: dict[tuple[int, int], str] = {}
     for key in set(zip(it["cat"].tolist(), it["noun"].tolist())):
