@@ -11,7 +11,7 @@ import pytest
 
 from ingest.generate import generate_world
 
-FILES = ("items.csv", "users.csv", "interactions.csv", "world.json")
+FILES = ("items.csv", "users.csv", "interactions.csv", "world.json", "search_queries.csv")
 CJK = re.compile(r"[\u4e00-\u9fff]")
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 SMALL = dict(users=300, items=250, progress=False)
