@@ -56,6 +56,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from twotower.layout import write_atomic
+
 from .formats.generated import FILES, SEARCH_QUERIES, WORLD
 
 __all__ = ["generate_world", "CATEGORIES"]
@@ -187,16 +189,6 @@ def _iso(seconds: np.ndarray) -> np.ndarray:
 
 def _iso1(seconds: int) -> str:
     return str(START + np.timedelta64(int(seconds), "s")) + "Z"
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _sample_rows(logits: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -714,13 +706,12 @@ def generate_world(out_dir: str | os.PathLike, users: int = 2000, items: int = 1
         },
     }
 
-    def csv_writer(df):
-        return lambda p: df.to_csv(p, index=False, lineterminator="\n", encoding="utf-8")
+    def csv_text(df) -> str:
+        return df.to_csv(index=False, lineterminator="\n")
 
-    _write_atomic(out / FILES["items"], csv_writer(items_df))
-    _write_atomic(out / FILES["users"], csv_writer(users_df))
-    _write_atomic(out / FILES["interactions"], csv_writer(inter_df))
-    _write_atomic(out / SEARCH_QUERIES, csv_writer(_search_queries(it, us, user_ids, item_ids)))
-    _write_atomic(out / WORLD,
-                  lambda p: p.write_text(json.dumps(world, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"))
+    write_atomic(out / FILES["items"], csv_text(items_df))
+    write_atomic(out / FILES["users"], csv_text(users_df))
+    write_atomic(out / FILES["interactions"], csv_text(inter_df))
+    write_atomic(out / SEARCH_QUERIES, csv_text(_search_queries(it, us, user_ids, item_ids)))
+    write_atomic(out / WORLD, json.dumps(world, ensure_ascii=False, indent=2) + "\n")
     return world
