@@ -7,7 +7,7 @@ import json
 import grpc
 import pytest
 
-from conftest import EXPORT_K, cli
+from helpers import EXPORT_K, cli
 from serving.client import ClientError, RecommenderClient, VersionState, read_titles
 from serving_process import ServerProcess, free_port
 

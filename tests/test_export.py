@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cli
+from helpers import cli
 from served_parity import probe_versions
 
 K = 10

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import SMOKE, cli
+from helpers import SMOKE, cli
 
 SALT = "pepper-for-the-tests"
 HASHED = ["--set", "data.hash_user_ids=true", "--set", "training.epochs=1"]

@@ -10,12 +10,11 @@ import base64
 import http.client
 import json
 import re
-import shutil
 
 import numpy as np
 import pytest
 
-from conftest import EXPORT_K
+from helpers import EXPORT_K, serve_a_copy, write_certificate
 from serving import json_tensor
 from serving.errors import ServingError
 from serving_process import ServerProcess
@@ -130,17 +129,12 @@ class StatusOnlyCore:
 
 def test_https_when_given_an_ssl_context(tmp_path):
     import ssl
-    import subprocess
 
     from serving.metrics import Metrics
     from serving.rest import RestServer
 
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl CLI is needed for a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+    write_certificate(cert, key)
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(cert, key)
     rest = RestServer(StatusOnlyCore(), Metrics(), None, "127.0.0.1", 0, server_context).start()
@@ -166,9 +160,7 @@ def test_https_when_given_an_ssl_context(tmp_path):
 @pytest.fixture(scope="module")
 def server(brute_force_export, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rest")
-    base = tmp / "models" / "shop"
-    shutil.copytree(brute_force_export / "1", base / "1")
-    shutil.copytree(base / "1", base / "2")
+    base = serve_a_copy(brute_force_export, tmp / "models" / "shop", versions=(1, 2))
     config = tmp / "models.config"
     config.write_text(f'model_config_list {{ config {{ name: "shop" base_path: "{base}" model_platform: '
                       '"tensorflow" model_version_policy { all {} } version_labels { key: "stable" value: 1 } '

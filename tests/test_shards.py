@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from conftest import ROOT, SMOKE, cli
+from helpers import ROOT, SMOKE, cli
 
 USERS, ITEMS, ROWS, CHUNK = 100_000, 20_000, 10_000_000, 1_000_000
 RSS_CAP_MB = 1400   # about 620 MB of it is TensorFlow, pandas and pyarrow, imported

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import SMOKE, cli
+from helpers import SMOKE, cli
 
 EARLY_SPLIT = "data.split={type: temporal, valid_start: '2024-04-20', test_start: '2024-05-24'}"
 

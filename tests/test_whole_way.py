@@ -5,21 +5,23 @@ The matrix covers the user features (history, text, id and their unions), item f
 encoders, frozen and both fine-tune modes, mixed negatives and streaming logQ, the semantic channel with
 history, text or both on the query side, a TF Hub encoder and a Chinese one, each trained for one short epoch
 with the tiny encoder on one small generated world. The shipped configs run on a slice of their own data (the
-shared datasets; skipped with a message where ../shared is absent). Training and export run in-process; only the
-query runs in a fresh process, which is the boundary that matters: a SavedModel that loads without the
-project's code.
+shared datasets; skipped with a message where ../shared is absent). Training and export run in-process, all of it
+in one module fixture; then every export is asked in ONE fresh process (one TensorFlow import for all), which is
+the boundary that matters: a SavedModel that loads without the project's code. Each test asserts its own case.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
 from pathlib import Path
 
 import pytest
 
-from conftest import EXPORT_K, ROOT, cli_in_process
+from helpers import EXPORT_K, ROOT, SHARED, cli_in_process
 from served_parity import assert_served_equals_evaluated, probe_versions
 
-SHARED = ROOT.parent / "shared" / "datasets"
 FAST = ["--set", "training.epochs=1", "--set", "training.batch_size=128", "--set", "model.max_seq_len=32",
         "--set", "training.early_stopping_patience=10"]
 
@@ -57,11 +59,6 @@ def small_world(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def text_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("matrix-cache")
-
-
 def train_and_export(config: Path, overrides: list[str], data_path: Path, cache: Path, folder: Path,
                      index: str = "brute-force", extra: tuple = ()) -> tuple[Path, Path]:
     run = folder / "run"
@@ -73,38 +70,130 @@ def train_and_export(config: Path, overrides: list[str], data_path: Path, cache:
     return run, Path(version)
 
 
-def check_whole_way(run: Path, version: Path, folder: Path) -> None:
-    """Raw strings in a fresh process: known users, an unknown id with an unknown item, a text-only newcomer;
-    then the served rankings and vectors against the evaluated model's."""
+# what every model must answer besides the evaluated users: an unknown id with an unknown item, nothing, text only
+ODD = {"signature": "serving_default", "inputs": {
+    "user_id": ["nobody", "", ""], "history": [["NOT-AN-ITEM", ""], ["", ""], ["", ""]],
+    "user_text": ["", "lightweight camping tent", "轻便双人帐篷，防水"]}}
+
+
+@dataclasses.dataclass
+class Case:
+    """One trained and exported model of this module, asked in the shared fresh process."""
+
+    run: Path | None = None
+    version: Path | None = None
+    expected: object = None            # export.parity.Evaluated
+    outputs: dict | None = None
+    error: BaseException | None = None
+
+    def served(self) -> tuple[Path, Path, dict]:
+        """The run, the version and the fresh process's outputs; re-raises what failed while building it."""
+        if self.error is not None:
+            raise self.error
+        return self.run, self.version, self.outputs
+
+
+def probe_cases(cases: dict[str, Case], folder: Path, extra: dict[str, dict] | None = None) -> None:
+    """Asks every built case's export in ONE fresh process (one TensorFlow import for all): the evaluated sample,
+    the odd requests and ``extra[name]``; a failure of that process is every case's failure."""
     from export.parity import evaluated
 
-    expected = evaluated(run)
-    odd = {"signature": "serving_default", "inputs": {
-        "user_id": ["nobody", "", ""], "history": [["NOT-AN-ITEM", ""], ["", ""], ["", ""]],
-        "user_text": ["", "lightweight camping tent", "轻便双人帐篷，防水"]}}
-    outputs, = probe_versions([(version, {**expected.requests(), "odd": odd})], folder)
+    built = []
+    for name, case in cases.items():
+        if case.error is None:
+            try:
+                case.expected = evaluated(case.run)
+                built.append(name)
+            except Exception as err:
+                case.error = err
+    try:
+        answers = probe_versions([(cases[name].version, {**cases[name].expected.requests(), "odd": ODD,
+                                                         **(extra or {}).get(name, {})}) for name in built], folder)
+    except AssertionError as err:
+        for name in built:
+            cases[name].error = err
+        return
+    for name, outputs in zip(built, answers):
+        cases[name].outputs = outputs
+
+
+def build(*args, **kwargs) -> Case:
+    """``train_and_export(*args, **kwargs)`` as a case; what fails is kept for the case's own test to raise."""
+    try:
+        return Case(*train_and_export(*args, **kwargs))
+    except Exception as err:
+        return Case(error=err)
+
+
+def check_whole_way(case: Case) -> tuple[Path, Path, dict]:
+    """Raw strings in a fresh process: known users, an unknown id with an unknown item, a text-only newcomer;
+    then the served rankings and vectors against the evaluated model's."""
+    run, version, outputs = case.served()
     assert outputs["__imported__"].tolist() == []    # the project's code was never imported there
     assert outputs["odd/item_ids"].shape == (3, EXPORT_K) and all(i for i in outputs["odd/item_ids"].ravel())
-    assert_served_equals_evaluated(expected, outputs, EXPORT_K)
+    assert_served_equals_evaluated(case.expected, outputs, EXPORT_K)
+    return run, version, outputs
+
+
+@pytest.fixture(scope="module")
+def whole_way(small_world, text_cache, tiny_hub, trained, brute_force_export, tmp_path_factory,
+              request) -> dict[str, Case]:
+    """Every model of this module, trained and exported in-process, then all asked in one fresh process:
+    the tower matrix, history-only through ScaNN, the TF Hub encoder frozen and fine-tuned, m3e-small, and
+    every shipped config (the smoke config is the session's own run, amazon_scientific the quick quality bench's
+    model on its slice: both already trained and exported)."""
+    import pandas as pd
+
+    from towers.named_encoders import CACHE_ENV
+
+    root = tmp_path_factory.mktemp("whole-way")
+    smoke = ROOT / "configs" / "smoke.yaml"
+    cases: dict[str, Case] = {}
+
+    def folder(name: str) -> Path:
+        return root / re.sub(r"[^\w-]", "_", name)
+
+    for name, overrides in MATRIX.items():
+        cases[name] = build(smoke, overrides, small_world, text_cache, folder(name))
+    cases["scann"] = build(smoke, MATRIX["history-only"], small_world, text_cache, folder("scann"),
+                           index="scann")
+    for mode in ("frozen", "full"):
+        cases[f"hub-{mode}"] = build(smoke, [f"model.encoder=hub:{tiny_hub}", f"model.encoder_mode={mode}"],
+                                     small_world, text_cache, folder(f"hub-{mode}"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(root / "encoders"))
+        cases["m3e"] = build(smoke, ["model.encoder=m3e-small"], small_world, text_cache, folder("m3e"))
+    for config, data in SHIPPED.items():
+        if config == "smoke":
+            cases["shipped-smoke"] = Case(run=trained[0], version=brute_force_export / "1")
+        elif config == "amazon_scientific" and (SHARED / data).is_dir():   # the quick quality bench's model
+            bench = request.getfixturevalue("quick_quality_bench")
+            results = json.loads((bench / "quality.json").read_text())[data]
+            served = next(r["served"] for r in results if r["model"] == "twotower (ours)")
+            cases["shipped-amazon_scientific"] = Case(run=bench / "runs" / data, version=Path(served["version"]))
+        elif data is None or (SHARED / data).is_dir():
+            extra = () if data is None else ("--set", "data.max_users=300")
+            cases[f"shipped-{config}"] = build(ROOT / "configs" / f"{config}.yaml", ["model.encoder=tiny"],
+                                               small_world if data is None else SHARED / data, text_cache,
+                                               folder(f"shipped-{config}"), extra=extra)
+    items = pd.read_csv(small_world / "items.csv", keep_default_na=False).head(20)
+    fields = {f: items[f].astype(str).tolist() for f in ("item_id", "title", "description", "category", "brand")}
+    embed = {"items": {"signature": "embed_items",
+                       "inputs": {**fields, "price": items["price"].astype(float).tolist()}}}
+    probe_cases(cases, root, extra={"hub-frozen": embed, "hub-full": embed})
+    return cases
 
 
 @pytest.mark.parametrize("case", sorted(MATRIX))
-def test_every_tower_configuration_trains_exports_and_serves_as_evaluated(case, small_world, text_cache,
-                                                                          tmp_path):
-    run, version = train_and_export(ROOT / "configs" / "smoke.yaml", MATRIX[case], small_world, text_cache,
-                                    tmp_path)
-    check_whole_way(run, version, tmp_path)
+def test_every_tower_configuration_trains_exports_and_serves_as_evaluated(case, whole_way):
+    check_whole_way(whole_way[case])
 
 
-def test_history_only_scann_at_recall_one_ranks_as_evaluated(small_world, text_cache, tmp_path):
+def test_history_only_scann_at_recall_one_ranks_as_evaluated(whole_way):
     """The configuration behind the Amazon figures, through a ScaNN index tuned to recall 1.0."""
-    run, version = train_and_export(ROOT / "configs" / "smoke.yaml", MATRIX["history-only"], small_world,
-                                    text_cache, tmp_path, index="scann")
-    import json
-
+    _, version, _ = check_whole_way(whole_way["scann"])
     card = json.loads((version / "assets" / "model_card.json").read_text())
     assert card["index"]["type"] == "scann" and card["index"]["recall_at_k_vs_brute_force"] == 1.0
-    check_whole_way(run, version, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +211,7 @@ def tiny_hub(small_world, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("mode", ["frozen", "full"])
-def test_tf_hub_encoder_trains_exports_and_serves_as_evaluated(mode, tiny_hub, small_world, text_cache, tmp_path):
+def test_tf_hub_encoder_trains_exports_and_serves_as_evaluated(mode, whole_way, small_world):
     """model.encoder: hub:DIR, frozen and fine-tuned; in the fresh process, raw item text goes through the hub
     preprocessing and encoder inside the export and lands on the evaluated item vectors."""
     import numpy as np
@@ -132,54 +221,31 @@ def test_tf_hub_encoder_trains_exports_and_serves_as_evaluated(mode, tiny_hub, s
     from training.run import RunDir
     from training.trainer import evaluated_model
 
-    run, version = train_and_export(ROOT / "configs" / "smoke.yaml",
-                                    [f"model.encoder=hub:{tiny_hub}", f"model.encoder_mode={mode}"], small_world,
-                                    text_cache, tmp_path)
-    check_whole_way(run, version, tmp_path)
+    run, _, outputs = check_whole_way(whole_way[f"hub-{mode}"])
     items = pd.read_csv(small_world / "items.csv", keep_default_na=False).head(20)
-    fields = {f: items[f].astype(str).tolist() for f in ("item_id", "title", "description", "category", "brand")}
-    prices = items["price"].astype(float).tolist()
-    request = {"items": {"signature": "embed_items", "inputs": {**fields, "price": prices}}}
-    outputs, = probe_versions([(version, request)], tmp_path)
     _, _, model = evaluated_model(RunDir(str(run)))
-    expected = model.embed_items(tf.constant(fields["item_id"])).numpy()
+    expected = model.embed_items(tf.constant(items["item_id"].astype(str).tolist())).numpy()
     np.testing.assert_allclose(outputs["items/embedding"], expected, atol=1e-5)
 
 
-def test_chinese_encoder_m3e_small_trains_exports_and_serves(small_world, text_cache, tmp_path, monkeypatch):
+def test_chinese_encoder_m3e_small_trains_exports_and_serves(whole_way):
     """model.encoder: m3e-small (converted from its registry package without PyTorch): no [UNK] warning on the
     world's Chinese fields, and the export answers Chinese user text in a fresh process."""
-    import json
-
-    from towers.named_encoders import CACHE_ENV
-
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "encoders"))
-    run, version = train_and_export(ROOT / "configs" / "smoke.yaml", ["model.encoder=m3e-small"], small_world,
-                                    text_cache, tmp_path)
+    run, version, _ = check_whole_way(whole_way["m3e"])
     log = (run / "train.log").read_text(encoding="utf-8")
     assert "non-commercial research use only" in log and "are [UNK]" not in log
     assert "[UNK] share in 'title': 0.00%" in log
-    check_whole_way(run, version, tmp_path)
     card = json.loads((version / "assets" / "model_card.json").read_text(encoding="utf-8"))
     assert card["encoder"]["name"] == "m3e-small" and card["encoder"]["dim"] == 512
 
 
 @pytest.mark.parametrize("config", sorted(SHIPPED))
-def test_every_shipped_config_goes_the_whole_way_on_a_slice(config, small_world, text_cache, tmp_path, request):
+def test_every_shipped_config_goes_the_whole_way_on_a_slice(config, whole_way):
     """Each file in configs/ as shipped, but the tiny encoder, one epoch and (for the datasets) 300 users. The
     smoke config is the session's own run (tests/conftest.py), already trained and exported."""
-    folder = SHIPPED[config]
-    if folder is not None and not (SHARED / folder).is_dir():
-        pytest.skip(f"{SHARED / folder} not found: the shared datasets are not on this machine")
-    if config == "smoke":
-        run, base = request.getfixturevalue("trained")[0], request.getfixturevalue("brute_force_export")
-        check_whole_way(run, base / "1", tmp_path)
-        return
-    data = small_world if folder is None else SHARED / folder
-    extra = () if folder is None else ("--set", "data.max_users=300")
-    run, version = train_and_export(ROOT / "configs" / f"{config}.yaml", ["model.encoder=tiny"], data, text_cache,
-                                    tmp_path, extra=extra)
-    check_whole_way(run, version, tmp_path)
+    if f"shipped-{config}" not in whole_way:
+        pytest.skip(f"{SHARED / SHIPPED[config]} not found: the shared datasets are not on this machine")
+    check_whole_way(whole_way[f"shipped-{config}"])
 
 
 def test_shipped_configs_are_all_covered():
