@@ -11,7 +11,38 @@ import sys
 
 import pytest
 
-from helpers import EXPORT_K, ROOT, SHARED, SMOKE, built_once, cli
+from helpers import EXPORT_K, ROOT, SERVER_TOKEN, SHARED, SMOKE, built_once, cli, serve_a_copy
+from serving_process import ServerProcess
+
+
+# A test that uses one of these trains or exports a model, starts a server or runs a job: the `slow` tier
+# (`pytest -m "not slow"` leaves it out; `make test` runs everything). Tests that do so on their own are marked
+# where they are written.
+SLOW_FIXTURES = {"settings", "world_shards", "quick_quality_bench", "small_world", "server", "servers", "testdata",
+                 "ray_head", "token_server"}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config, items):
+    """Marks the slow tests (first: `-m` selects on them), then, after every other plugin, the xdist groups.
+
+    ``--dist loadgroup`` under pytest 9: pytest-xdist 3.8 marks a test's group by renaming ``item._nodeid``, which
+    pytest 9 no longer reads (its node ids are ``item._id``), so every test would be scheduled alone and a
+    module's shared servers and models built on both workers. This appends the group as xdist means to, and does
+    nothing once xdist's own suffix is there."""
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+    yield
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        groups = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                         for mark in item.iter_markers("xdist_group")})
+        if groups and "@" not in item.nodeid:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
 
 
 @pytest.fixture(scope="session")
@@ -86,3 +117,25 @@ def quick_quality_bench(tmp_path_factory):
         (folder / "stderr.txt").write_text(result.stderr, encoding="utf-8")
 
     return built_once(tmp_path_factory, "quality", bench)
+
+
+@pytest.fixture(scope="session")
+def token_server(brute_force_export, tmp_path_factory):
+    """One ``twotower serve`` that wants a bearer token (``helpers.SERVER_TOKEN``), for the REST and client tests
+    (their modules share a pytest-xdist group, so one worker starts it): model "shop" as versions 1 and 2 (copies
+    of the session's export) with labels stable=1 and canary=2, and model "store", the session's export itself
+    (version 1 only). Its ``token_file`` attribute: the token's file."""
+    tmp = tmp_path_factory.mktemp("token-server")
+    shop = serve_a_copy(brute_force_export, tmp / "models" / "shop", versions=(1, 2))
+    config = tmp / "models.config"
+    config.write_text(f'model_config_list {{ config {{ name: "shop" base_path: "{shop}" model_platform: '
+                      '"tensorflow" model_version_policy { all {} } version_labels { key: "stable" value: 1 } '
+                      'version_labels { key: "canary" value: 2 } } '
+                      f'config {{ name: "store" base_path: "{brute_force_export}" model_platform: "tensorflow" }} }}\n')
+    token = tmp / "token"
+    token.write_text(SERVER_TOKEN + "\n")
+    process = ServerProcess(tmp, "token", "--model_config_file", str(config), "--auth_token_file", str(token),
+                            "--max_request_bytes", "200000", "--file_system_poll_wait_seconds", "0").wait()
+    process.token_file = token
+    yield process
+    assert process.stop() == 0

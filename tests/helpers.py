@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPORT_K = 10   # the shared export's K (tests that read it import this)
 SMOKE = ["--config", str(ROOT / "configs" / "smoke.yaml")]
 SHARED = ROOT.parent / "shared" / "datasets"   # the real datasets, where this machine has them
+SERVER_TOKEN = "test-bearer-token"   # the session's token server wants it (tests/conftest.py)
 
 
 def cli(*args, check=True, cwd=None, **popen) -> subprocess.CompletedProcess:

@@ -15,6 +15,8 @@ import tensorflow as tf
 
 from helpers import EXPORT_K
 
+pytestmark = pytest.mark.xdist_group("explain_diversity")   # the module's loaded export: one pytest-xdist worker
+
 K = EXPORT_K
 
 

@@ -25,6 +25,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from helpers import EXPORT_K, FakeServable, serve_a_copy, until_version_serves, write_certificate
 from serving_process import ServerProcess
 
+pytestmark = pytest.mark.xdist_group("serving_grpc")   # the module's servers: one pytest-xdist worker
+
 K = EXPORT_K  # the shared brute-force export's K
 TOKEN = "s3cret-token"
 MAX_BATCH = 16   # the batching server's max_batch_size; the concurrency test sends at most this many rows

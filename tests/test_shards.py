@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from helpers import ROOT, SMOKE, cli
@@ -67,6 +68,7 @@ def _prepare(tmp_path, rows: int) -> tuple[dict, float]:
     return json.loads((folder / "shards" / "manifest.json").read_text()), rss
 
 
+@pytest.mark.slow
 def test_prepare_converts_ten_million_interactions_under_a_memory_cap(tmp_path):
     """Memory stays flat from 1M to 10M interactions (one chunk or one bucket at a time) and under the cap."""
     started = time.time()

@@ -41,6 +41,8 @@ import tf_serving_models as models
 from helpers import FakeServable, write_certificate
 from serving_process import ServerProcess
 
+pytestmark = pytest.mark.xdist_group("tf_serving_compat")   # the module's servers: one pytest-xdist worker
+
 RPC_TIMEOUT = 30.0   # TF Serving's is 5 s; this machine's CPUs are shared
 VERSION = models.VERSION
 NO_EFFECT_FLAGS = ("--flush_filesystem_caches=false", "--num_unload_threads=2",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,11 @@ MATRIX = {
 # shipped config → the shared dataset folder it reads (None: the generated world)
 SHIPPED = {"default": None, "smoke": None, "amazon_scientific": "amazon-scientific",
            "amazon_beauty": "amazon-beauty", "movielens_100k": "movielens-100k"}
+# case → its group: the models of a group are built on one pytest-xdist worker and asked in one fresh process
+# (one TensorFlow import per group); four groups let both workers share the module's training
+GROUPS = {**{case: "matrix-a" if n < 6 else "matrix-b" for n, case in enumerate(sorted(MATRIX))}, "scann": "matrix-b",
+          "hub-frozen": "encoders", "hub-full": "encoders", "m3e": "encoders",
+          **{f"shipped-{config}": "shipped" for config in SHIPPED}}
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +105,7 @@ def probe_cases(cases: dict[str, Case], folder: Path, extra: dict[str, dict] | N
     from export.parity import evaluated
 
     built = []
+    folder.mkdir(parents=True, exist_ok=True)
     for name, case in cases.items():
         if case.error is None:
             try:
@@ -106,6 +113,8 @@ def probe_cases(cases: dict[str, Case], folder: Path, extra: dict[str, dict] | N
                 built.append(name)
             except Exception as err:
                 case.error = err
+    if not built:
+        return
     try:
         answers = probe_versions([(cases[name].version, {**cases[name].expected.requests(), "odd": ODD,
                                                          **(extra or {}).get(name, {})}) for name in built], folder)
@@ -117,12 +126,19 @@ def probe_cases(cases: dict[str, Case], folder: Path, extra: dict[str, dict] | N
         cases[name].outputs = outputs
 
 
-def build(*args, **kwargs) -> Case:
-    """``train_and_export(*args, **kwargs)`` as a case; what fails is kept for the case's own test to raise."""
+def case_from(find: Callable[[], tuple[Path, Path]]) -> Case:
+    """A case of the run and export ``find()`` gives; what fails is kept for the case's own test to raise."""
     try:
-        return Case(*train_and_export(*args, **kwargs))
-    except Exception as err:
+        return Case(*find())
+    except (Exception, pytest.skip.Exception) as err:   # a skip too: the case's test is skipped, not its group
         return Case(error=err)
+
+
+def quality_bench_model(bench: Path, dataset: str) -> tuple[Path, Path]:
+    """The run and the served export of our model in the quick quality bench's folder (tests/conftest.py)."""
+    results = json.loads((bench / "quality.json").read_text())[dataset]
+    served = next(r["served"] for r in results if r["model"] == "twotower (ours)")
+    return bench / "runs" / dataset, Path(served["version"])
 
 
 def check_whole_way(case: Case) -> tuple[Path, Path, dict]:
@@ -135,60 +151,93 @@ def check_whole_way(case: Case) -> tuple[Path, Path, dict]:
     return run, version, outputs
 
 
+class WholeWay:
+    """The module's models by case name. The first test of a group trains and exports every case of that group
+    (in-process) and asks all their exports in one fresh process; the group's other tests reuse the answers."""
+
+    def __init__(self, request: pytest.FixtureRequest, root: Path):
+        self.request, self.root, self.cases = request, root, {}
+
+    def __getitem__(self, name: str) -> Case:
+        if name not in self.cases:
+            group = sorted((case for case, of in GROUPS.items() if of == GROUPS[name]), key=self.reused)
+            built = {case: case_from(lambda case=case: self.make(case)) for case in group}
+            probe_cases(built, self.root / GROUPS[name], extra=self.extra(group))
+            self.cases.update(built)
+        return self.cases[name]
+
+    @staticmethod
+    def reused(name: str) -> bool:
+        """Whether the case reuses another fixture's model (built last: another worker may be making it)."""
+        return name in ("shipped-smoke", "shipped-amazon_scientific")
+
+    def fixture(self, name: str):
+        return self.request.getfixturevalue(name)
+
+    def make(self, name: str) -> tuple[Path, Path]:
+        """Trains and exports case ``name`` (or finds the session's run and export that it reuses)."""
+        smoke, folder = ROOT / "configs" / "smoke.yaml", self.root / re.sub(r"[^\w-]", "_", name)
+        world, cache = self.fixture("small_world"), self.fixture("text_cache")
+        if name in MATRIX:
+            return train_and_export(smoke, MATRIX[name], world, cache, folder)
+        if name == "scann":
+            return train_and_export(smoke, MATRIX["history-only"], world, cache, folder, index="scann")
+        if name.startswith("hub-"):
+            overrides = [f"model.encoder=hub:{self.fixture('tiny_hub')}", f"model.encoder_mode={name[4:]}"]
+            return train_and_export(smoke, overrides, world, cache, folder)
+        if name == "m3e":
+            from towers.named_encoders import CACHE_ENV
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv(CACHE_ENV, str(self.root / "encoders"))
+                return train_and_export(smoke, ["model.encoder=m3e-small"], world, cache, folder)
+        config = name.removeprefix("shipped-")
+        data = SHIPPED[config]
+        if data is not None and not (SHARED / data).is_dir():
+            pytest.skip(f"{SHARED / data} not found: the shared datasets are not on this machine")
+        if config == "smoke":   # the session's own run and export
+            return self.fixture("trained")[0], self.fixture("brute_force_export") / "1"
+        if config == "amazon_scientific":   # the quick quality bench's model on its slice
+            return quality_bench_model(self.fixture("quick_quality_bench"), data)
+        return train_and_export(ROOT / "configs" / f"{config}.yaml", ["model.encoder=tiny"],
+                                world if data is None else SHARED / data, cache, folder,
+                                extra=() if data is None else ("--set", "data.max_users=300"))
+
+    def extra(self, group: list[str]) -> dict[str, dict]:
+        """More requests for some cases: raw item text through a TF Hub encoder's export."""
+        hubs = [case for case in group if case.startswith("hub-")]
+        if not hubs:
+            return {}
+        import pandas as pd
+
+        items = pd.read_csv(self.fixture("small_world") / "items.csv", keep_default_na=False).head(20)
+        fields = {f: items[f].astype(str).tolist() for f in ("item_id", "title", "description", "category", "brand")}
+        embed = {"items": {"signature": "embed_items",
+                           "inputs": {**fields, "price": items["price"].astype(float).tolist()}}}
+        return {case: embed for case in hubs}
+
+
 @pytest.fixture(scope="module")
-def whole_way(small_world, text_cache, tiny_hub, trained, brute_force_export, tmp_path_factory,
-              request) -> dict[str, Case]:
-    """Every model of this module, trained and exported in-process, then all asked in one fresh process:
-    the tower matrix, history-only through ScaNN, the TF Hub encoder frozen and fine-tuned, m3e-small, and
-    every shipped config (the smoke config is the session's own run, amazon_scientific the quick quality bench's
-    model on its slice: both already trained and exported)."""
-    import pandas as pd
-
-    from towers.named_encoders import CACHE_ENV
-
-    root = tmp_path_factory.mktemp("whole-way")
-    smoke = ROOT / "configs" / "smoke.yaml"
-    cases: dict[str, Case] = {}
-
-    def folder(name: str) -> Path:
-        return root / re.sub(r"[^\w-]", "_", name)
-
-    for name, overrides in MATRIX.items():
-        cases[name] = build(smoke, overrides, small_world, text_cache, folder(name))
-    cases["scann"] = build(smoke, MATRIX["history-only"], small_world, text_cache, folder("scann"),
-                           index="scann")
-    for mode in ("frozen", "full"):
-        cases[f"hub-{mode}"] = build(smoke, [f"model.encoder=hub:{tiny_hub}", f"model.encoder_mode={mode}"],
-                                     small_world, text_cache, folder(f"hub-{mode}"))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(CACHE_ENV, str(root / "encoders"))
-        cases["m3e"] = build(smoke, ["model.encoder=m3e-small"], small_world, text_cache, folder("m3e"))
-    for config, data in SHIPPED.items():
-        if config == "smoke":
-            cases["shipped-smoke"] = Case(run=trained[0], version=brute_force_export / "1")
-        elif config == "amazon_scientific" and (SHARED / data).is_dir():   # the quick quality bench's model
-            bench = request.getfixturevalue("quick_quality_bench")
-            results = json.loads((bench / "quality.json").read_text())[data]
-            served = next(r["served"] for r in results if r["model"] == "twotower (ours)")
-            cases["shipped-amazon_scientific"] = Case(run=bench / "runs" / data, version=Path(served["version"]))
-        elif data is None or (SHARED / data).is_dir():
-            extra = () if data is None else ("--set", "data.max_users=300")
-            cases[f"shipped-{config}"] = build(ROOT / "configs" / f"{config}.yaml", ["model.encoder=tiny"],
-                                               small_world if data is None else SHARED / data, text_cache,
-                                               folder(f"shipped-{config}"), extra=extra)
-    items = pd.read_csv(small_world / "items.csv", keep_default_na=False).head(20)
-    fields = {f: items[f].astype(str).tolist() for f in ("item_id", "title", "description", "category", "brand")}
-    embed = {"items": {"signature": "embed_items",
-                       "inputs": {**fields, "price": items["price"].astype(float).tolist()}}}
-    probe_cases(cases, root, extra={"hub-frozen": embed, "hub-full": embed})
-    return cases
+def whole_way(small_world, request, tmp_path_factory) -> WholeWay:
+    """The tower matrix, history-only through ScaNN, the TF Hub encoder frozen and fine-tuned, m3e-small and every
+    shipped config (the smoke config is the session's own run, amazon_scientific the quick quality bench's model
+    on its slice: both already trained and exported), in the groups of GROUPS."""
+    return WholeWay(request, tmp_path_factory.mktemp("whole-way"))
 
 
-@pytest.mark.parametrize("case", sorted(MATRIX))
+def grouped(case: str, *values) -> object:
+    """``case``'s parameter for a test (or its marks when no values are given): tests of one group of GROUPS run
+    on one pytest-xdist worker, which builds and asks that group's models once."""
+    mark = pytest.mark.xdist_group(f"whole_way-{GROUPS[case]}")
+    return pytest.param(*values, marks=mark, id=values[0] if values else None) if values else mark
+
+
+@pytest.mark.parametrize("case", [grouped(case, case) for case in sorted(MATRIX)])
 def test_every_tower_configuration_trains_exports_and_serves_as_evaluated(case, whole_way):
     check_whole_way(whole_way[case])
 
 
+@grouped("scann")
 def test_history_only_scann_at_recall_one_ranks_as_evaluated(whole_way):
     """The configuration behind the Amazon figures, through a ScaNN index tuned to recall 1.0."""
     _, version, _ = check_whole_way(whole_way["scann"])
@@ -210,7 +259,7 @@ def tiny_hub(small_world, tmp_path_factory) -> Path:
     return folder / "pair"
 
 
-@pytest.mark.parametrize("mode", ["frozen", "full"])
+@pytest.mark.parametrize("mode", [grouped(f"hub-{mode}", mode) for mode in ("frozen", "full")])
 def test_tf_hub_encoder_trains_exports_and_serves_as_evaluated(mode, whole_way, small_world):
     """model.encoder: hub:DIR, frozen and fine-tuned; in the fresh process, raw item text goes through the hub
     preprocessing and encoder inside the export and lands on the evaluated item vectors."""
@@ -228,6 +277,7 @@ def test_tf_hub_encoder_trains_exports_and_serves_as_evaluated(mode, whole_way, 
     np.testing.assert_allclose(outputs["items/embedding"], expected, atol=1e-5)
 
 
+@grouped("m3e")
 def test_chinese_encoder_m3e_small_trains_exports_and_serves(whole_way):
     """model.encoder: m3e-small (converted from its registry package without PyTorch): no [UNK] warning on the
     world's Chinese fields, and the export answers Chinese user text in a fresh process."""
@@ -239,12 +289,10 @@ def test_chinese_encoder_m3e_small_trains_exports_and_serves(whole_way):
     assert card["encoder"]["name"] == "m3e-small" and card["encoder"]["dim"] == 512
 
 
-@pytest.mark.parametrize("config", sorted(SHIPPED))
+@pytest.mark.parametrize("config", [grouped(f"shipped-{config}", config) for config in sorted(SHIPPED)])
 def test_every_shipped_config_goes_the_whole_way_on_a_slice(config, whole_way):
     """Each file in configs/ as shipped, but the tiny encoder, one epoch and (for the datasets) 300 users. The
     smoke config is the session's own run (tests/conftest.py), already trained and exported."""
-    if f"shipped-{config}" not in whole_way:
-        pytest.skip(f"{SHARED / SHIPPED[config]} not found: the shared datasets are not on this machine")
     check_whole_way(whole_way[f"shipped-{config}"])
 
 
