@@ -68,8 +68,12 @@ demo-serve: venv
 	echo; echo "== unknown user 'nobody' with an unknown item in the history"; \
 	$(QUERY) --user-id nobody --history NOT-AN-ITEM
 
+# Two workers (pytest-xdist; the session's world, run and export are built once for both: tests/conftest.py); a
+# module whose tests share servers or trained models runs on one worker (its xdist_group). `-m "not slow"` for
+# the quick tier only.
+TEST_WORKERS ?= 2
 test: venv $(VENV)/.peers
-	$(BIN)/python -m pytest tests -q --durations=25
+	$(BIN)/python -m pytest tests -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 # The benchmark-only peers (implicit, lightfm) that bench/quality.py and its smoke test compare us with: installed
 # into the venv for the tests, never listed in requirements.txt.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def probe_versions(jobs: Sequence[tuple[Path, dict]], folder: Path) -> list[dict]:

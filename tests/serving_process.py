@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT
+from helpers import ROOT
 
 STARTUP_SECONDS = 240
 

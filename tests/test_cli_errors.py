@@ -2,13 +2,11 @@
 behind; and every dropped row counted, with its reason, in the run log."""
 
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SMOKE, cli
+from helpers import ROOT, SMOKE, cli_in_process, run_in_process
 from ingest.schema import DataError
 from training.config import ConfigError, load_config
 from training.prepare import load_split, report_unknown_tokens
@@ -31,10 +29,12 @@ def _config(tmp_path: Path, items: str = ITEMS, interactions: str = INTERACTIONS
     return path
 
 
-def _train(config: Path, run: Path, *sets: str) -> subprocess.CompletedProcess:
-    args = [a for s in sets for a in ("--set", s)]
-    return subprocess.run([sys.executable, "-m", "twotower.cli", "-q", "train", "--config", str(config), *args,
-                           "--run-dir", str(run)], capture_output=True, text=True, timeout=300)
+def _train(config: Path, run: Path, *sets: str) -> tuple[int, str]:
+    """``twotower train`` in-process (its errors are raised and printed before TensorFlow runs anything, so a
+    subprocess would prove nothing extra): the exit code and stderr."""
+    code, _, err = run_in_process("train", "--config", config, *[a for s in sets for a in ("--set", s)],
+                                  "--run-dir", run)
+    return code, err
 
 
 def test_every_dropped_row_is_counted_with_its_reason_in_the_run_log(tmp_path):
@@ -61,10 +61,10 @@ def test_every_dropped_row_is_counted_with_its_reason_in_the_run_log(tmp_path):
 ])
 def test_bad_input_is_one_clear_line_and_leaves_nothing(tmp_path, items, interactions, sets, expected):
     run = tmp_path / "run"
-    result = _train(_config(tmp_path, items, interactions), run, *sets)
-    assert result.returncode == 2
-    assert expected in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr and "error: " in result.stderr
+    code, stderr = _train(_config(tmp_path, items, interactions), run, *sets)
+    assert code == 2
+    assert expected in stderr, stderr
+    assert "Traceback" not in stderr and "error: " in stderr
     assert not run.exists()
 
 
@@ -121,7 +121,7 @@ def test_a_refused_train_leaves_no_run_and_the_corrected_one_trains(settings, tm
         err = capsys.readouterr().err
         assert code == 2 and f"error: {SMOKE[1]} with --set" in err and message in err, (sets, err)
         assert not run.exists(), sets
-    cli("train", *SMOKE, *quick, "--run-dir", run)
+    cli_in_process("train", *SMOKE, *quick, "--run-dir", run)
     assert (run / "metrics.json").exists()
 
 

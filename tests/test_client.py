@@ -7,12 +7,15 @@ import json
 import grpc
 import pytest
 
-from conftest import EXPORT_K, cli
+from helpers import EXPORT_K, SERVER_TOKEN, cli
 from serving.client import ClientError, RecommenderClient, VersionState, read_titles
-from serving_process import ServerProcess, free_port
+from serving_process import free_port
+
+pytestmark = pytest.mark.xdist_group("token_server")   # the session's token server: one pytest-xdist worker
 
 K = EXPORT_K  # the shared brute-force export's K
-TOKEN = "client-test-token"
+TOKEN = SERVER_TOKEN
+MODEL = "store"   # the session's export itself, on the token server (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -21,15 +24,8 @@ def exported(brute_force_export):
 
 
 @pytest.fixture(scope="module")
-def server(exported, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("client-server")
-    token = tmp / "token"
-    token.write_text(TOKEN + "\n")
-    process = ServerProcess(tmp, "client", "--model_name", "shop", "--model_base_path", str(exported),
-                            "--auth_token_file", str(token), "--file_system_poll_wait_seconds", "0").wait()
-    process.token_file = token
-    yield process
-    assert process.stop() == 0
+def server(token_server):
+    return token_server
 
 
 @pytest.fixture(scope="module")
@@ -45,33 +41,33 @@ def titles(exported):
 
 def test_recommend_by_history_text_and_nothing(client, titles):
     history = list(titles)[:3]
-    ranking = client.recommend("shop", user_id="U00001", history=history, k=5)
-    assert ranking.version == 1 and ranking.model == "shop" and len(ranking) == 5
+    ranking = client.recommend(MODEL, user_id="U00001", history=history, k=5)
+    assert ranking.version == 1 and ranking.model == MODEL and len(ranking) == 5
     assert all(isinstance(item, str) and item in titles for item, _ in ranking)
     assert not set(history) & {item for item, _ in ranking}                       # history excluded
     assert [score for _, score in ranking] == sorted((score for _, score in ranking), reverse=True)
     because = {e.item_id for e in ranking.explanations}
     assert len(ranking.explanations) == 5 and because <= set(history) | {""} and because - {""}
-    fewer = client.recommend("shop", user_id="U00001", history=history, k=5, exclude=[ranking[0].item_id],
+    fewer = client.recommend(MODEL, user_id="U00001", history=history, k=5, exclude=[ranking[0].item_id],
                              diversity=0.0, max_per_category=0)
     assert ranking[0].item_id not in {item for item, _ in fewer}
-    with_history = client.recommend("shop", user_id="U00001", history=history, k=K,
+    with_history = client.recommend(MODEL, user_id="U00001", history=history, k=K,
                                     signature="recommend_including_history")
     assert len(with_history) == K
-    by_text = client.recommend("shop", text="lightweight camping tent for two", k=50)
+    by_text = client.recommend(MODEL, text="lightweight camping tent for two", k=50)
     assert len(by_text) == K                                                     # the export's K caps k
-    stranger = client.recommend("shop", user_id="nobody", history=["NOT-AN-ITEM"], k=3, version=1)
+    stranger = client.recommend(MODEL, user_id="nobody", history=["NOT-AN-ITEM"], k=3, version=1)
     assert len(stranger) == 3 and stranger.version == 1
 
 
 def test_metadata_and_status(client):
-    metadata = client.metadata("shop")
-    assert metadata["model"] == "shop" and metadata["version"] == 1
+    metadata = client.metadata(MODEL)
+    assert metadata["model"] == MODEL and metadata["version"] == 1
     default = metadata["signatures"]["serving_default"]
     assert default["method_name"] == "tensorflow/serving/predict"
     assert default["inputs"]["history"] == {"dtype": "string", "shape": [-1, -1]}
     assert default["outputs"]["scores"]["dtype"] == "float"
-    assert client.status("shop") == [VersionState(1, "AVAILABLE", "OK", "")]
+    assert client.status(MODEL) == [VersionState(1, "AVAILABLE", "OK", "")]
 
 
 def test_titles_from_a_local_copy_only(client, exported, tmp_path):
@@ -86,17 +82,17 @@ def test_client_errors_are_clear(server, client):
         client.recommend("nope")
     assert unknown.value.code == grpc.StatusCode.NOT_FOUND and "model nope" in unknown.value.message
     with pytest.raises(ClientError) as signature:
-        client.recommend("shop", signature="embed_query")
+        client.recommend(MODEL, signature="embed_query")
     assert "not a recommendation signature" in signature.value.message
     with RecommenderClient(server.target, timeout=30) as anonymous, pytest.raises(ClientError) as refused:
-        anonymous.status("shop")
+        anonymous.status(MODEL)
     assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED and "refused the credentials" in str(refused.value)
     with pytest.raises(ClientError, match="k must be at least 1"):
-        client.recommend("shop", k=0)
+        client.recommend(MODEL, k=0)
 
 
 def _query(server, *args, check=True):
-    return cli("query", "--server", server.target, "--model", "shop", "--token-file", server.token_file, *args,
+    return cli("query", "--server", server.target, "--model", MODEL, "--token-file", server.token_file, *args,
                check=check)
 
 
@@ -105,7 +101,7 @@ def test_query_prints_a_table_with_titles_and_reasons(server, exported, titles):
     out = _query(server, "--user-id", "U00001", "--history", ",".join(history), "-k", "4", "--base-path",
                  exported).stdout
     lines = out.splitlines()
-    assert lines[0] == "model shop version 1: 4 items"
+    assert lines[0] == f"model {MODEL} version 1: 4 items"
     assert lines[1].split() == ["rank", "item", "score", "title"]
     ranked = [line for line in lines[2:] if "↳" not in line]
     reasons = [line.split("↳ ", 1)[1] for line in lines[2:] if "↳" in line]
@@ -134,15 +130,15 @@ def test_query_json(server, exported, titles):
 
 def test_query_errors_are_one_line(server, tmp_path):
     port = free_port()   # nothing listens there
-    unreachable = cli("query", "--server", f"127.0.0.1:{port}", "--model", "shop", "--text", "tent",
+    unreachable = cli("query", "--server", f"127.0.0.1:{port}", "--model", MODEL, "--text", "tent",
                       "--timeout", "5", check=False)
     assert unreachable.returncode == 2 and unreachable.stdout == ""
     assert unreachable.stderr.startswith(f"error: cannot reach the model server at 127.0.0.1:{port}")
     assert len(unreachable.stderr.strip().splitlines()) == 1
     for args, message in ((("--model", "nope"), "model nope"),
-                          (("--model", "shop", "--token-file", str(tmp_path / "missing")), "cannot read the token"),):
+                          (("--model", MODEL, "--token-file", str(tmp_path / "missing")), "cannot read the token"),):
         result = cli("query", "--server", server.target, "--token-file", server.token_file, *args, check=False)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
-    anonymous = cli("query", "--server", server.target, "--model", "shop", check=False)
+    anonymous = cli("query", "--server", server.target, "--model", MODEL, check=False)
     assert anonymous.returncode == 2 and "refused the credentials" in anonymous.stderr

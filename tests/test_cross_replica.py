@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from jobs.local import run_attempt
 
@@ -27,6 +28,7 @@ def _probe(tmp_path: Path, workers: int, batch: int) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_two_workers_train_like_one_worker_with_the_doubled_batch(tmp_path):
     two = _probe(tmp_path, workers=2, batch=PER_REPLICA)
     one = _probe(tmp_path, workers=1, batch=2 * PER_REPLICA)

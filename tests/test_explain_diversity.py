@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import EXPORT_K
+from helpers import EXPORT_K
+
+pytestmark = pytest.mark.xdist_group("explain_diversity")   # the module's loaded export: one pytest-xdist worker
 
 K = EXPORT_K
 
@@ -160,7 +162,7 @@ def test_max_per_category_and_exclude(model, world_data):
         counts = {}
         for item in filter(None, row):
             counts[category[item]] = counts.get(category[item], 0) + 1
-        assert max(counts.values()) <= 2 and len(row) == K
+        assert max(counts.values()) <= 2 and sum(counts.values()) == K   # the cap still fills every slot
     plain = _decode(model(user_id=users, history=history, user_text=text)["item_ids"])
     gone = [[row[0], row[2]] for row in plain]
     filtered = _decode(model(user_id=users, history=history, user_text=text, exclude=gone)["item_ids"])

@@ -6,18 +6,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cli
+from helpers import EXPORT_K, cli, cli_in_process, serve_a_copy
 from served_parity import probe_versions
 
-K = 10
+pytestmark = pytest.mark.xdist_group("export")   # the module's exports: one pytest-xdist worker
+
+K = EXPORT_K   # the shared brute-force export's
 
 
 @pytest.fixture(scope="module")
-def exported(trained, tmp_path_factory):
-    base = tmp_path_factory.mktemp("models") / "shop"
+def exported(trained, brute_force_export, tmp_path_factory):
+    """Beside a copy of the session's brute-force export (version 1), a ScaNN export of the same run: version 2.
+    (base, scann, brute, the ScaNN export's stderr)"""
+    base = serve_a_copy(brute_force_export, tmp_path_factory.mktemp("models") / "shop")
     scann = cli("export", "--run-dir", trained[0], "--base-path", base, "--k", K)
-    brute = cli("export", "--run-dir", trained[0], "--base-path", base, "--k", K, "--index", "brute-force")
-    return base, Path(scann.stdout.strip().splitlines()[-1]), Path(brute.stdout.strip().splitlines()[-1]), scann.stderr
+    return base, Path(scann.stdout.strip().splitlines()[-1]), base / "1", scann.stderr
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,7 @@ def outputs(exported, requests, tmp_path_factory):
 
 def test_versions_layout_model_card_and_server_files(exported):
     base, scann, brute, _ = exported
-    assert (scann.name, brute.name) == ("1", "2") and scann.parent == base
+    assert (brute.name, scann.name) == ("1", "2") and scann.parent == base
     for version in (scann, brute):
         assert (version / "saved_model.pb").exists() and (version / "variables").is_dir()
     assert not [p for p in base.iterdir() if p.name.startswith(".tmp")]
@@ -121,9 +124,10 @@ def test_brute_force_needs_no_scann_ops_and_inspect_says_so(exported):
     assert "scann" not in brute_ops and stock_server_can_load(brute_ops)
     assert set(brute_ops) <= {"tensorflow_text"}  # TF Text ops: linked into stock TF Serving since 2.2
     assert any("Scann" in op for op in scann_ops["scann"]) and not stock_server_can_load(scann_ops)
-    report = cli("inspect", scann.parent).stdout  # the base path: its newest version (brute force)
+    report = cli_in_process("inspect", brute)
     assert f"SavedModel {brute}" in report and "can load this model" in report
-    report = cli("inspect", scann).stdout
+    report = cli_in_process("inspect", scann.parent)  # the base path: its newest version (ScaNN)
+    assert f"SavedModel {scann}" in report
     assert "scann: Scann>" in report and "import scann" in report and "CANNOT load" in report
     assert "out item_ids         string   [B, 10]" in report and "in  history          string   [B, ?]" in report
     assert "in  diversity        float    [B]  optional, default [0.0]" in report

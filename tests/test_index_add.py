@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import threading
-import time
 
 import pytest
 
-from conftest import EXPORT_K, cli
+from helpers import EXPORT_K, cli, serve_a_copy, until_version_serves
 from serving.client import ClientError, RecommenderClient
 from serving_process import ServerProcess
 
@@ -46,16 +44,9 @@ def new_items(originals, tmp_path_factory):
     return path
 
 
-def _copy(brute_force_export, folder):
-    base = folder / "shop"
-    shutil.copytree(brute_force_export / "1", base / "1")
-    return base
-
-
 def _relisting_ranks(version, originals, catalogue) -> list[int]:
     """Rank of NEW-i among every item (its original excluded, as history) for the query history=[original i],
     through the export's own ``score`` signature."""
-    import numpy as np
     import tensorflow as tf
     import tensorflow_text  # noqa: F401 - registers the tokenizer's ops the SavedModel uses
 
@@ -73,7 +64,7 @@ def test_index_add_while_serving_with_no_failed_request(brute_force_export, new_
                                                         world):
     from export.ops import custom_ops
 
-    base = _copy(brute_force_export, tmp_path)
+    base = serve_a_copy(brute_force_export, tmp_path / "shop")
     server = ServerProcess(tmp_path, "add", "--model_name", "shop", "--model_base_path", str(base),
                            "--file_system_poll_wait_seconds", "0.5").wait()
     stop, lock = threading.Event(), threading.Lock()
@@ -99,10 +90,7 @@ def test_index_add_while_serving_with_no_failed_request(brute_force_export, new_
             thread.start()
         result = cli("index", "add", "--base-path", base, "--items", new_items)
         assert result.stdout.strip().splitlines()[-1] == str(base / "2")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (served and served[-1] == 2):
-            time.sleep(0.2)
-        time.sleep(0.5)
+        until_version_serves(served, 2)
     finally:
         stop.set()
         for thread in threads:
@@ -150,7 +138,7 @@ def test_a_bad_items_file_is_refused_naming_file_line_and_field(new_items, tmp_p
 
 def test_index_add_refuses_an_id_the_model_has_with_one_line_and_writes_nothing(brute_force_export, new_items,
                                                                                   tmp_path):
-    base = _copy(brute_force_export, tmp_path)
+    base = serve_a_copy(brute_force_export, tmp_path / "shop")
     with open(new_items, encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     path = tmp_path / "bad.csv"

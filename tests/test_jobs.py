@@ -5,31 +5,15 @@ smoke config on the session's generated world and text cache.
 """
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from conftest import ROOT, cli
+from helpers import cli, job_file, kill_after_epochs, run_in_process
 from jobs.spec import JobError, load_job
-
-
-def _job(tmp_path: Path, world: Path, settings: list[str], extra: tuple[str, ...] = (), **fields) -> Path:
-    """A job file for the smoke config on ``world`` with the session's text cache; ``extra``: more --set."""
-    cache = next(s.split("=", 1)[1] for s in settings if s.startswith("training.text_cache_dir="))
-    job = {"name": "smoke-job", "config": str(ROOT / "configs" / "smoke.yaml"), "data": str(world),
-           "set": [f"training.text_cache_dir={cache}", "training.early_stopping_patience=10", *extra],
-           "run_dir": "run", "workers": 2, **fields}
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(job))
-    return path
 
 
 @pytest.mark.parametrize("change, message", [
@@ -44,17 +28,17 @@ def _job(tmp_path: Path, world: Path, settings: list[str], extra: tuple[str, ...
     ({"data": {"table": "x"}}, "unknown key 'data.table' (known: path, items, interactions, users)"),
 ])
 def test_job_file_errors_name_the_file_and_key(tmp_path, change, message):
-    path = _job(tmp_path, tmp_path, ["training.text_cache_dir=c"], **change)
+    path = job_file(tmp_path, tmp_path, ["training.text_cache_dir=c"], **change)
     with pytest.raises(JobError, match=f"job.yaml: .*{re.escape(message)}"):
         load_job(path)
 
 
 def test_job_file_resolves_paths_and_workers(tmp_path):
-    spec = load_job(_job(tmp_path, tmp_path / "shop", ["training.text_cache_dir=c"]), workers=3)
+    spec = load_job(job_file(tmp_path, tmp_path / "shop", ["training.text_cache_dir=c"]), workers=3)
     assert spec.workers == 3 and spec.run_dir == str(tmp_path / "run")
     assert spec.config["data"]["path"] == str(tmp_path / "shop") and spec.resources["cpus_per_worker"] == 1
-    result = cli("submit", tmp_path / "missing.yaml", check=False)
-    assert result.returncode == 2 and "error: job file not found" in result.stderr
+    code, _, err = run_in_process("submit", tmp_path / "missing.yaml")
+    assert code == 2 and "error: job file not found" in err
 
 
 def test_tf_config_ranks(monkeypatch):
@@ -73,7 +57,7 @@ def test_tf_config_ranks(monkeypatch):
 
 
 def test_a_failing_worker_fails_the_job_and_keeps_its_logs(tmp_path, settings):
-    path = _job(tmp_path, tmp_path / "nowhere", settings)
+    path = job_file(tmp_path, tmp_path / "nowhere", settings)
     result = cli("submit", path, check=False)
     assert result.returncode == 2, result.stderr
     run = tmp_path / "run"
@@ -87,20 +71,13 @@ def test_a_failing_worker_fails_the_job_and_keeps_its_logs(tmp_path, settings):
 def test_killed_worker_restarts_the_job_from_the_last_checkpoint(tmp_path, world, settings):
     """Two workers, two epochs; worker 1 is killed in epoch 2. The job restarts both, resumes after epoch 1
     and ends with epochs 1 and 2 once each, the chief's checkpoints only, and metrics.json."""
-    path = _job(tmp_path, world, settings, extra=("training.epochs=2",), max_restarts=1)
+    path = job_file(tmp_path, world, settings, extra=("training.epochs=2",), max_restarts=1)
     run = tmp_path / "run"
     command = [sys.executable, "-m", "twotower.cli", "-q", "submit", str(path), "--workers", "2"]
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 600
     try:
-        while time.time() < deadline:
-            state = run / "state.json"
-            if state.exists() and json.loads(state.read_text())["epochs_done"] >= 1:
-                break
-            assert job.poll() is None, job.communicate()
-            time.sleep(0.05)
-        victim = json.loads((run / "logs" / "job.json").read_text())["attempts"][0]["pids"][1]
-        os.kill(victim, signal.SIGKILL)
+        kill_after_epochs(job, run, 1, victim=lambda: json.loads((run / "logs" / "job.json").read_text())
+                          ["attempts"][0]["pids"][1])
         out, err = job.communicate(timeout=600)
     finally:
         if job.poll() is None:

@@ -3,15 +3,13 @@
 import copy
 
 import numpy as np
-import pandas as pd
 import pytest
 import tensorflow as tf
 
-from training.artifacts import Artifacts
 from training.config import DEFAULTS
 from training.model import build_model
 
-ITEMS = [f"i{n}" for n in range(12)]
+from tiny_artifacts import artifacts
 
 
 def _model(counts=None, **training):
@@ -22,20 +20,6 @@ def _model(counts=None, **training):
     model = build_model(config, artifacts(counts))
     model.user_embeddings(BATCH)  # creates every weight now, from the seed just set
     return model
-
-
-def artifacts(counts: np.ndarray | None = None) -> Artifacts:
-    """A 12-item catalogue (i0 very popular unless ``counts`` says otherwise) and four known users, with random
-    text vectors."""
-    rng = np.random.default_rng(0)
-    catalog = pd.DataFrame({"item_id": ITEMS, "title": ITEMS, "description": "", "text": ITEMS,
-                            "category": ["a", "b"] * 6, "brand": "", "price": np.linspace(1, 12, 12)})
-    counts = np.array([50.0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]) if counts is None else counts  # i0 is very popular
-    return Artifacts(catalog=catalog, users=pd.DataFrame({"user_id": ["u0"], "text": ["x"]}),
-                     train_item_ids=ITEMS, train_user_ids=["u0", "u1", "u2", "u3"], item_counts=counts,
-                     price_stats=(1.0, 1.0), encoder={"dim": 6},
-                     item_text_vectors=rng.normal(size=(12, 6)).astype(np.float32),
-                     user_text_vectors=rng.normal(size=(1, 6)).astype(np.float32))
 
 
 BATCH = {"user_id": tf.constant(["u0", "u1", "u2", "u3"]),

@@ -7,12 +7,13 @@ Explanations never naming another user's data is checked with the other explanat
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 
-from conftest import SMOKE, cli
+from helpers import SMOKE, cli_in_process, run_in_process
+
+pytestmark = pytest.mark.xdist_group("privacy")   # the module's hashed run and export: one pytest-xdist worker
 
 SALT = "pepper-for-the-tests"
 HASHED = ["--set", "data.hash_user_ids=true", "--set", "training.epochs=1"]
@@ -37,15 +38,16 @@ def test_hashing_is_keyed_deterministic_and_keeps_empty_ids():
 @pytest.fixture(scope="module")
 def hashed_export(settings, world, tmp_path_factory):
     folder = tmp_path_factory.mktemp("hashed")
-    env = {**os.environ, "TWOTOWER_HASH_SALT": SALT}
-    refused = cli("train", *SMOKE, *settings, *HASHED, "--run-dir", folder / "no-salt", check=False,
-                  env={**env, "TWOTOWER_HASH_SALT": ""})
-    assert refused.returncode == 2 and "TWOTOWER_HASH_SALT" in refused.stderr.strip().splitlines()[-1]
-    assert not (folder / "no-salt").exists()
-    run = folder / "run"
-    cli("train", *SMOKE, *settings, *HASHED, "--run-dir", run, env=env)
-    cli("export", "--run-dir", run, "--base-path", folder / "models" / "shop", "--k", 10, "--index", "brute-force",
-        env=env)
+    with pytest.MonkeyPatch.context() as patch:   # in-process: a subprocess would prove nothing extra
+        patch.setenv("TWOTOWER_HASH_SALT", "")
+        code, _, err = run_in_process("train", *SMOKE, *settings, *HASHED, "--run-dir", folder / "no-salt")
+        assert code == 2 and "TWOTOWER_HASH_SALT" in err.strip().splitlines()[-1]
+        assert not (folder / "no-salt").exists()
+        patch.setenv("TWOTOWER_HASH_SALT", SALT)
+        run = folder / "run"
+        cli_in_process("train", *SMOKE, *settings, *HASHED, "--run-dir", run)
+        cli_in_process("export", "--run-dir", run, "--base-path", folder / "models" / "shop", "--k", 10,
+                       "--index", "brute-force")
     with open(world / "users.csv", encoding="utf-8") as handle:
         raw = [line.split(",", 1)[0] for line in handle.read().splitlines()[1:]]
     return run, folder / "models" / "shop" / "1", raw

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli
+from helpers import cli, job_file
 from jobs.ray_target import local_head
-from test_jobs import _job
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +24,7 @@ def ray_head():
 
 def test_ray_job_trains_with_two_workers_and_is_managed_by_id(ray_head, tmp_path, world_shards, settings):
     """Two Ray Train workers stream the session's shards (each reads its own files) for one epoch."""
-    path = _job(tmp_path, world_shards, settings, extra=("training.epochs=1", "data.format=prepared"))
+    path = job_file(tmp_path, world_shards, settings, extra=("training.epochs=1", "data.format=prepared"))
     result = cli("submit", path, "--target", "ray", "--address", ray_head)
     job_id = result.stdout.split()[1]
     assert f"job {job_id}: SUCCEEDED" in result.stdout

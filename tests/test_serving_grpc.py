@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import threading
 import time
 import urllib.request
@@ -23,8 +22,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 
-from conftest import EXPORT_K
+from helpers import EXPORT_K, FakeServable, serve_a_copy, until_version_serves, write_certificate
 from serving_process import ServerProcess
+
+pytestmark = pytest.mark.xdist_group("serving_grpc")   # the module's servers: one pytest-xdist worker
 
 K = EXPORT_K  # the shared brute-force export's K
 TOKEN = "s3cret-token"
@@ -168,36 +169,6 @@ def test_batcher_groups_pads_history_at_the_front_and_splits_back():
     batcher.stop()
 
 
-class FakeServable:
-    def __init__(self, model, version, path):
-        if (path / "saved_model.pb").read_text() == "garbage":
-            from serving.servable import LoadError
-            raise LoadError(f"{path}: not a SavedModel protobuf")
-        self.model, self.version, self.signatures = model, version, {}
-        self.holders, self.closed = 0, False
-        self.idle = threading.Condition()
-
-    def acquire(self):
-        with self.idle:
-            self.holders += 1
-
-    def release(self):
-        with self.idle:
-            self.holders -= 1
-            self.idle.notify_all()
-
-    @property
-    def in_flight(self):
-        return self.holders
-
-    def wait_idle(self, timeout=None):
-        with self.idle:
-            return self.idle.wait_for(lambda: self.holders == 0, timeout)
-
-    def close(self):
-        self.closed = True
-
-
 def _version(base: Path, version: int, content: str = "ok") -> None:
     (base / str(version)).mkdir(parents=True)
     (base / str(version) / "saved_model.pb").write_text(content)
@@ -282,47 +253,15 @@ def certificates(tmp_path_factory):
     """A self-signed certificate for localhost / 127.0.0.1 (the cryptography package, else the openssl CLI)."""
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
-    try:
-        write_certificate_with_cryptography(cert, key)
-    except ImportError:
-        if shutil.which("openssl") is None:
-            pytest.skip("neither the cryptography package nor the openssl CLI is available for a test certificate")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                        str(cert), "-days", "2", "-subj", "/CN=localhost",
-                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+    write_certificate(cert, key)
     return cert, key
-
-
-def write_certificate_with_cryptography(cert: Path, key: Path) -> None:
-    import datetime as dt
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.timezone.utc)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-                   .not_valid_after(now + dt.timedelta(days=2))
-                   .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                               x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                                  critical=False)
-                   .sign(private, hashes.SHA256()))
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                          serialization.NoEncryption()))
 
 
 @pytest.fixture(scope="module")
 def plain_base(export_base, tmp_path_factory):
     """The plain server's own base path (the hot-swap test adds versions to it) and its models.config."""
     folder = tmp_path_factory.mktemp("plain")
-    base = folder / "shop"
-    shutil.copytree(export_base / "1", base / "1")
+    base = serve_a_copy(export_base, folder / "shop")
     config = folder / "models.config"
     config.write_text(f'model_config_list {{ config {{ name: "shop" base_path: "{base}" '
                       'model_platform: "tensorflow" model_version_policy { latest { num_versions: 1 } } '
@@ -605,10 +544,7 @@ def test_new_version_hot_swap_with_zero_failed_requests_then_corrupt_version(pla
     try:
         time.sleep(1.0)
         shutil.copytree(base / "1", base / "2")   # not atomic on purpose: the server must wait for the copy
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (served and served[-1] == 2):
-            time.sleep(0.2)
-        time.sleep(1.0)
+        until_version_serves(served, 2, settle=1.0)
     finally:
         stop.set()
         for thread in threads:

@@ -1,7 +1,8 @@
 """The REST API (TF Serving's /v1/models paths and JSON formats) against a real ``twotower serve`` on loopback.
 
-One brute-force export per module, served as versions 1 and 2 (a copy) with labels stable=1 and canary=2 and a
-bearer token. The first tests check the JSON ↔ tensor codec, and HTTPS, in-process.
+The session's token server (tests/conftest.py): the session's brute-force export served as versions 1 and 2 (a
+copy) of model "shop" with labels stable=1 and canary=2, behind a bearer token. The first tests check the
+JSON ↔ tensor codec, and HTTPS, in-process.
 """
 
 from __future__ import annotations
@@ -10,18 +11,18 @@ import base64
 import http.client
 import json
 import re
-import shutil
 
 import numpy as np
 import pytest
 
-from conftest import EXPORT_K
+from helpers import EXPORT_K, SERVER_TOKEN, write_certificate
 from serving import json_tensor
 from serving.errors import ServingError
-from serving_process import ServerProcess
+
+pytestmark = pytest.mark.xdist_group("token_server")   # the session's token server: one pytest-xdist worker
 
 K = EXPORT_K  # the shared brute-force export's K
-TOKEN = "rest-test-token"
+TOKEN = SERVER_TOKEN
 STRING, FLOAT = 7, 1
 QUERY = {"user_id": STRING, "history": STRING, "user_text": STRING}
 
@@ -130,17 +131,12 @@ class StatusOnlyCore:
 
 def test_https_when_given_an_ssl_context(tmp_path):
     import ssl
-    import subprocess
 
     from serving.metrics import Metrics
     from serving.rest import RestServer
 
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl CLI is needed for a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+    write_certificate(cert, key)
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(cert, key)
     rest = RestServer(StatusOnlyCore(), Metrics(), None, "127.0.0.1", 0, server_context).start()
@@ -164,23 +160,11 @@ def test_https_when_given_an_ssl_context(tmp_path):
 # A real server
 # --------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def server(brute_force_export, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("rest")
-    base = tmp / "models" / "shop"
-    shutil.copytree(brute_force_export / "1", base / "1")
-    shutil.copytree(base / "1", base / "2")
-    config = tmp / "models.config"
-    config.write_text(f'model_config_list {{ config {{ name: "shop" base_path: "{base}" model_platform: '
-                      '"tensorflow" model_version_policy { all {} } version_labels { key: "stable" value: 1 } '
-                      'version_labels { key: "canary" value: 2 } } }\n')
-    token = tmp / "token"
-    token.write_text(TOKEN)
-    process = ServerProcess(tmp, "rest", "--model_config_file", str(config), "--auth_token_file", str(token),
-                            "--max_request_bytes", "200000", "--file_system_poll_wait_seconds", "0").wait()
-    process.items = [line.split("\t")[0] for line in
-                     (base / "1" / "assets" / "items.tsv").read_text(encoding="utf-8").splitlines()[1:]]
-    yield process
-    assert process.stop() == 0
+def server(token_server, brute_force_export):
+    """The token server, with ``items``: the export's item ids."""
+    lines = (brute_force_export / "1" / "assets" / "items.tsv").read_text(encoding="utf-8").splitlines()
+    token_server.items = [line.split("\t")[0] for line in lines[1:]]
+    return token_server
 
 
 class Answer:

@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
-from conftest import ROOT, SMOKE, cli
+from helpers import ROOT, SMOKE, cli
 
 USERS, ITEMS, ROWS, CHUNK = 100_000, 20_000, 10_000_000, 1_000_000
 RSS_CAP_MB = 1400   # about 620 MB of it is TensorFlow, pandas and pyarrow, imported
@@ -67,6 +68,7 @@ def _prepare(tmp_path, rows: int) -> tuple[dict, float]:
     return json.loads((folder / "shards" / "manifest.json").read_text()), rss
 
 
+@pytest.mark.slow
 def test_prepare_converts_ten_million_interactions_under_a_memory_cap(tmp_path):
     """Memory stays flat from 1M to 10M interactions (one chunk or one bucket at a time) and under the cap."""
     started = time.time()

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import cli
+from helpers import cli
 from serving_process import ServerProcess, free_port
 
 STOCK = shutil.which("tensorflow_model_server")

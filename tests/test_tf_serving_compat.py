@@ -38,7 +38,10 @@ from tensorflow_serving.apis import (classification_pb2, get_model_status_pb2, i
                                      prediction_service_pb2_grpc, regression_pb2)
 
 import tf_serving_models as models
+from helpers import FakeServable, write_certificate
 from serving_process import ServerProcess
+
+pytestmark = pytest.mark.xdist_group("tf_serving_compat")   # the module's servers: one pytest-xdist worker
 
 RPC_TIMEOUT = 30.0   # TF Serving's is 5 s; this machine's CPUs are shared
 VERSION = models.VERSION
@@ -590,10 +593,9 @@ def test_ssl_config(tmp_path):
     """--ssl_config_file's SSLConfig: PEM text inline; client_verify needs custom_ca."""
     from serving.config_protos import SSLConfig
     from serving.security import SecurityError, TlsFiles
-    from test_serving_grpc import write_certificate_with_cryptography
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    write_certificate_with_cryptography(cert, key)
+    write_certificate(cert, key)
     config = SSLConfig(server_cert=cert.read_text(), server_key=key.read_text())
     assert TlsFiles.from_ssl_config(config).ca is None
     config.client_verify = True
@@ -627,7 +629,6 @@ def test_failed_loads_are_retried_as_max_num_load_retries_says(tmp_path):
     from serving.manager import ModelManager
     from serving.metrics import Metrics
     from serving.servable import LoadOptions, TransientLoadError
-    from test_serving_grpc import FakeServable
 
     attempts: list[int] = []
 

@@ -5,16 +5,13 @@ they share one text cache, so the world's texts are encoded once.
 """
 
 import json
-import os
-import signal
+import shutil
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
-from conftest import SMOKE, cli
+from helpers import SMOKE, cli, cli_in_process, kill_after_epochs, run_in_process
 
 
 def test_training_writes_a_complete_run(trained):
@@ -53,29 +50,25 @@ def test_text_tower_beats_id_only_two_tower_on_cold_items(trained, settings, tmp
     assert text["recall@10"] > id_only["recall@10"] + 0.05, (text, id_only)
 
 
-def test_evaluate_writes_the_requested_split(trained):
-    run, _ = trained
+def test_evaluate_writes_the_requested_split(trained, tmp_path):
+    """On a copy of the session's run (its metrics.json stays as training wrote it for the other tests)."""
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
     before = json.loads((run / "metrics.json").read_text())
-    result = cli("evaluate", "--run-dir", run, "--split", "valid")
-    assert "[valid]" in result.stdout
+    out = cli_in_process("evaluate", "--run-dir", run, "--split", "valid")
+    assert "[valid]" in out
     after = json.loads((run / "metrics.json").read_text())
     assert after["valid"]["recall@10"] == pytest.approx(before["valid"]["recall@10"], abs=1e-9)
     assert after["test"] == before["test"]
+    assert json.loads((trained[0] / "metrics.json").read_text()) == before     # the shared run is untouched
 
 
 def test_resume_after_kill_loses_no_finished_epoch(trained, settings, tmp_path):
     run = tmp_path / "killed"
     command = [sys.executable, "-m", "twotower.cli", "-q", "train", *SMOKE, *settings, "--run-dir", str(run)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
     try:
-        while time.time() < deadline:
-            state = run / "state.json"
-            if state.exists() and json.loads(state.read_text())["epochs_done"] >= 2:
-                break
-            assert process.poll() is None, "training ended before it could be killed"
-            time.sleep(0.05)
-        os.kill(process.pid, signal.SIGKILL)
+        kill_after_epochs(process, run, 2)
     finally:
         process.wait()
     killed_at = json.loads((run / "state.json").read_text())["epochs_done"]
@@ -114,15 +107,15 @@ def test_resume_before_the_first_epoch_ends_matches_an_uninterrupted_run(setting
 
 def test_a_run_keeps_its_config(trained, settings):
     run, _ = trained
-    result = cli("train", *SMOKE, *settings, "--set", "training.epochs=9", "--run-dir", run, check=False)
-    assert result.returncode == 2 and "different config (differs in: training.epochs)" in result.stderr
-    assert "Traceback" not in result.stderr
+    code, _, err = run_in_process("train", *SMOKE, *settings, "--set", "training.epochs=9", "--run-dir", run)
+    assert code == 2 and "different config (differs in: training.epochs)" in err
+    assert "Traceback" not in err
 
 
 def test_bad_data_leaves_no_run_behind(world, tmp_path):
     run = tmp_path / "bad"
-    result = cli("train", *SMOKE, "--set", f"data.path={tmp_path / 'nowhere'}", "--run-dir", run, check=False)
-    assert result.returncode == 2 and "nowhere" in result.stderr and "Traceback" not in result.stderr
+    code, _, err = run_in_process("train", *SMOKE, "--set", f"data.path={tmp_path / 'nowhere'}", "--run-dir", run)
+    assert code == 2 and "nowhere" in err and "Traceback" not in err
     assert not run.exists()
 
 

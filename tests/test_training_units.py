@@ -102,7 +102,7 @@ def test_an_old_run_config_still_loads(tmp_path):
 
 @pytest.mark.parametrize("name", ["default", "smoke", "amazon_scientific", "amazon_beauty", "movielens_100k"])
 def test_every_shipped_config_passes_the_schema(name):
-    from conftest import ROOT
+    from helpers import ROOT
 
     config = load_config(ROOT / "configs" / f"{name}.yaml")
     assert config["data"]["format"] != "files" and config["data"]["path"]

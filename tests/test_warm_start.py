@@ -11,7 +11,9 @@ import json
 import numpy as np
 import pytest
 
-from conftest import SMOKE, cli
+from helpers import SMOKE, cli_in_process, run_in_process
+
+pytestmark = pytest.mark.xdist_group("warm_start")   # the module's first run: one pytest-xdist worker
 
 EARLY_SPLIT = "data.split={type: temporal, valid_start: '2024-04-20', test_start: '2024-05-24'}"
 
@@ -33,15 +35,15 @@ def test_rows_follow_their_ids_and_new_ids_start_as_unknown():
 @pytest.fixture(scope="module")
 def old_run(settings, tmp_path_factory):
     run = tmp_path_factory.mktemp("warm") / "old"
-    cli("train", *SMOKE, *settings, "--set", EARLY_SPLIT, "--run-dir", run)
+    cli_in_process("train", *SMOKE, *settings, "--set", EARLY_SPLIT, "--run-dir", run)
     return run
 
 
 def test_warm_start_grows_vocabularies_and_beats_training_from_scratch(old_run, settings, tmp_path):
     warm, scratch = tmp_path / "warm", tmp_path / "scratch"
     one_epoch = ["--set", "training.epochs=1"]
-    cli("train", *SMOKE, *settings, *one_epoch, "--warm-start-from", old_run, "--run-dir", warm)
-    cli("train", *SMOKE, *settings, *one_epoch, "--run-dir", scratch)
+    cli_in_process("train", *SMOKE, *settings, *one_epoch, "--warm-start-from", old_run, "--run-dir", warm)
+    cli_in_process("train", *SMOKE, *settings, *one_epoch, "--run-dir", scratch)
     old_vocab = json.loads((old_run / "artifacts" / "vocab.json").read_text())
     new_vocab = json.loads((warm / "artifacts" / "vocab.json").read_text())
     for key in ("train_item_ids", "train_user_ids"):
@@ -55,7 +57,7 @@ def test_warm_start_grows_vocabularies_and_beats_training_from_scratch(old_run, 
         warm_recall, cold_recall = metrics["warm"][split]["recall@10"], metrics["scratch"][split]["recall@10"]
         print(f"{split} recall@10 after one epoch: warm {warm_recall:.4f}, from scratch {cold_recall:.4f}")
         assert warm_recall > cold_recall + 0.03, metrics
-    refused = cli("train", *SMOKE, *settings, "--set", "model.embedding_dim=16", "--warm-start-from", old_run,
-                  "--run-dir", tmp_path / "refused", check=False)
-    assert refused.returncode == 2 and "differs in: model.embedding_dim" in refused.stderr
+    code, _, err = run_in_process("train", *SMOKE, *settings, "--set", "model.embedding_dim=16", "--warm-start-from",
+                                  old_run, "--run-dir", tmp_path / "refused")
+    assert code == 2 and "differs in: model.embedding_dim" in err
     assert not (tmp_path / "refused").exists()

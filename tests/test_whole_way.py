@@ -3,23 +3,26 @@ raw-string requests, and the served model ranks exactly as ``evaluate`` scored i
 
 The matrix covers the user features (history, text, id and their unions), item feature subsets, both history
 encoders, frozen and both fine-tune modes, mixed negatives and streaming logQ, the semantic channel with
-history, text or both on the query side, a TF Hub encoder and a Chinese one, each trained for one short epoch
+history, text or both on the query side, a TF Hub encoder and two multilingual ones from the registry, each trained for one short epoch
 with the tiny encoder on one small generated world. The shipped configs run on a slice of their own data (the
-shared datasets; skipped with a message where ../shared is absent). Training and export run in-process; only the
-query runs in a fresh process, which is the boundary that matters: a SavedModel that loads without the
-project's code.
+shared datasets; skipped with a message where ../shared is absent). Training and export run in-process, all of it
+in one module fixture; then every export is asked in ONE fresh process (one TensorFlow import for all), which is
+the boundary that matters: a SavedModel that loads without the project's code. Each test asserts its own case.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from conftest import EXPORT_K, ROOT, cli_in_process
+from helpers import EXPORT_K, ROOT, SHARED, cli_in_process
 from served_parity import assert_served_equals_evaluated, probe_versions
 
-SHARED = ROOT.parent / "shared" / "datasets"
 FAST = ["--set", "training.epochs=1", "--set", "training.batch_size=128", "--set", "model.max_seq_len=32",
         "--set", "training.early_stopping_patience=10"]
 
@@ -48,6 +51,13 @@ MATRIX = {
 # shipped config → the shared dataset folder it reads (None: the generated world)
 SHIPPED = {"default": None, "smoke": None, "amazon_scientific": "amazon-scientific",
            "amazon_beauty": "amazon-beauty", "movielens_100k": "movielens-100k"}
+# case → the named encoder from the registry it trains with, and that encoder's width
+REGISTRY_ENCODERS = {"m3e": ("m3e-small", 512), "e5": ("multilingual-e5-small", 384)}
+# case → its group: the models of a group are built on one pytest-xdist worker and asked in one fresh process
+# (one TensorFlow import per group); four groups let both workers share the module's training
+GROUPS = {**{case: "matrix-a" if n < 6 else "matrix-b" for n, case in enumerate(sorted(MATRIX))}, "scann": "matrix-b",
+          "hub-frozen": "encoders", "hub-full": "encoders", "m3e": "encoders", "e5": "e5",
+          **{f"shipped-{config}": "shipped" for config in SHIPPED}}
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +65,6 @@ def small_world(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("matrix") / "world"
     cli_in_process("generate", "--out", out, "--users", 200, "--items", 150, "--seed", 3)
     return out
-
-
-@pytest.fixture(scope="module")
-def text_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("matrix-cache")
 
 
 def train_and_export(config: Path, overrides: list[str], data_path: Path, cache: Path, folder: Path,
@@ -73,38 +78,174 @@ def train_and_export(config: Path, overrides: list[str], data_path: Path, cache:
     return run, Path(version)
 
 
-def check_whole_way(run: Path, version: Path, folder: Path) -> None:
-    """Raw strings in a fresh process: known users, an unknown id with an unknown item, a text-only newcomer;
-    then the served rankings and vectors against the evaluated model's."""
+# what every model must answer besides the evaluated users: an unknown id with an unknown item, nothing, text only
+ODD = {"signature": "serving_default", "inputs": {
+    "user_id": ["nobody", "", ""], "history": [["NOT-AN-ITEM", ""], ["", ""], ["", ""]],
+    "user_text": ["", "lightweight camping tent", "轻便双人帐篷，防水"]}}
+
+
+@dataclasses.dataclass
+class Case:
+    """One trained and exported model of this module, asked in the shared fresh process."""
+
+    run: Path | None = None
+    version: Path | None = None
+    expected: object = None            # export.parity.Evaluated
+    outputs: dict | None = None
+    error: BaseException | None = None
+
+    def served(self) -> tuple[Path, Path, dict]:
+        """The run, the version and the fresh process's outputs; re-raises what failed while building it."""
+        if self.error is not None:
+            raise self.error
+        return self.run, self.version, self.outputs
+
+
+def probe_cases(cases: dict[str, Case], folder: Path, extra: dict[str, dict] | None = None) -> None:
+    """Asks every built case's export in ONE fresh process (one TensorFlow import for all): the evaluated sample,
+    the odd requests and ``extra[name]``; a failure of that process is every case's failure."""
     from export.parity import evaluated
 
-    expected = evaluated(run)
-    odd = {"signature": "serving_default", "inputs": {
-        "user_id": ["nobody", "", ""], "history": [["NOT-AN-ITEM", ""], ["", ""], ["", ""]],
-        "user_text": ["", "lightweight camping tent", "轻便双人帐篷，防水"]}}
-    outputs, = probe_versions([(version, {**expected.requests(), "odd": odd})], folder)
+    built = []
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, case in cases.items():
+        if case.error is None:
+            try:
+                case.expected = evaluated(case.run)
+                built.append(name)
+            except Exception as err:
+                case.error = err
+    if not built:
+        return
+    try:
+        answers = probe_versions([(cases[name].version, {**cases[name].expected.requests(), "odd": ODD,
+                                                         **(extra or {}).get(name, {})}) for name in built], folder)
+    except AssertionError as err:
+        for name in built:
+            cases[name].error = err
+        return
+    for name, outputs in zip(built, answers):
+        cases[name].outputs = outputs
+
+
+def case_from(find: Callable[[], tuple[Path, Path]]) -> Case:
+    """A case of the run and export ``find()`` gives; what fails is kept for the case's own test to raise."""
+    try:
+        return Case(*find())
+    except (Exception, pytest.skip.Exception) as err:   # a skip too: the case's test is skipped, not its group
+        return Case(error=err)
+
+
+def quality_bench_model(bench: Path, dataset: str) -> tuple[Path, Path]:
+    """The run and the served export of our model in the quick quality bench's folder (tests/conftest.py)."""
+    results = json.loads((bench / "quality.json").read_text())[dataset]
+    served = next(r["served"] for r in results if r["model"] == "twotower (ours)")
+    return bench / "runs" / dataset, Path(served["version"])
+
+
+def check_whole_way(case: Case) -> tuple[Path, Path, dict]:
+    """Raw strings in a fresh process: known users, an unknown id with an unknown item, a text-only newcomer;
+    then the served rankings and vectors against the evaluated model's."""
+    run, version, outputs = case.served()
     assert outputs["__imported__"].tolist() == []    # the project's code was never imported there
     assert outputs["odd/item_ids"].shape == (3, EXPORT_K) and all(i for i in outputs["odd/item_ids"].ravel())
-    assert_served_equals_evaluated(expected, outputs, EXPORT_K)
+    assert_served_equals_evaluated(case.expected, outputs, EXPORT_K)
+    return run, version, outputs
 
 
-@pytest.mark.parametrize("case", sorted(MATRIX))
-def test_every_tower_configuration_trains_exports_and_serves_as_evaluated(case, small_world, text_cache,
-                                                                          tmp_path):
-    run, version = train_and_export(ROOT / "configs" / "smoke.yaml", MATRIX[case], small_world, text_cache,
-                                    tmp_path)
-    check_whole_way(run, version, tmp_path)
+class WholeWay:
+    """The module's models by case name. The first test of a group trains and exports every case of that group
+    (in-process) and asks all their exports in one fresh process; the group's other tests reuse the answers."""
+
+    def __init__(self, request: pytest.FixtureRequest, root: Path):
+        self.request, self.root, self.cases = request, root, {}
+
+    def __getitem__(self, name: str) -> Case:
+        if name not in self.cases:
+            group = sorted((case for case, of in GROUPS.items() if of == GROUPS[name]), key=self.reused)
+            built = {case: case_from(lambda case=case: self.make(case)) for case in group}
+            probe_cases(built, self.root / GROUPS[name], extra=self.extra(group))
+            self.cases.update(built)
+        return self.cases[name]
+
+    @staticmethod
+    def reused(name: str) -> bool:
+        """Whether the case reuses another fixture's model (built last: another worker may be making it)."""
+        return name in ("shipped-smoke", "shipped-amazon_scientific")
+
+    def fixture(self, name: str):
+        return self.request.getfixturevalue(name)
+
+    def make(self, name: str) -> tuple[Path, Path]:
+        """Trains and exports case ``name`` (or finds the session's run and export that it reuses)."""
+        smoke, folder = ROOT / "configs" / "smoke.yaml", self.root / re.sub(r"[^\w-]", "_", name)
+        world, cache = self.fixture("small_world"), self.fixture("text_cache")
+        if name in MATRIX:
+            return train_and_export(smoke, MATRIX[name], world, cache, folder)
+        if name == "scann":
+            return train_and_export(smoke, MATRIX["history-only"], world, cache, folder, index="scann")
+        if name.startswith("hub-"):
+            overrides = [f"model.encoder=hub:{self.fixture('tiny_hub')}", f"model.encoder_mode={name[4:]}"]
+            return train_and_export(smoke, overrides, world, cache, folder)
+        if name in REGISTRY_ENCODERS:
+            from towers.named_encoders import CACHE_ENV
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv(CACHE_ENV, str(self.root / "encoders"))
+                return train_and_export(smoke, [f"model.encoder={REGISTRY_ENCODERS[name][0]}"], world, cache,
+                                        folder)
+        config = name.removeprefix("shipped-")
+        data = SHIPPED[config]
+        if data is not None and not (SHARED / data).is_dir():
+            pytest.skip(f"{SHARED / data} not found: the shared datasets are not on this machine")
+        if config == "smoke":   # the session's own run and export
+            return self.fixture("trained")[0], self.fixture("brute_force_export") / "1"
+        if config == "amazon_scientific":   # the quick quality bench's model on its slice
+            return quality_bench_model(self.fixture("quick_quality_bench"), data)
+        return train_and_export(ROOT / "configs" / f"{config}.yaml", ["model.encoder=tiny"],
+                                world if data is None else SHARED / data, cache, folder,
+                                extra=() if data is None else ("--set", "data.max_users=300"))
+
+    def extra(self, group: list[str]) -> dict[str, dict]:
+        """More requests for some cases: raw item text through a TF Hub encoder's export."""
+        hubs = [case for case in group if case.startswith("hub-")]
+        if not hubs:
+            return {}
+        import pandas as pd
+
+        items = pd.read_csv(self.fixture("small_world") / "items.csv", keep_default_na=False).head(20)
+        fields = {f: items[f].astype(str).tolist() for f in ("item_id", "title", "description", "category", "brand")}
+        embed = {"items": {"signature": "embed_items",
+                           "inputs": {**fields, "price": items["price"].astype(float).tolist()}}}
+        return {case: embed for case in hubs}
 
 
-def test_history_only_scann_at_recall_one_ranks_as_evaluated(small_world, text_cache, tmp_path):
+@pytest.fixture(scope="module")
+def whole_way(small_world, request, tmp_path_factory) -> WholeWay:
+    """The tower matrix, history-only through ScaNN, the TF Hub encoder frozen and fine-tuned, m3e-small,
+    multilingual-e5-small and every shipped config (the smoke config is the session's own run, amazon_scientific
+    the quick quality bench's model on its slice: both already trained and exported), in the groups of GROUPS."""
+    return WholeWay(request, tmp_path_factory.mktemp("whole-way"))
+
+
+def grouped(case: str, *values) -> object:
+    """``case``'s parameter for a test (or its marks when no values are given): tests of one group of GROUPS run
+    on one pytest-xdist worker, which builds and asks that group's models once."""
+    mark = pytest.mark.xdist_group(f"whole_way-{GROUPS[case]}")
+    return pytest.param(*values, marks=mark, id=values[0] if values else None) if values else mark
+
+
+@pytest.mark.parametrize("case", [grouped(case, case) for case in sorted(MATRIX)])
+def test_every_tower_configuration_trains_exports_and_serves_as_evaluated(case, whole_way):
+    check_whole_way(whole_way[case])
+
+
+@grouped("scann")
+def test_history_only_scann_at_recall_one_ranks_as_evaluated(whole_way):
     """The configuration behind the Amazon figures, through a ScaNN index tuned to recall 1.0."""
-    run, version = train_and_export(ROOT / "configs" / "smoke.yaml", MATRIX["history-only"], small_world,
-                                    text_cache, tmp_path, index="scann")
-    import json
-
+    _, version, _ = check_whole_way(whole_way["scann"])
     card = json.loads((version / "assets" / "model_card.json").read_text())
     assert card["index"]["type"] == "scann" and card["index"]["recall_at_k_vs_brute_force"] == 1.0
-    check_whole_way(run, version, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +262,8 @@ def tiny_hub(small_world, tmp_path_factory) -> Path:
     return folder / "pair"
 
 
-@pytest.mark.parametrize("mode", ["frozen", "full"])
-def test_tf_hub_encoder_trains_exports_and_serves_as_evaluated(mode, tiny_hub, small_world, text_cache, tmp_path):
+@pytest.mark.parametrize("mode", [grouped(f"hub-{mode}", mode) for mode in ("frozen", "full")])
+def test_tf_hub_encoder_trains_exports_and_serves_as_evaluated(mode, whole_way, small_world):
     """model.encoder: hub:DIR, frozen and fine-tuned; in the fresh process, raw item text goes through the hub
     preprocessing and encoder inside the export and lands on the evaluated item vectors."""
     import numpy as np
@@ -132,57 +273,32 @@ def test_tf_hub_encoder_trains_exports_and_serves_as_evaluated(mode, tiny_hub, s
     from training.run import RunDir
     from training.trainer import evaluated_model
 
-    run, version = train_and_export(ROOT / "configs" / "smoke.yaml",
-                                    [f"model.encoder=hub:{tiny_hub}", f"model.encoder_mode={mode}"], small_world,
-                                    text_cache, tmp_path)
-    check_whole_way(run, version, tmp_path)
+    run, _, outputs = check_whole_way(whole_way[f"hub-{mode}"])
     items = pd.read_csv(small_world / "items.csv", keep_default_na=False).head(20)
-    fields = {f: items[f].astype(str).tolist() for f in ("item_id", "title", "description", "category", "brand")}
-    prices = items["price"].astype(float).tolist()
-    request = {"items": {"signature": "embed_items", "inputs": {**fields, "price": prices}}}
-    outputs, = probe_versions([(version, request)], tmp_path)
     _, _, model = evaluated_model(RunDir(str(run)))
-    expected = model.embed_items(tf.constant(fields["item_id"])).numpy()
+    expected = model.embed_items(tf.constant(items["item_id"].astype(str).tolist())).numpy()
     np.testing.assert_allclose(outputs["items/embedding"], expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("encoder,dim", [("m3e-small", 512), ("multilingual-e5-small", 384)])
-def test_registry_encoders_train_export_and_serve_chinese(encoder, dim, small_world, text_cache, tmp_path,
-                                                          monkeypatch):
+@pytest.mark.parametrize("case", [grouped(case, case) for case in REGISTRY_ENCODERS])
+def test_registry_encoders_train_export_and_serve_chinese(case, whole_way):
     """model.encoder: m3e-small (WordPiece, converted from PyTorch weights without PyTorch) and
     multilingual-e5-small (SentencePiece, decoded from its 4-bit package): no [UNK] warning on the world's Chinese
     fields, the licence said as it is, and the export answers Chinese user text in a fresh process."""
-    import json
-
-    from towers.named_encoders import CACHE_ENV
-
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "encoders"))
-    run, version = train_and_export(ROOT / "configs" / "smoke.yaml", [f"model.encoder={encoder}"], small_world,
-                                    text_cache, tmp_path)
+    encoder, dim = REGISTRY_ENCODERS[case]
+    run, version, _ = check_whole_way(whole_way[case])
     log = (run / "train.log").read_text(encoding="utf-8")
     assert "are [UNK]" not in log and "[UNK] share in 'title': 0.00%" in log
     assert ("non-commercial research use only" in log) == (encoder == "m3e-small")
-    check_whole_way(run, version, tmp_path)
     card = json.loads((version / "assets" / "model_card.json").read_text(encoding="utf-8"))
     assert card["encoder"]["name"] == encoder and card["encoder"]["dim"] == dim
 
 
-@pytest.mark.parametrize("config", sorted(SHIPPED))
-def test_every_shipped_config_goes_the_whole_way_on_a_slice(config, small_world, text_cache, tmp_path, request):
+@pytest.mark.parametrize("config", [grouped(f"shipped-{config}", config) for config in sorted(SHIPPED)])
+def test_every_shipped_config_goes_the_whole_way_on_a_slice(config, whole_way):
     """Each file in configs/ as shipped, but the tiny encoder, one epoch and (for the datasets) 300 users. The
     smoke config is the session's own run (tests/conftest.py), already trained and exported."""
-    folder = SHIPPED[config]
-    if folder is not None and not (SHARED / folder).is_dir():
-        pytest.skip(f"{SHARED / folder} not found: the shared datasets are not on this machine")
-    if config == "smoke":
-        run, base = request.getfixturevalue("trained")[0], request.getfixturevalue("brute_force_export")
-        check_whole_way(run, base / "1", tmp_path)
-        return
-    data = small_world if folder is None else SHARED / folder
-    extra = () if folder is None else ("--set", "data.max_users=300")
-    run, version = train_and_export(ROOT / "configs" / f"{config}.yaml", ["model.encoder=tiny"], data, text_cache,
-                                    tmp_path, extra=extra)
-    check_whole_way(run, version, tmp_path)
+    check_whole_way(whole_way[f"shipped-{config}"])
 
 
 def test_shipped_configs_are_all_covered():
