@@ -73,6 +73,7 @@ demo-serve: venv
 # the quick tier only.
 TEST_WORKERS ?= 2
 test: venv $(VENV)/.peers
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 # The benchmark-only peers (implicit, lightfm) that bench/quality.py and its smoke test compare us with: installed

@@ -148,9 +148,11 @@ def main() -> int:
     out = Path(args.out)
     plot(rows, out.with_suffix(".png"))
     command = " ".join(["python", "bench/diversity.py", *sys.argv[1:]])
+    run_text = args.run_dir or "configs/default.yaml on a fresh generated world (2000 users, 1500 items; MiniLM frozen)"
     lines = ["# Diversity (bench/diversity.py)", "",
              f"`{command}` on {os.cpu_count()} cores, {platform.machine()}, {time.strftime('%Y-%m-%d')}; "
-             f"{(time.time() - began) / 60:.1f} min. Run: {'configs/default.yaml on a fresh generated world (2000 users, 1500 items; MiniLM frozen)' if not args.run_dir else args.run_dir}. {info['cases']} test users, each asked once per setting through the "
+             f"{(time.time() - began) / 60:.1f} min. Run: {run_text}. {info['cases']} test users, each asked once "
+             "per setting through the "
              "exported `serving_default` (brute force, K = 10). Latency: one-user requests in-process, p50 of 50.", "",
              "| setting | recall@10 | intra-list similarity | categories in top 10 | items returned | p50 ms |",
              "|---|---:|---:|---:|---:|---:|"]

@@ -1,7 +1,7 @@
 """What the text encoder does to quality on a partly Chinese shop: the demo world trained with each encoder.
 
-Usage: python bench/encoders.py [--encoders minilm,m3e-small,multilingual-e5-small] [--world worlds/default] [--epochs 12]
-                                [--out docs/encoders.md] [--runs runs/encoders]
+Usage: python bench/encoders.py [--encoders minilm,m3e-small,multilingual-e5-small] [--world worlds/default]
+                                [--epochs 12] [--out docs/encoders.md] [--runs runs/encoders]
 
 Each encoder trains configs/default.yaml (the demo) on the same generated world, is evaluated on the test split
 (overall, the ``chinese`` block: the user's or the target item's text mostly Chinese, and ``cross_lingual``: a
@@ -80,7 +80,8 @@ def table(results: list[dict]) -> str:
                      f" | {r['texts_per_second']:.0f} | {r['export_bytes'] / 1e6:.0f} | {r['train_seconds']:.0f} |")
     base = results[0]
     for r in results[1:]:
-        ratios = [f"{label} recall@10 {r['blocks'][label]['recall@10'] / max(base['blocks'][label]['recall@10'], 1e-9):.2f}x"
+        ratios = [f"{label} recall@10 "
+                  f"{r['blocks'][label]['recall@10'] / max(base['blocks'][label]['recall@10'], 1e-9):.2f}x"
                   for label, _ in BLOCKS if r["blocks"][label] and base["blocks"][label]]
         lines += ["", f"{r['encoder']} vs {base['encoder']}: " + ", ".join(ratios) + "."]
     return "\n".join(lines)

@@ -194,7 +194,7 @@ def real_case(args) -> tuple[list[dict], dict] | None:
         trained = load_trained(str(run))
         items = trained.item_vectors()
         queries = sample_queries(trained, limit=2 * args.queries, seed=args.seed)
-    except Exception as err:  # a benchmark: report and go on with the synthetic catalogues
+    except Exception as err:  # noqa: BLE001 - a benchmark: report and go on with the synthetic catalogues
         print(f"cannot load {run} ({type(err).__name__}: {err}): real embeddings skipped", flush=True)
         return None
     order = np.random.default_rng(args.seed).permutation(len(queries))
@@ -387,7 +387,7 @@ def main() -> None:
     tuning = "\n".join(
         f"- {t['catalogue']}: " + ", ".join(f"{c['num_leaves']}/{c['leaves_to_search']}/{c['reorder']} → "
                                             f"{c['recall']:.3f}" for c in t["tried"]) +
-        (f"; capped, not tried: " + ", ".join(f"{c['num_leaves']}/{c['leaves_to_search']}/{c['reorder']}"
+        ("; capped, not tried: " + ", ".join(f"{c['num_leaves']}/{c['leaves_to_search']}/{c['reorder']}"
                                               for c in t["capped"]) if t["capped"] else "") +
         f"; the rebuilt index: {t['rebuilt_recall']:.3f} on the tuning queries, {t['heldout_recall']:.3f} held out"
         for t in tunes)
@@ -417,7 +417,8 @@ def main() -> None:
         f"centres, Dirichlet weights, per-centre noise σ 0.08–0.2 per dimension, normalised; queries drawn the same "
         f"way), whose top-10 / top-100 scores resemble the trained model's.{real_note} Both indexes come from "
         f"`export/index.py`: ScaNN tuned by `tune_scann` to recall@{K} ≥ {args.target:.2f} on {args.queries} "
-        f"held-out queries (configuration = leaves, leaves searched, reordering candidates), brute force is a matmul and "
+        f"held-out queries (configuration = leaves, leaves searched, reordering candidates), brute force is a "
+        f"matmul and "
         f"top-k over a variable. Recall is measured against exact search on another {args.queries} held-out queries. "
         f"Latency: layers called eagerly with `tf.constant` queries at K={K}, after {WARMUP} warm-up calls, "
         f"{args.singles} single queries (shape [1, {'/'.join(map(str, dims))}]) and {args.batches} batches of "

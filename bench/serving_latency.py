@@ -167,7 +167,7 @@ def summary(times: list[float], errors: list[str], seconds: float) -> dict:
 
 def start_server(work: Path, name: str, config: Path, *flags: str):
     sys.path.append(str(ROOT / "tests"))
-    from serving_process import ServerProcess   # the tests' helper: free loopback ports, waits for "ready"
+    from serving_process import ServerProcess  # the tests' helper: free loopback ports, waits for "ready"
 
     return ServerProcess(work, name, "--model_config_file", str(config), "-q", *flags).wait()
 
@@ -292,7 +292,7 @@ def median_rows(rows: list[dict]) -> list[dict]:
     for row in rows:
         cells.setdefault((row["server"], row["protocol"], row["index"], row["kind"], row["c"]), []).append(row)
     merged = []
-    for key, group in cells.items():
+    for group in cells.values():
         merged.append({**group[0], "repeats": len(group),
                        **{f: statistics.median(r[f] for r in group) for f in ("p50", "p99", "qps")},
                        "n": sum(r["n"] for r in group), "errors": sum(r["errors"] for r in group),
@@ -378,7 +378,7 @@ def main() -> int:
     memory[f"tuned ({args.processes} processes), both versions"] = rss_mib(tuned.process.pid)
     servers = {"default": default, "tuned": tuned}
     try:
-        for repeat in range(1 if args.quick else args.repeat):
+        for _ in range(1 if args.quick else args.repeat):
             for index in (["scann"] if args.quick else VERSIONS):
                 for kind in (["id+history"] if args.quick else ("id+history", "user_text")):
                     for c in (1, 32):
@@ -438,9 +438,13 @@ def write_report(args, rows: list[dict], memory: dict, loads: list[float], elaps
     memory_lines = [f"| {name} | {mib:,.0f} MiB |" for name, mib in memory.items()]
     command = (f"python bench/serving_latency.py --run-dir {run_dir} --work {args.work} --repeat {args.repeat} "
                f"--processes {args.processes}" + (f" --tuned-flags '{args.tuned_flags}'" if args.tuned_flags else ""))
+    machine = (f"{platform.machine()}, {cores} CPU cores, Python {platform.python_version()}, "
+               f"TensorFlow {tf.__version__}; {datetime.date.today()}")
+    busy = (" (other jobs shared the machine: read the ratios, measured a few seconds apart, not the absolute "
+            "figures)" if max(loads) > 0.75 * (cores or 1) else "")
     body = f"""
-`{command}` ({elapsed / 60:.1f} min). Machine: {platform.machine()}, {cores} CPU cores, Python {platform.python_version()}, TensorFlow {tf.__version__}; {datetime.date.today()}.
-Load average (1 min) during the run: {min(loads):.1f}–{max(loads):.1f} on {cores} cores{" (other jobs shared the machine: read the ratios, measured a few seconds apart, not the absolute figures)" if max(loads) > 0.75 * (cores or 1) else ""}.
+`{command}` ({elapsed / 60:.1f} min). Machine: {machine}.
+Load average (1 min) during the run: {min(loads):.1f}–{max(loads):.1f} on {cores} cores{busy}.
 
 Model: `{run_dir}` ({encoder} encoder, {n_items} items), exported twice with K = {args.k} into one base path
 (version 1 ScaNN, version 2 brute force). Requests: `serving_default`, one row, user, 5-item history and
@@ -456,7 +460,8 @@ calls; every cell measured {args.repeat}x, interleaved; the table gives the medi
 Targets (issue 13): gRPC p50 ≤ 1.3x and REST p50 ≤ 1.4x in-process at c=1; QPS ≥ 0.8x in-process at c=32 with
 p99 ≤ 3x p50 and no errors.
 
-| index | request | server | gRPC p50 c=1 | REST p50 c=1 | gRPC QPS c=32 | REST QPS c=32 | p99/p50 c=32 (gRPC / REST) | errors |
+| index | request | server | gRPC p50 c=1 | REST p50 c=1 | gRPC QPS c=32 | REST QPS c=32 | p99/p50 c=32 (gRPC / REST) \
+| errors |
 |---|---|---|---:|---:|---:|---:|---:|---:|
 {chr(10).join(goals)}
 

@@ -35,9 +35,9 @@ from export.index import SCANN_TENSORS, check_target_recall, replace_scann_state
 from export.inspect import InspectError, resolve_version
 from export.trained import ExportError
 from export.writer import index_card, quiet_tensorflow, save_module, write_version
-from ingest.schema import DataError, DropReport
 from ingest.normalize import normalize_items
 from ingest.read import read_table
+from ingest.schema import DataError, DropReport
 from towers.text_fields import join_columns
 from twotower import layout
 
@@ -121,7 +121,7 @@ def _add_items(base: Path, items_file: Path, target_recall: float, progress: boo
         index = index_card(report, k)
         log.info("ScaNN re-tuned over %d items: recall@%d vs brute force %.4f", size, k, report.recall_at_k)
     log.info("added %d items (%d in all)", len(items), size)
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     card = {**card, "items": size, "index": index, "updated": now}
     card["provenance"] = [*card.get("provenance", []), {
         "action": "index add", "at": now, "from_version": int(version.name), "items_file": str(items_file.resolve()),

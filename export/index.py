@@ -197,7 +197,7 @@ def tune_scann(items: np.ndarray, queries: np.ndarray, k: int, target: float = 0
 def check_target_recall(target: float) -> float:
     """``target`` when it is a recall ScaNN can be asked for, in (0, 1]; ExportError naming --target-recall if not."""
     if not 0.0 < target <= 1.0:
-        from export.trained import ExportError   # here: the index itself needs none of the run's modules
+        from export.trained import ExportError  # here: the index itself needs none of the run's modules
 
         raise ExportError(f"--target-recall must be in (0, 1], got {target}")
     return target

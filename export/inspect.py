@@ -122,7 +122,7 @@ def inspect(path: str | Path, smoke: bool = True) -> str:
                   f"  encoder {card.get('encoder', {}).get('name')} ({card.get('encoder', {}).get('fingerprint')})",
                   f"  index {index.get('type')} k={index.get('k')} recall@k vs brute force "
                   f"{index.get('recall_at_k_vs_brute_force')} params {index.get('params')}",
-                  f"  test metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()
+                  "  test metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()
                                                   if isinstance(v, float)),
                   f"  data fingerprint {card.get('data_fingerprint')}; libraries "
                   + ", ".join(f"{k} {v}" for k, v in card.get("libraries", {}).items())]

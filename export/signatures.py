@@ -61,8 +61,9 @@ def recommend_signature(recommend: Callable) -> tf.function:
     the optional inputs get tensor defaults, which ``tf.saved_model.save`` records in ``SignatureDef.defaults``.
     Export wraps the Recommender's functions with it, and ``index add`` wraps a loaded model's the same way."""
 
-    def signature(user_id, history, user_text, diversity=tf.constant([0.0]),
-                  exclude=tf.constant([[]], STRING), max_per_category=tf.constant([0])):
+    # B008: tensor defaults are the point: tf.saved_model.save records them as the SignatureDef's defaults.
+    def signature(user_id, history, user_text, diversity=tf.constant([0.0]),  # noqa: B008
+                  exclude=tf.constant([[]], STRING), max_per_category=tf.constant([0])):  # noqa: B008
         checks = [  # refused (INVALID_ARGUMENT naming the input), never clamped
             tf.debugging.Assert(tf.reduce_all((diversity >= 0.0) & (diversity <= 1.0)),
                                 ["input tensor 'diversity' must be in [0, 1] (0 = off), got", diversity]),

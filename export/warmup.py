@@ -17,6 +17,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from twotower.layout import SAVED_MODEL, WARMUP_FILE
+
 INTERNAL_SIGNATURES = ("__saved_model_init_op",)
 
 

@@ -99,7 +99,7 @@ def model_card(trained: TrainedRun, index_report, k: int, dim: int) -> dict:
     config = copy.deepcopy(trained.config)
     if config["data"].get("hash_salt") is not None:
         config["data"]["hash_salt"] = "<redacted>"   # the salt never leaves the run directory
-    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     return {
         "created": created,
         "run_dir": str(trained.run.path.resolve()),

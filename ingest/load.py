@@ -17,7 +17,7 @@ import numpy as np
 from .formats import FORMATS, LOADED
 from .normalize import ON_BAD_ROWS
 from .privacy import hash_dataset, key_from_config
-from .schema import INTERACTION_COLUMNS, ITEM_COLUMNS, Dataset, DataError, log
+from .schema import INTERACTION_COLUMNS, ITEM_COLUMNS, DataError, Dataset, log
 
 
 def load_dataset(cfg: dict) -> Dataset:

@@ -15,8 +15,15 @@ import numpy as np
 import pandas as pd
 
 from .read import cell_text
-from .schema import (INTERACTION_COLUMNS, ITEM_COLUMNS, ITEM_TEXT_COLUMNS, REQUIRED_COLUMNS, USER_COLUMNS,
-                     DataError, DropReport)
+from .schema import (
+    INTERACTION_COLUMNS,
+    ITEM_COLUMNS,
+    ITEM_TEXT_COLUMNS,
+    REQUIRED_COLUMNS,
+    USER_COLUMNS,
+    DataError,
+    DropReport,
+)
 
 ON_BAD_ROWS = ("drop", "error")
 TIMESTAMP_UNITS = ("auto", "s", "ms", "us", "ns")   # data.timestamp_unit: what a numeric timestamp counts

@@ -159,7 +159,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     try:
         import pyarrow.parquet as pq
         table = pq.read_table(path)
-    except Exception as e:  # pyarrow raises several types for a damaged file
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a damaged file
         raise DataError(f"{path}: cannot read as Parquet: {e}") from None
     for field in table.schema:
         if field.name in ID_COLUMNS and not _scalar_id_type(field.type):

@@ -21,7 +21,7 @@ import numbers
 import numpy as np
 import pandas as pd
 
-from .schema import Dataset, DataError, DropReport, log
+from .schema import DataError, Dataset, DropReport, log
 
 SPLIT_TYPES = ("leave_last_out", "temporal", "given")
 SPLIT_VALUES = ("train", "valid", "test")

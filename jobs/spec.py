@@ -110,11 +110,11 @@ class JobSpec:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "JobSpec":
+    def from_json(cls, text: str) -> JobSpec:
         return cls(**json.loads(text))
 
     @classmethod
-    def from_environment(cls) -> "JobSpec":
+    def from_environment(cls) -> JobSpec:
         text = os.environ.get(JOB_ENV)
         if not text:
             raise JobError(f"{JOB_ENV} is not set: a worker is started by `twotower submit`, which sets it")

@@ -188,7 +188,7 @@ class Batcher:
                 return
             try:
                 self._execute(batch)
-            except Exception as err:  # noqa: BLE001 - a worker must outlive any batch; its requests get the error
+            except Exception as err:
                 log.exception("batch of %d requests failed", len(batch))
                 for task in batch:
                     if not task.done.is_set():

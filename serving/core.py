@@ -20,9 +20,9 @@ import numpy as np
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving import DEFAULT_SIGNATURE
+from serving import examples as examples_module
 from serving.batching import Batcher, BatchingOptions
 from serving.config import ModelConfig
-from serving import examples as examples_module
 from serving.errors import ServingError, exhausted, invalid, not_found
 from serving.manager import ModelManager, Unavailable, VersionStatus
 from serving.metrics import Metrics
@@ -156,7 +156,7 @@ class ModelServer:
         except ServingError as err:
             code = err.code
             raise
-        except Exception as err:  # noqa: BLE001 - a client gets a short message; the traceback stays in the log
+        except Exception as err:
             code = grpc.StatusCode.INTERNAL
             log.exception("request to %s version %s signature %s failed", model, served, signature)
             raise ServingError(code, f"internal error running {model} version {served} signature {signature}: "

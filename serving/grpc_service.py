@@ -14,15 +14,22 @@ import time
 from collections.abc import Callable
 
 import grpc
-from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
-                                     inference_pb2, model_management_pb2, model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc, regression_pb2)
-from tensorflow_serving.apis import status_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+    status_pb2,
+)
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import DEFAULT_SIGNATURE
+from serving import DEFAULT_SIGNATURE, examples, protos
 from serving import config as model_config
-from serving import examples, protos
 from serving.core import ModelServer, deadline_after
 from serving.errors import ServingError, invalid
 
@@ -39,7 +46,7 @@ def answers_errors(method: Callable) -> Callable:
             return method(self, request, context)
         except ServingError as err:
             context.abort(err.code, err.message)
-        except Exception as err:  # noqa: BLE001 - a client never sees a traceback
+        except Exception as err:
             log.exception("%s failed", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}: {type(err).__name__}")
 

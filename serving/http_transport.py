@@ -165,5 +165,5 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return self.headers.get("Content-Length", "0") not in ("", "0") or "Transfer-Encoding" in self.headers
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)

@@ -20,7 +20,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-
 from tensorflow.core.example import example_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 

@@ -14,5 +14,5 @@ log = logging.getLogger("twotower.serving.events")
 
 
 def log_event(event: str, level: int = logging.INFO, **fields: object) -> None:
-    record = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), "event": event, **fields}
+    record = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), "event": event, **fields}
     log.log(level, json.dumps(record, default=str, ensure_ascii=False))

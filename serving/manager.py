@@ -221,7 +221,7 @@ class ModelManager:
         while not self._stop.wait(self.poll_seconds):
             try:
                 self.poll()
-            except Exception:  # noqa: BLE001 - the poller must survive anything a file system does
+            except Exception:
                 log.exception("model poll failed")
 
     def poll(self) -> None:
@@ -298,7 +298,7 @@ class ModelManager:
         started = time.perf_counter()
         try:
             servable = self._load_with_retries(name, version, path)
-        except Exception as err:  # noqa: BLE001 - any failure is reported in status and metrics, never fatal
+        except Exception as err:
             message = str(err) if isinstance(err, LoadError) else f"{type(err).__name__}: {err}"
             state.failed[version] = directory_fingerprint(path)
             state.pending.pop(version, None)
@@ -322,7 +322,7 @@ class ModelManager:
         while True:
             try:
                 return self.loader(name, version, path)
-            except Exception as err:  # noqa: BLE001 - re-raised below when out of retries
+            except Exception as err:
                 attempts += 1
                 final = isinstance(err, LoadError) and not isinstance(err, TransientLoadError)
                 if final or attempts > self.loading.max_retries or self._stop.is_set():

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "tensorflow_model_server 2.20 flag (see docs/serving.md for which have effect here).")
     add = parser.add_argument
 
-    def flag(name: str, default: bool, help: str) -> None:  # noqa: A002 - argparse's name
+    def flag(name: str, default: bool, help: str) -> None:
         add(f"--{name}", type=parse_bool, nargs="?", const=True, default=default, metavar="true|false", help=help)
 
     tf_serving = parser.add_argument_group("tensorflow_model_server flags")

@@ -30,8 +30,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from serving import DEFAULT_SIGNATURE
-from serving import json_tensor
+from serving import DEFAULT_SIGNATURE, json_tensor
 from serving.errors import ServingError, invalid
 from serving.http_transport import HttpServer, Response
 from serving.metrics import Metrics
@@ -134,7 +133,7 @@ class RestApi:
             response = self._error(err)
         except RecursionError:   # any deeply nested body a parser or message builder walks: the client's fault
             response = self._error(invalid("JSON value nested too deeply to be read as tensors or examples"))
-        except Exception as err:  # noqa: BLE001 - a client gets a message, never a traceback
+        except Exception as err:
             log.exception("REST %s %s failed", method, path)
             response = self._error(ServingError(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}"))
         if not call.by_core and not call.scrape:
@@ -209,7 +208,7 @@ class RestApi:
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         for name, signature_def in signatures.items():
             signature_map.signature_def[name].CopyFrom(signature_def)
-        as_dict = lambda message: json_format.MessageToDict(  # noqa: E731
+        as_dict = lambda message: json_format.MessageToDict(
             message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True)
         document = {"model_spec": as_dict(spec), "metadata": {"signature_def": as_dict(signature_map)}}
         return json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8")

@@ -131,7 +131,7 @@ class Servable:
         register_custom_ops()
         try:
             loaded = tf.saved_model.load(str(path), tags=list(options.tags))
-        except Exception as err:  # noqa: BLE001 - TF raises many kinds here; the version is reported, not fatal
+        except Exception as err:
             raise TransientLoadError(f"{path}: tf.saved_model.load failed: {type(err).__name__}: "
                             f"{str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}") from err
         functions = getattr(loaded, "signatures", {})

@@ -22,9 +22,9 @@ from pathlib import Path
 # kernels are safe; this must be set before tensorflow is imported.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-import grpc  # noqa: E402
+import grpc
 
-from serving.options import ServerOptions, build_parser  # noqa: E402
+from serving.options import ServerOptions, build_parser
 
 log = logging.getLogger("twotower.serving")
 GRACE_SECONDS = 10.0

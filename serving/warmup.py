@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import DEFAULT_SIGNATURE
-from serving import examples, protos
+from serving import DEFAULT_SIGNATURE, examples, protos
 from serving.errors import ServingError, invalid
 from twotower.layout import WARMUP_FILE
 

@@ -10,10 +10,8 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import EXPORT_K, ROOT, SERVER_TOKEN, SHARED, SMOKE, built_once, cli, serve_a_copy
 from serving_process import ServerProcess
-
 
 # A test that uses one of these trains or exports a model, starts a server or runs a job: the `slow` tier
 # (`pytest -m "not slow"` leaves it out; `make test` runs everything). Tests that do so on their own are marked

@@ -19,8 +19,8 @@ import contextlib  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
-
 from tiny_artifacts import ITEMS, artifacts  # noqa: E402
+
 from training.config import DEFAULTS  # noqa: E402
 from training.model import build_model  # noqa: E402
 

@@ -11,11 +11,11 @@ import os
 import sys
 
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-import numpy as np  # noqa: E402
-import scann  # noqa: E402,F401
-import tensorflow as tf  # noqa: E402
-import tensorflow_text  # noqa: E402,F401
-from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
+import numpy as np
+import scann  # noqa: F401
+import tensorflow as tf
+import tensorflow_text  # noqa: F401
+from tensorflow.core.protobuf import saved_model_pb2
 
 
 def probe(version: str, requests_file: str, out_file: str) -> None:

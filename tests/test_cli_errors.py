@@ -5,8 +5,8 @@ import logging
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT, SMOKE, cli_in_process, run_in_process
+
 from ingest.schema import DataError
 from training.config import ConfigError, load_config
 from training.prepare import load_split, report_unknown_tokens

@@ -6,10 +6,10 @@ import json
 
 import grpc
 import pytest
-
 from helpers import EXPORT_K, SERVER_TOKEN, cli
-from serving.client import ClientError, RecommenderClient, VersionState, read_titles
 from serving_process import free_port
+
+from serving.client import ClientError, RecommenderClient, VersionState, read_titles
 
 pytestmark = pytest.mark.xdist_group("token_server")   # the session's token server: one pytest-xdist worker
 

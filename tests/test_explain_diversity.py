@@ -12,7 +12,6 @@ import csv
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import EXPORT_K
 
 pytestmark = pytest.mark.xdist_group("explain_diversity")   # the module's loaded export: one pytest-xdist worker

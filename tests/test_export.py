@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import EXPORT_K, cli, cli_in_process, serve_a_copy
 from served_parity import probe_versions
 
@@ -200,7 +199,8 @@ def test_an_export_error_is_one_line(trained, tmp_path, monkeypatch, capsys):
     from twotower.cli import main
 
     def tracing_error(*args, **kwargs):
-        raise ValueError("in user code:\n\n    File \"towers/mlp.py\", line 30, in call\n        x = self.norm(inputs)\n\n"
+        raise ValueError("in user code:\n\n    File \"towers/mlp.py\", line 30, in call\n"
+                         "        x = self.norm(inputs)\n\n"
                          "    ValueError: Exception encountered when calling layer 'norm' (type LayerNormalization)."
                          "\n    \n    Cannot take the length of shape with unknown rank.\n    \n"
                          "    Call arguments received by layer 'norm' (type LayerNormalization):\n      • inputs=x\n")

@@ -12,10 +12,10 @@ import json
 import threading
 
 import pytest
-
 from helpers import EXPORT_K, cli, serve_a_copy, until_version_serves
-from serving.client import ClientError, RecommenderClient
 from serving_process import ServerProcess
+
+from serving.client import ClientError, RecommenderClient
 
 K = EXPORT_K
 FIELDS = ("item_id", "title", "description", "category", "brand", "price")

@@ -11,8 +11,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from helpers import cli, job_file, kill_after_epochs, run_in_process
+
 from jobs.spec import JobError, load_job
 
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import yaml
-
 from helpers import ROOT, cli
+
 from jobs.kubernetes import tfjob_manifest, validate_tfjob
 from jobs.spec import JobError, JobSpec, load_job
 

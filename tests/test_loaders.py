@@ -138,7 +138,8 @@ def test_unknown_extension_and_format(tmp_path):
     p = _write(tmp_path, "items.xlsx", "x")
     with pytest.raises(DataError, match=r"items\.xlsx: unknown file type '\.xlsx'"):
         read_table(p, required=["item_id"], kind="items")
-    with pytest.raises(DataError, match=r"valid formats: files, generated, amazon_scientific, amazon_beauty, movielens_100k"):
+    formats = "files, generated, amazon_scientific, amazon_beauty, movielens_100k"
+    with pytest.raises(DataError, match=f"valid formats: {formats}"):
         load_dataset({"format": "excel"})
 
 

@@ -5,11 +5,10 @@ import copy
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_artifacts import artifacts
 
 from training.config import DEFAULTS
 from training.model import build_model
-
-from tiny_artifacts import artifacts
 
 
 def _model(counts=None, **training):

@@ -10,7 +10,6 @@ import json
 
 import numpy as np
 import pytest
-
 from helpers import SMOKE, cli_in_process, run_in_process
 
 pytestmark = pytest.mark.xdist_group("privacy")   # the module's hashed run and export: one pytest-xdist worker

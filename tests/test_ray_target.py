@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import cli, job_file
+
 from jobs.ray_target import local_head
 
 

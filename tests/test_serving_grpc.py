@@ -19,11 +19,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2,
-                                     model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc, regression_pb2)
-
 from helpers import EXPORT_K, FakeServable, serve_a_copy, until_version_serves, write_certificate
 from serving_process import ServerProcess
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
 
 pytestmark = pytest.mark.xdist_group("serving_grpc")   # the module's servers: one pytest-xdist worker
 
@@ -485,8 +492,8 @@ def _filtered(request, alias):
 
 def test_deadline_classify_regress_multi_inference_and_model_status_errors(plain):
     prediction, models, _, _ = plain
-    many = predict_request(["U%05d" % i for i in range(64)], [[""]] * 64,
-                           ["a long profile text about hiking boots and tents %d" % i for i in range(64)])
+    many = predict_request([f"U{i:05d}" for i in range(64)], [[""]] * 64,
+                           [f"a long profile text about hiking boots and tents {i}" for i in range(64)])
     error = rpc_error(prediction.Predict, many, timeout=0.005)
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 

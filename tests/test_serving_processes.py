@@ -13,11 +13,14 @@ from pathlib import Path
 
 import grpc
 import pytest
-from tensorflow_serving.apis import (model_management_pb2, model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc)
-
 import tf_serving_models as models
 from serving_process import ServerProcess
+from tensorflow_serving.apis import (
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 
 def children(pid: int) -> list[int]:

@@ -14,8 +14,8 @@ import re
 
 import numpy as np
 import pytest
-
 from helpers import EXPORT_K, SERVER_TOKEN, write_certificate
+
 from serving import json_tensor
 from serving.errors import ServingError
 

@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from helpers import ROOT, SMOKE, cli
 
 USERS, ITEMS, ROWS, CHUNK = 100_000, 20_000, 10_000_000, 1_000_000

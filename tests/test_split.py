@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ingest.schema import Dataset, DataError, DropReport
+from ingest.schema import DataError, Dataset, DropReport
 from ingest.split import assign_split, to_unix_seconds
 
 

@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pytest
-
 from helpers import cli
 from serving_process import ServerProcess, free_port
 

@@ -5,8 +5,14 @@ import pytest
 import tensorflow as tf
 
 from towers.text_cache import TextVectorCache
-from towers.text_encoder import (EncoderError, TextEncoder, build_wordpiece_vocab, make_tiny_bert,
-                                 resolve_encoder, unk_report)
+from towers.text_encoder import (
+    EncoderError,
+    TextEncoder,
+    build_wordpiece_vocab,
+    make_tiny_bert,
+    resolve_encoder,
+    unk_report,
+)
 
 CORPUS = ["Lightweight camping tent for two", "Stainless steel travel mug", "不锈钢保温杯 大容量",
           "Camping stove, compact and lightweight"]
@@ -67,7 +73,7 @@ def test_resolve_encoder_names_what_is_missing(tmp_path):
     with pytest.raises(EncoderError, match="not found"):
         resolve_encoder(str(tmp_path / "nope"))
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(EncoderError, match="vocab.txt, model.safetensors or tf_model.h5"):
+    with pytest.raises(EncoderError, match="lacks: vocab.txt or sentencepiece.model, model.safetensors or tf_model.h5"):
         resolve_encoder(str(tmp_path))
 
 

@@ -32,14 +32,21 @@ from pathlib import Path
 import grpc
 import pytest
 import tensorflow as tf
-from tensorflow.core.framework import types_pb2
-from tensorflow_serving.apis import (classification_pb2, get_model_status_pb2, inference_pb2, model_management_pb2,
-                                     model_service_pb2_grpc, predict_pb2, prediction_log_pb2,
-                                     prediction_service_pb2_grpc, regression_pb2)
-
 import tf_serving_models as models
 from helpers import FakeServable, write_certificate
 from serving_process import ServerProcess
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_log_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
 
 pytestmark = pytest.mark.xdist_group("tf_serving_compat")   # the module's servers: one pytest-xdist worker
 
@@ -48,7 +55,8 @@ VERSION = models.VERSION
 NO_EFFECT_FLAGS = ("--flush_filesystem_caches=false", "--num_unload_threads=2",
                    "--per_process_gpu_memory_fraction=0.5", "--remove_unused_fields_from_bundle_metagraph=false",
                    "--prefer_tflite_model=true", "--num_tflite_pools=2", "--num_tflite_interpreters_per_pool=2",
-                   "--xla_cpu_compilation_enabled", "--xla_gpu_compilation_enabled", "--enable_profiler=false", "--mixed_precision=bfloat16",
+                   "--xla_cpu_compilation_enabled", "--xla_gpu_compilation_enabled", "--enable_profiler=false",
+                   "--mixed_precision=bfloat16",
                    "--skip_initialize_tpu")
 
 
@@ -378,7 +386,7 @@ def test_warmup_replays_the_recorded_requests_and_a_failing_one_keeps_the_server
     assert "warm-up of half_plus_two version 123: 1 requests x 1" in log   # half_plus_two's classify record
     assert "warm-up of half_plus_two version 123: 1 requests x 2" in servers["polling"].log.read_text()
     assert "warm-up of half_plus_three" not in log                     # no file: loaded cold, nothing made up
-    from serving.server import main   # in-process: a model that fails at start stops the server, as TF Serving's
+    from serving.server import main  # in-process: a model that fails at start stops the server, as TF Serving's
 
     assert main(["--model_name", "bad", "--model_base_path", str(testdata["bad_warmup"]), "--port", "0",
                  "--rest_api_port", "0", "-q"]) == 2

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import SMOKE, cli, cli_in_process, kill_after_epochs, run_in_process
 
 

@@ -15,7 +15,8 @@ from training.examples import evaluation_cases, training_examples
 def test_config_layers_defaults_file_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("data: {format: movielens_100k, path: x}\ntraining: {epochs: 5}\n")
-    config = load_config(path, ["training.epochs=7", "model.hidden_units=[8, 4]", "data.split={type: temporal, valid_start: 2024-01-01, test_start: 1706745600}"])
+    config = load_config(path, ["training.epochs=7", "model.hidden_units=[8, 4]",
+                                "data.split={type: temporal, valid_start: 2024-01-01, test_start: 1706745600}"])
     assert config["training"]["epochs"] == 7 and config["model"]["hidden_units"] == [8, 4]
     assert config["training"]["batch_size"] == 1024  # default kept
     assert config["data"]["split"] == {"type": "temporal", "valid_start": "2024-01-01", "test_start": 1706745600}
@@ -218,7 +219,8 @@ def test_popularity_scorer_ranks_by_training_counts():
     # u1 → d: a, b, c excluded, d ties with e → 0 or 1. u2 → e: a above, c and d tie → 1..3. u3 → c: b, a above,
     # d and e tie → 2..4.
     assert rank[0] in (0, 1) and rank[1] in (1, 2, 3) and rank[2] in (2, 3, 4)
-    table = ev.format_table("test", {**ev.summarize(rank, [10]), "baselines": {"popularity": ev.summarize(rank, [10])}}, [10])
+    table = ev.format_table("test", {**ev.summarize(rank, [10]),
+                                     "baselines": {"popularity": ev.summarize(rank, [10])}}, [10])
     assert "recall@10" in table and "popularity" in table
 
 

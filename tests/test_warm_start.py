@@ -10,7 +10,6 @@ import json
 
 import numpy as np
 import pytest
-
 from helpers import SMOKE, cli_in_process, run_in_process
 
 pytestmark = pytest.mark.xdist_group("warm_start")   # the module's first run: one pytest-xdist worker

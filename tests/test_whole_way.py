@@ -3,11 +3,12 @@ raw-string requests, and the served model ranks exactly as ``evaluate`` scored i
 
 The matrix covers the user features (history, text, id and their unions), item feature subsets, both history
 encoders, frozen and both fine-tune modes, mixed negatives and streaming logQ, the semantic channel with
-history, text or both on the query side, a TF Hub encoder and two multilingual ones from the registry, each trained for one short epoch
-with the tiny encoder on one small generated world. The shipped configs run on a slice of their own data (the
-shared datasets; skipped with a message where ../shared is absent). Training and export run in-process, all of it
-in one module fixture; then every export is asked in ONE fresh process (one TensorFlow import for all), which is
-the boundary that matters: a SavedModel that loads without the project's code. Each test asserts its own case.
+history, text or both on the query side, a TF Hub encoder and two multilingual ones from the registry, each
+trained for one short epoch with the tiny encoder on one small generated world. The shipped configs run on a
+slice of their own data (the shared datasets; skipped with a message where ../shared is absent). Training and
+export run in-process, in one module fixture; then the exports of a group are asked in ONE fresh process (one
+TensorFlow import per group), which is the boundary that matters: a SavedModel that loads without the project's
+code. Each test asserts its own case.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from helpers import EXPORT_K, ROOT, SHARED, cli_in_process
 from served_parity import assert_served_equals_evaluated, probe_versions
 
@@ -113,7 +113,7 @@ def probe_cases(cases: dict[str, Case], folder: Path, extra: dict[str, dict] | N
             try:
                 case.expected = evaluated(case.run)
                 built.append(name)
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - kept for the case's own test to raise
                 case.error = err
     if not built:
         return
@@ -132,7 +132,7 @@ def case_from(find: Callable[[], tuple[Path, Path]]) -> Case:
     """A case of the run and export ``find()`` gives; what fails is kept for the case's own test to raise."""
     try:
         return Case(*find())
-    except (Exception, pytest.skip.Exception) as err:   # a skip too: the case's test is skipped, not its group
+    except (Exception, pytest.skip.Exception) as err:  # noqa: BLE001 - a skip too: only the case's test skips
         return Case(error=err)
 
 

@@ -10,9 +10,8 @@ so the base lives here.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
 import re
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -115,7 +114,7 @@ class ModelConfig(Section):
         return _features("user_features", USER_FEATURES, value)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ModelConfig":
+    def _consistent(self) -> ModelConfig:
         if self.semantic_channel and ("text" not in self.item_features or
                                       not {"text", "history"} & set(self.user_features)):
             raise ValueError("model.semantic_channel needs 'text' in model.item_features and 'text' or 'history' "

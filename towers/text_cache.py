@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 KEY_BYTES = 20
 
 

@@ -31,7 +31,6 @@ import tensorflow as tf
 import tf_keras
 
 from towers.config import ENCODER_MODES, ConfigError
-
 from towers.hub_encoder import HUB_PREFIX, HubBert, HubSource, is_hub_pair, resolve_hub
 from towers.named_encoders import NAMED, materialise
 

@@ -16,7 +16,7 @@ import re
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -42,7 +42,7 @@ METRIC = re.compile(r"(recall|ndcg)@([1-9][0-9]*)")
 ABSENT_IN_OLD_RUNS = {("model", "cold_user_dropout"): 0.0}
 
 
-Moment = Union[int, float, str, datetime.datetime, datetime.date]   # YAML reads 2024-03-01 as a date
+Moment = int | float | str | datetime.datetime | datetime.date   # YAML reads 2024-03-01 as a date
 
 
 class LeaveLastOut(Section):
@@ -60,7 +60,7 @@ class Temporal(Section):
     test_start: Moment = Field(description="first moment of the test window (after valid_start)")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Temporal":
+    def _ordered(self) -> Temporal:
         try:
             valid, test = (to_unix_seconds(getattr(self, key), key) for key in ("valid_start", "test_start"))
         except DataError as err:
@@ -77,7 +77,7 @@ class Given(Section):
     type: Literal["given"] = Field(description="`given`")
 
 
-Split = Annotated[Union[LeaveLastOut, Temporal, Given], Field(discriminator="type")]
+Split = Annotated[LeaveLastOut | Temporal | Given, Field(discriminator="type")]
 
 
 class DataConfig(Section):
@@ -110,7 +110,7 @@ class DataConfig(Section):
                                   "environment variable")
 
     @model_validator(mode="after")
-    def _keys_for_format(self) -> "DataConfig":
+    def _keys_for_format(self) -> DataConfig:
         if self.format == "files":
             missing = [f"data.{key}" for key in ("items", "interactions") if not getattr(self, key)]
             if missing:
@@ -168,7 +168,7 @@ class TrainingConfig(Section):
                                         "matched row by row)")
 
     @model_validator(mode="after")
-    def _metric(self) -> "TrainingConfig":
+    def _metric(self) -> TrainingConfig:
         if not METRIC.fullmatch(self.early_stopping_metric):
             raise ValueError(f"training.early_stopping_metric {self.early_stopping_metric!r} must be recall@K or "
                              f"ndcg@K (K a positive integer in evaluation.ks)")
@@ -191,7 +191,7 @@ class RunConfig(Section):
     evaluation: EvaluationConfig = Field(EvaluationConfig(), description="evaluation")
 
     @model_validator(mode="after")
-    def _metric_in_ks(self) -> "RunConfig":
+    def _metric_in_ks(self) -> RunConfig:
         metric = self.training.early_stopping_metric
         if int(METRIC.fullmatch(metric).group(2)) not in self.evaluation.ks:
             raise ValueError(f"training.early_stopping_metric {metric!r} must be recall@K or ndcg@K with K in "

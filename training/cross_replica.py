@@ -35,5 +35,5 @@ def gather_local_first(values: tf.Tensor, *companions: tf.Tensor) -> tuple[tf.Te
     others = context.all_gather([tf.stop_gradient(c) for c in companions], axis=0) if companions else []
     sizes = context.all_gather(tf.shape(values, out_type=tf.int32)[:1], axis=0)
     offset = tf.reduce_sum(sizes[:context.replica_id_in_sync_group])
-    rotate = lambda tensor: tf.roll(tensor, shift=-offset, axis=0)  # noqa: E731
+    rotate = lambda tensor: tf.roll(tensor, shift=-offset, axis=0)
     return (rotate(gathered), *[rotate(tensor) for tensor in others])

@@ -105,7 +105,7 @@ def _strings_stay_local(extended) -> None:
     tables are identical on every worker anyway (each builds them from the same RUN/artifacts) and never
     trained; numeric variables still come from the chief.
     """
-    broadcast = extended._get_variable_creator_initial_value  # noqa: SLF001 - the strategy's own hook
+    broadcast = extended._get_variable_creator_initial_value
 
     def initial_value(replica_id, device, primary_var, **kwargs):
         value, dtype = kwargs["initial_value"], kwargs.get("dtype")
@@ -120,7 +120,7 @@ def _strings_stay_local(extended) -> None:
 
         return local
 
-    extended._get_variable_creator_initial_value = initial_value  # noqa: SLF001
+    extended._get_variable_creator_initial_value = initial_value
 
 
 def replica_rows(order: np.ndarray, global_batch: int, replicas: int, replica: int) -> np.ndarray:

@@ -35,7 +35,7 @@ class Examples:
     def __len__(self) -> int:
         return len(self.target)
 
-    def subset(self, mask: np.ndarray) -> "Examples":
+    def subset(self, mask: np.ndarray) -> Examples:
         index = np.flatnonzero(mask)
         return Examples(self.user_id[index], self.history[index], self.target[index], self.weight[index],
                         [self.exclude[i] for i in index] if self.exclude else [],

@@ -60,7 +60,7 @@ class StreamingItemFrequency(tf_keras.layers.Layer):
             seen = tf.gather(self.last_step[k], unique) > 0
             observed_gap = tf.cast(step - tf.gather(self.last_step[k], unique), tf.float32)
             observed_count = tf.cast(counts, tf.float32)
-            moving = lambda old, new: tf.where(seen, (1.0 - rate) * old + rate * new, new)  # noqa: E731
+            moving = lambda old, new, seen=seen: tf.where(seen, (1.0 - rate) * old + rate * new, new)
             indices.append(tf.stack([tf.fill(tf.shape(unique), tf.cast(k, tf.int64)), unique], axis=1))
             updates["last_step"].append(tf.fill(tf.shape(unique), step))
             updates["gap"].append(moving(tf.gather(self.gap[k], unique), observed_gap))
@@ -77,5 +77,5 @@ class StreamingItemFrequency(tf_keras.layers.Layer):
         gaps = tf.stack([tf.gather(self.gap[k], hashes[k]) for k in range(self.num_hashes)])
         counts = tf.stack([tf.gather(self.count[k], hashes[k]) for k in range(self.num_hashes)])
         widest = tf.argmax(gaps, axis=0, output_type=tf.int32)
-        pick = lambda table: tf.gather(tf.transpose(table), widest, batch_dims=1)  # noqa: E731
+        pick = lambda table: tf.gather(tf.transpose(table), widest, batch_dims=1)
         return tf.reshape(pick(counts) / tf.maximum(pick(gaps), 1e-6), tf.shape(ids))

@@ -17,8 +17,14 @@ from ingest.load import load_dataset
 from ingest.schema import Dataset
 from ingest.split import assign_split
 from towers.text_cache import TextVectorCache
-from towers.text_encoder import (BertSource, TextEncoder, environment_fingerprint, make_tiny_bert,
-                                 resolve_encoder, unk_report)
+from towers.text_encoder import (
+    BertSource,
+    TextEncoder,
+    environment_fingerprint,
+    make_tiny_bert,
+    resolve_encoder,
+    unk_report,
+)
 from training import artifacts as artifacts_io
 from training.artifacts import Artifacts
 from training.config import ConfigError

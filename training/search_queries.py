@@ -14,9 +14,8 @@ fewer than 10 items can still score 1.0. Ties (popularity's equal counts) are br
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
-
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np

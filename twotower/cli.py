@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
     parser = argparse.ArgumentParser(prog="twotower", description=__doc__.splitlines()[0], parents=[common])
     commands = parser.add_subparsers(dest="command", required=True)
-    add = lambda name, **kw: commands.add_parser(name, parents=[common], **kw)  # noqa: E731
+    add = lambda name, **kw: commands.add_parser(name, parents=[common], **kw)
 
     generate = add("generate", help="write the embedded synthetic shop (no download)")
     generate.add_argument("--out", required=True, help="directory to write items/users/interactions into")
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as err:  # noqa: BLE001 - the one place that turns errors into messages
+    except Exception as err:
         if os.environ.get("TWOTOWER_DEBUG"):
             raise
         if isinstance(err, user_errors()):

@@ -11,9 +11,8 @@ import html
 import json
 from collections import Counter
 
-from ..schema import Dataset, DataError, DropReport
+from ..schema import DataError, Dataset, DropReport
 from .common import SLICE_REASON, dataset_dir, drop_unknown_items, items_frame, need_file, sequences_to_frame
-
 
 # S3-Rec kept brand/category names that occur on >= 5 items and numbered them in first-appearance order, while
 # datamaps.json numbers all 2,320 names the same way; so S3-Rec's attribute k is the k-th datamaps attribute with

@@ -12,9 +12,17 @@ from __future__ import annotations
 import re
 from collections import defaultdict, deque
 
-from ..schema import Dataset, DataError, DropReport
-from .common import (SLICE_REASON, dataset_dir, drop_unknown_items, items_frame, need_file, read_tsv, slice_users,
-                     sequences_to_frame)
+from ..schema import DataError, Dataset, DropReport
+from .common import (
+    SLICE_REASON,
+    dataset_dir,
+    drop_unknown_items,
+    items_frame,
+    need_file,
+    read_tsv,
+    sequences_to_frame,
+    slice_users,
+)
 
 _SCI_TEXT = re.compile(r"(?P<title>.*?)\. (?P<cat>(?:Industrial & Scientific\b[^.]*)?)\. (?P<brand>.*?)\.?\s*",
                        re.S)
@@ -139,7 +147,7 @@ def _rebuild_sequence(user: str, user_rows: list, files: dict) -> list[str]:
     if not user_rows:
         raise DataError(f"{files['train']}: user {user} has no rows")
     nexts: dict[tuple, deque] = defaultdict(deque)
-    for hist, target, split, line in sorted(user_rows, key=lambda r: (len(r[0]), r[2] != "train", -r[3])):
+    for hist, target, _, _ in sorted(user_rows, key=lambda r: (len(r[0]), r[2] != "train", -r[3])):
         nexts[hist].append(target)
     start = min(user_rows, key=lambda r: (len(r[0]), r[2] != "train", -r[3]))
     seq = list(start[0])

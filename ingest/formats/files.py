@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..normalize import first_users, normalize_interactions, normalize_items, normalize_users
 from ..read import read_table
-from ..schema import REQUIRED_COLUMNS, Dataset, DataError, DropReport
+from ..schema import REQUIRED_COLUMNS, DataError, Dataset, DropReport
 from .common import SLICE_REASON
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..schema import Dataset, DataError
+from ..schema import DataError, Dataset
 from ..split import assign_split
 from . import files as shop_files
 from .common import dataset_dir

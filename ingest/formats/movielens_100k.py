@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..schema import Dataset, DataError, DropReport
+from ..schema import DataError, Dataset, DropReport
 from .common import SLICE_REASON, dataset_dir, drop_unknown_items, items_frame, need_file, read_tsv, slice_users
-
 
 _AGE_BANDS = ((18, "under 18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (50, "45-49"), (56, "50-55"))
 _ML_OCCUPATION_TEXT = {"none": "with no occupation", "other": "", "healthcare": "healthcare worker"}

@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..schema import Dataset, DataError
+from ..schema import DataError, Dataset
 
 MANIFEST_VERSION = 1
 MANIFEST = "manifest.json"
