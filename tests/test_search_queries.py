@@ -104,7 +104,6 @@ def test_evaluate_reports_the_search_query_block(trained):
     assert set(block["baselines"]) == {"text similarity (tiny)", "popularity"}
     for metrics in [block["two-tower"], *block["baselines"].values()]:
         assert metrics["queries"] == block["two-tower"]["queries"] > 0
-        assert 0.0 <= metrics["precision@10"] <= 1.0 and 0.0 <= metrics["recall@50"] <= 1.0
     assert 0 < block["users"] <= block["two-tower"]["queries"]
     assert block["relevant_per_query"] >= 1.0
     # the block's scores are not popularity's in disguise: the towers read the query's words, and the words alone
