@@ -27,6 +27,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+# tf_keras has no public switch for its layer traces outside Model.save (save_traces=False); this is the one it uses.
+from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
+
 from export.catalog import ServedCatalog
 from export.explain import item_words
 from export.index import build_index, check_target_recall
@@ -200,7 +203,11 @@ def save_module(module, path: Path) -> None:
     """``tf.saved_model.save`` with the Recommender's signatures (a loaded one's too) and the custom op namespaces
     it may hold: ScaNN's, and TF Text's (a TF Hub preprocessing model may use its namespaced ops)."""
     options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann", "TFText"])
-    tf.saved_model.save(module, str(path), signatures=serving_signatures(module), options=options)
+    # Without Keras' own traces: tf_keras would trace every layer's call functions (for ``tf_keras.models.load_model``,
+    # which never reads an export: serving, inspect and ``index add`` use ``tf.saved_model.load``), which cost as
+    # much as the signatures themselves. The variables and the signatures are saved all the same.
+    with keras_option_scope(save_traces=False, in_tf_saved_model_scope=True):
+        tf.saved_model.save(module, str(path), signatures=serving_signatures(module), options=options)
 
 
 def remove_leftovers(base: Path) -> list[Path]:
