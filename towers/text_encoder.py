@@ -264,9 +264,14 @@ class TextEncoder(tf_keras.layers.Layer):
         for index, layer in enumerate(layers):
             layer.trainable = index >= len(layers) - top_n
 
+    @tf.autograph.experimental.do_not_convert
     def call(self, texts: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         """``training`` (BERT's dropout) comes from the caller's call context: on in a fine-tuning step, off in
-        evaluation and in the export, so that what ``evaluate`` scores is what the SavedModel serves."""
+        evaluation and in the export, so that what ``evaluate`` scores is what the SavedModel serves.
+
+        Not converted by AutoGraph (nor is anything it calls): the tokenizer and BERT branch on Python values only,
+        and converting their hundreds of functions was a third of the time spent tracing a step or an export.
+        """
         dropout = bool(training) and self.mode != "frozen" and self.trainable
         if self.hub is not None:
             hidden, mask = self.hub(texts)
