@@ -23,6 +23,7 @@ import tensorflow as tf
 import tf_keras
 
 from towers.config import ConfigError
+from twotower.layout import SAVED_MODEL
 
 PREPROCESS, ENCODER = "preprocess", "encoder"
 VOCAB_ASSET = "vocab.txt"       # written by export_hub: lets the [UNK] report count unknown pieces
@@ -42,7 +43,7 @@ def import_hub():
 
 
 def is_hub_pair(directory: Path) -> bool:
-    return all((directory / part / "saved_model.pb").exists() for part in (PREPROCESS, ENCODER))
+    return all((directory / part / SAVED_MODEL).exists() for part in (PREPROCESS, ENCODER))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +82,8 @@ class HubSource:
 def resolve_hub(directory: Path) -> HubSource:
     if not directory.is_dir():
         raise HubFormatError(f"TF Hub encoder directory not found: {directory}")
-    missing = [f"{part}/saved_model.pb" for part in (PREPROCESS, ENCODER)
-               if not (directory / part / "saved_model.pb").exists()]
+    missing = [f"{part}/{SAVED_MODEL}" for part in (PREPROCESS, ENCODER)
+               if not (directory / part / SAVED_MODEL).exists()]
     if missing:
         raise HubFormatError(f"{directory} is not a TF Hub BERT pair: it lacks {', '.join(missing)} (write one "
                              f"with `twotower encoder export-hub`)")

@@ -8,10 +8,13 @@ RUN/artifacts/ atomically; everything else loads them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -97,24 +100,43 @@ def tables(items: pd.DataFrame, user_rows: pd.DataFrame | None, item_text_column
 
 
 def save(artifacts: Artifacts, directory: Path) -> None:
-    """Writes to a temporary sibling and renames, so a killed run leaves the old artifacts or the new ones."""
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    artifacts.catalog.to_parquet(tmp / CATALOG, index=False)
-    artifacts.users.to_parquet(tmp / USERS, index=False)
-    np.save(tmp / ITEM_COUNTS, artifacts.item_counts)
-    for name in TEXT_VECTORS:
-        value = getattr(artifacts, name)
-        if value is not None:
-            np.save(tmp / f"{name}.npy", value)
-    meta = {"train_item_ids": artifacts.train_item_ids, "train_user_ids": artifacts.train_user_ids,
-            "price_stats": list(artifacts.price_stats), "encoder": artifacts.encoder,
-            "user_id_hash": artifacts.user_id_hash}
-    (tmp / VOCAB).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
+    """Writes to a temporary sibling with a unique name and renames it into place, so a killed run leaves the old
+    artifacts or the new ones (never a part), and two writers never share a temporary directory (the last one's
+    tables win, whole)."""
+    tmp = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.tmp")
+    tmp.mkdir(parents=True)   # with the umask's mode, as the directory it replaces
+    try:
+        artifacts.catalog.to_parquet(tmp / CATALOG, index=False)
+        artifacts.users.to_parquet(tmp / USERS, index=False)
+        np.save(tmp / ITEM_COUNTS, artifacts.item_counts)
+        for name in TEXT_VECTORS:
+            value = getattr(artifacts, name)
+            if value is not None:
+                np.save(tmp / f"{name}.npy", value)
+        meta = {"train_item_ids": artifacts.train_item_ids, "train_user_ids": artifacts.train_user_ids,
+                "price_stats": list(artifacts.price_stats), "encoder": artifacts.encoder,
+                "user_id_hash": artifacts.user_id_hash}
+        (tmp / VOCAB).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        _swap_in(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_in(new: Path, directory: Path) -> None:
+    """Renames ``new`` to ``directory``. A rename cannot replace a non-empty directory, so the one there is moved
+    aside (to a unique hidden name, removed after); another writer may swap its own in meanwhile: try again."""
+    while True:
+        try:
+            os.replace(new, directory)
+            return
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        aside = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.old")
+        with contextlib.suppress(FileNotFoundError):   # another writer moved it first
+            os.replace(directory, aside)
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def save_sample_queries(directory: Path, user_ids: np.ndarray, history: np.ndarray,
