@@ -191,6 +191,25 @@ def test_history_kept_ranks_history_items_among_the_candidates():
     assert "two-tower, history kept" in ev.format_table("test", block, [1])
 
 
+def test_a_repeated_target_stays_a_candidate_and_history_kept_counts_the_history_above_it():
+    """u1 buys a again (leave-last-out): a stays a candidate under both protocols; its other history items b and c
+    (scores 9, 8) are excluded from the main block and outrank it in history_kept. u2's history item d (9) does
+    the same to its novel target e."""
+    rows = [("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 3), ("u1", "a", 4), ("u2", "d", 1), ("u2", "e", 2)]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).assign(event="", weight=1.0)
+    labels = pd.Series(["train", "train", "train", "test", "train", "test"])
+    cases, _ = evaluation_cases(frame, labels, "test", history_len=3, novel_only=False)
+    assert cases.target.tolist() == ["a", "e"] and cases.history.tolist() == [["a", "b", "c"], ["", "", "d"]]
+    assert [x.tolist() for x in cases.exclude] == [["b", "c"], ["d"]]   # never the target itself
+    table = {"u1": [5, 9, 8, 7, 1], "u2": [1, 1, 1, 9, 5]}   # scores over a..e
+    scorer = lambda part: np.array([table[u] for u in part.user_id], float)
+    excluded, kept = ev.both_ranks(scorer, cases, {item: row for row, item in enumerate("abcde")})
+    assert excluded.tolist() == [1, 0] and kept.tolist() == [3, 1]
+    block = ev.report(excluded, cases, [1, 2], kept)
+    assert block["recall@2"] == 1.0 and block["history_kept"]["recall@2"] == 0.5
+    assert block["history_kept"]["recall@1"] == 0.0 and block["history_kept"]["users"] == 2
+
+
 def test_ties_are_broken_at_random_not_in_the_targets_favour():
     """A scorer that gives every item the same score ranks its target uniformly, not first."""
     n = 2000
