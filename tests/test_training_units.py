@@ -9,7 +9,7 @@ import yaml
 
 from training import evaluate as ev
 from training.config import DEFAULTS, ConfigError, load_config
-from training.examples import evaluation_cases, training_examples
+from training.examples import evaluation_cases, training_examples, training_sequences
 
 
 def test_config_layers_defaults_file_and_overrides(tmp_path):
@@ -44,7 +44,8 @@ def test_config_layers_defaults_file_and_overrides(tmp_path):
     ("training.warmup_steps=-10", "training.warmup_steps: input should be greater than or equal to 0"),
     ("model.id_dim=0", "model.id_dim: input should be greater than 0"),
     ("model.history_dropout=2.0", "model.history_dropout: input should be less than 1"),
-    ("model.history_encoder=lstm", "model.history_encoder: input should be 'mean' or 'attention', got 'lstm'"),
+    ("model.history_encoder=lstm",
+     "model.history_encoder: input should be 'mean', 'attention' or 'causal', got 'lstm'"),
     ("model.item_features=[]", "model.item_features: unknown or empty []"),
     ("model.item_features=[text,colour]", "model.item_features: unknown or empty ['colour']"),
     ("data.interactions=/does/not/exist.csv", "data.interactions has no effect for data.format 'movielens_100k'"),
@@ -68,6 +69,12 @@ def test_config_errors_name_the_key(tmp_path, override, message):
      "model.history_heads (3) must divide model.embedding_dim (32)"),
     (["model.encoder=tiny", "model.encoder_mode=finetune_top_n", "model.finetune_top_n=99"],
      "model.finetune_top_n (99) exceeds the tiny encoder's 2 layer(s) (model.tiny_layers)"),
+    (["model.history_encoder=causal", "model.history_heads=3", "model.embedding_dim=32"],
+     "model.history_heads (3) must divide model.embedding_dim (32)"),
+    (["model.history_encoder=causal", "model.user_features=[text,id]"],
+     "model.history_encoder 'causal' needs 'history' in model.user_features"),
+    (["model.history_encoder=causal", "data.format=prepared"],
+     "model.history_encoder 'causal' trains on whole sequences and cannot stream data.format 'prepared'"),
 ])
 def test_cross_field_rules_name_both_keys(tmp_path, overrides, message):
     path = tmp_path / "c.yaml"
@@ -143,6 +150,21 @@ def test_training_examples_use_previous_training_items_only():
     examples = training_examples(frame, labels, history_len=3)
     assert examples.target.tolist() == ["a", "b", "b"]
     assert examples.history.tolist() == [["", "", ""], ["", "", "a"], ["", "", ""]]
+
+
+def test_training_sequences_teach_every_step_of_each_window_once():
+    """u1's training items a b a c (history_len 3): windows [a b a] and [c]; each step's history is the window up
+    to it (the window after the first starts with the item before its first step)."""
+    frame, labels = _interactions()
+    frame = pd.concat([frame, pd.DataFrame([("u1", "c", 0)], columns=["user_id", "item_id", "timestamp"])
+                       .assign(event="", weight=2.0)], ignore_index=True)
+    labels = pd.Series(["train", "train", "train", "valid", "test", "train", "test", "test", "train"])
+    sequences = training_sequences(frame, labels, history_len=3)
+    assert sequences.user_id.tolist() == ["u1", "u1", "u2"]
+    assert sequences.history.tolist() == [["", "a", "b"], ["a", "", ""], ["", "", ""]]
+    assert sequences.target.tolist() == [["a", "b", "a"], ["c", "", ""], ["b", "", ""]]
+    assert sequences.weight.tolist() == [[1, 1, 1], [2, 0, 0], [1, 0, 0]]
+    assert sequences.steps() == 5 == training_examples(frame, labels, history_len=3).steps()
 
 
 def test_evaluation_cases_pick_novel_targets_and_flag_cold_items_and_new_users():
