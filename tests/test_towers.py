@@ -173,6 +173,10 @@ def test_causal_history_gives_each_prefix_what_that_prefix_alone_gets():
     np.testing.assert_array_equal(holes[0, 0], np.zeros(8))
     np.testing.assert_allclose(holes[0, 3], holes[0, 2], atol=1e-6)
     np.testing.assert_allclose(holes[0, 2], every[0, 1], atol=1e-5)
+    # change=True: what the blocks (and the position) added to the latest item's own vector
+    change = layer(items, tf.ones((1, 4), tf.bool), change=True).numpy()
+    np.testing.assert_allclose(change + items.numpy(), every, atol=1e-5)
+    assert np.abs(change).max() > 1e-3
 
 
 def test_history_pooling_prefixes_are_the_pooling_of_each_prefix():

@@ -84,7 +84,7 @@ class ModelConfig(Section):
                                      "(text only, no id or history)")
     history_len: PositiveInt = Field(20, description="most recent interactions a user vector reads")
     history_decay: Float = Field(0.9, gt=0.0, le=1.0, description="weight of each older history item relative "
-                                 "to the next newer one (`mean` history encoder)")
+                                 "to the next newer one (`mean` history encoder; `causal` corrects this mean)")
     history_encoder: Literal[HISTORY_ENCODERS] = Field("mean", description="`mean` (recency-weighted mean), "
                                                        "`attention` (a Transformer over the history) or `causal` "
                                                        "(a causal Transformer trained on next-item prediction at "

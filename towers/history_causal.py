@@ -6,6 +6,8 @@ teaches as many next-item predictions as the sequence is long, where the `attent
 example. It is ``HistoryAttention``'s blocks (ReZero-gated, seeded dropout) with two changes: a query attends only
 to itself and earlier real items, and the learned position embedding counts real items from the start of the
 window (0 = the oldest), so a prefix is encoded the same way whether it ends a training window or a served history.
+The user tower takes its ``change`` (what the blocks added to the latest item) as a correction to the prefix's
+recency-weighted mean, so that an untrained encoder is the `mean` tower.
 """
 
 from __future__ import annotations
@@ -28,8 +30,12 @@ class CausalHistory(HistoryAttention):
         earlier = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)   # key ≤ query
         return earlier[None] & mask[:, None, :]
 
-    def call(self, vectors: tf.Tensor, mask: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+    def call(self, vectors: tf.Tensor, mask: tf.Tensor, training: bool | None = None,
+             change: bool = False) -> tf.Tensor:
+        """``change``: instead of the stream at the latest real item, what the position embedding and the blocks
+        added to that item's vector there (the user tower adds it to the prefix's recency-weighted mean)."""
         x = self.encode(vectors, mask, training=training)
+        x = x - vectors if change else x
         length = tf.shape(vectors)[1]
         # the latest real position at or before each t: a query on padding or an unknown item reads the prefix so far
         latest = tf.reduce_max(tf.where(self.attends(mask), tf.range(length)[None, None, :], -1), axis=2)  # [B, H]

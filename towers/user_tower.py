@@ -136,9 +136,11 @@ class UserTower(tf_keras.Model):
             if history_text is not None:     # the same recency-weighted mean over the items' text vectors
                 history_text, _ = pool(history_text, mask)
                 has_history = tf.cast(count > 0, tf.float32)
-            if self.attention is not None:
+            if self.causal:   # the blocks correct each prefix's recency-weighted mean: untrained, they answer it
+                change = self.attention(vectors, mask, training=training, change=True)
+                residual = residual + (change if every_position else change[:, -1])
+            elif self.attention is not None:
                 residual = self.attention(vectors, mask, training=training)
-                residual = residual if every_position or not self.causal else residual[:, -1]
             if every_position:   # one row per (user, prefix) from here on, user after user: [B * H, ...]
                 length = tf.shape(vectors)[1]
                 residual, count = _rows(residual), _rows(count)
