@@ -58,7 +58,10 @@ def main() -> None:
     cache = ROOT / ".cache" / "text"
     cases = [("frozen-b512", ["training.epochs=3", "training.batch_size=512"]),
              ("frozen-b1024", ["training.epochs=3", "training.batch_size=1024"]),
-             ("frozen-b2048", ["training.epochs=3", "training.batch_size=2048"])]
+             ("frozen-b2048", ["training.epochs=3", "training.batch_size=2048"]),
+             # the causal history encoder: batches of 256 windows of history_len steps (each step an example)
+             ("frozen-causal-b256", ["training.epochs=3", "training.batch_size=256",
+                                     "model.history_encoder=causal"])]
     if not args.skip_finetune:
         cases.append(("finetune-top2", ["training.epochs=1", "training.batch_size=128", "data.max_users=60",
                                          "model.encoder_mode=finetune_top_n", "model.finetune_top_n=2"]))
@@ -74,7 +77,9 @@ def main() -> None:
             f"{time.strftime('%Y-%m-%d')}. Generated world ({args.users} users, {args.items} items); "
             "examples/s of the fastest epoch after the first (the first traces the graph). Frozen mode reads "
             "cached MiniLM vectors; fine-tune mode runs MiniLM forward and backward on every step (item texts of "
-            "the batch's targets and history items, and the users' texts).\n\n"
+            "the batch's targets and history items, and the users' texts). frozen-causal: `model.history_encoder: "
+            "causal`, its batch counted in sequence windows and its examples in next-item steps (one per "
+            "training interaction, as for the others).\n\n"
             "| case | encoder | batch | examples/s |\n|---|---|---|---|\n" + rows +
             "\n\nTarget: ≥ 20,000 examples/s with cached text features on 2 CPU cores.")
     write_section(Path(args.out), "Training speed (bench/train_speed.py)", body)

@@ -11,9 +11,10 @@ from training.config import DEFAULTS
 from training.model import build_model
 
 
-def _model(counts=None, **training):
+def _model(counts=None, model=None, **training):
     config = copy.deepcopy(DEFAULTS)
-    config["model"].update(embedding_dim=8, hidden_units=[16], id_dim=4, categorical_dim=2, text_projection_dim=4)
+    config["model"].update(embedding_dim=8, hidden_units=[16], id_dim=4, categorical_dim=2, text_projection_dim=4,
+                           **(model or {}))
     config["training"].update(**training)
     tf.keras.utils.set_random_seed(1)
     model = build_model(config, artifacts(counts))
@@ -69,3 +70,19 @@ def test_uniform_negatives_never_draw_items_training_has_not_seen():
     seen_rows = set((np.flatnonzero(counts > 0) + 1).tolist())   # catalogue rows are 1-based (0 = unknown)
     assert set(drawn.tolist()) == seen_rows
     assert _loss(model) > 0
+
+
+def test_a_window_of_steps_is_the_loss_of_its_steps_as_examples():
+    """The causal encoder's sequence batch: each step with a target is the example (the window up to it, its
+    target) that one-example-per-interaction training makes, so both batches give one loss (in-batch negatives,
+    logQ and accidental hits included)."""
+    model = _model(model={"history_encoder": "causal", "history_len": 3, "history_layers": 1})
+    windows = {"user_id": tf.constant(["u0", "u1"]), "history": tf.constant([["", "i1", "i2"], ["i3", "i4", ""]]),
+               "target": tf.constant([["i1", "i2", "i5"], ["i4", "i6", ""]]),
+               "weight": tf.constant([[1.0, 2.0, 1.0], [0.5, 1.0, 0.0]])}
+    steps = {"user_id": tf.constant(["u0", "u0", "u0", "u1", "u1"]),
+             "history": tf.constant([["", "", ""], ["", "", "i1"], ["", "i1", "i2"], ["", "", "i3"], ["", "i3", "i4"]]),
+             "target": tf.constant(["i1", "i2", "i5", "i4", "i6"]), "weight": tf.constant([1.0, 2.0, 1.0, 0.5, 1.0])}
+    assert _loss(model, windows) == pytest.approx(_loss(model, steps), rel=1e-5)
+    assert _loss(model, windows) != pytest.approx(_loss(model, dict(steps, target=tf.constant(
+        ["i1", "i2", "i5", "i6", "i4"]))), rel=1e-3)    # a step's query belongs to its own target

@@ -30,4 +30,13 @@ def test_quick_quality_bench_ranks_every_model_on_the_same_cases(quick_quality_b
     served = models["twotower (ours)"]["served"]
     assert served["users"] == 50 and (Path(served["version"]) / "saved_model.pb").exists()
     assert f"in order, for all {served['users']} sampled test users" in page
+    # both protocols: the history-kept table holds every model's second ranking, the published figures beside it
+    kept = page[page.index("Ranked without excluding history items"):]
+    for r in results:
+        numbers = " | ".join(f"{r['test_with_history'][f'{metric}@{k}']:.4f}" for k in (10, 50)
+                             for metric in ("recall", "ndcg"))
+        assert f"| {r['model']} | {numbers} |" in kept, (r["model"], numbers)
+    assert "| MISSRec (Wang et al. 2023) (published) | 0.1360 | 0.0753 | – | – |" in kept
+    ours = models["twotower (ours)"]["test_with_history"]
+    assert f"recall@10 {ours['recall@10']:.4f} = {ours['recall@10'] / 0.1360:.2f}x the best published" in kept
     assert out.with_suffix(".png").stat().st_size > 1000

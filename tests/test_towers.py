@@ -72,9 +72,9 @@ def test_join_columns_skips_empty_fields():
 
 
 def _towers(encoder, item_features=("text", "id", "category", "brand", "price"),
-            user_features=("text", "history", "id")):
+            user_features=("text", "history", "id"), **settings):
     config = TowerConfig(embedding_dim=8, hidden_units=(16,), id_dim=4, categorical_dim=3,
-                         text_projection_dim=8, item_features=item_features, user_features=user_features)
+                         text_projection_dim=8, item_features=item_features, user_features=user_features, **settings)
     vectors = encoder.encode(TEXTS, progress=False)
     catalog = FeatureTable(ITEMS, {"text_vec": vectors, "category": np.array(["x", "x", "y", "z"], object),
                                    "brand": np.array(["p", "q", "", "p"], object),
@@ -144,6 +144,67 @@ def test_history_attention_reads_order_ignores_padding_and_unknown_items():
     np.testing.assert_allclose(layer(unknown_between, tf.constant([[True, True, False, True, False]])).numpy(),
                                out, atol=1e-5)
     np.testing.assert_array_equal(layer(items, tf.zeros((1, 3), tf.bool)).numpy(), np.zeros((1, 8)))
+
+
+def test_causal_history_gives_each_prefix_what_that_prefix_alone_gets():
+    """Step t reads items ≤ t only; a prefix as a served (front-padded) history gets the same vector; the last row is
+    the whole history's; order matters; padding and unknown items shift nothing; no real item yet → zeros."""
+    from towers.history_causal import CausalHistory
+
+    layer = CausalHistory(dim=8, layers=2, heads=2, max_len=6)
+    layer.build(None)
+    layer.gates.assign(np.full((2, 2), 0.5, np.float32))     # open the ReZero gates: the blocks count
+    rng = np.random.default_rng(0)
+    items = tf.constant(rng.normal(size=(1, 4, 8)), tf.float32)
+    every = layer(items, tf.ones((1, 4), tf.bool)).numpy()
+    for t in range(4):
+        served = tf.concat([tf.zeros((1, 3 - t, 8)), items[:, :t + 1]], axis=1)
+        front_padded = tf.constant([[False] * (3 - t) + [True] * (t + 1)])
+        np.testing.assert_allclose(layer(served, front_padded).numpy()[0, -1], every[0, t], atol=1e-5)
+    changed = tf.concat([items[:, :2], tf.constant(rng.normal(size=(1, 2, 8)), tf.float32)], axis=1)
+    after = layer(changed, tf.ones((1, 4), tf.bool)).numpy()
+    np.testing.assert_allclose(after[0, :2], every[0, :2], atol=1e-6)            # the future changes nothing
+    assert not np.allclose(after[0, 3], every[0, 3], atol=1e-4)
+    swapped = layer(tf.reverse(items, axis=[1]), tf.ones((1, 4), tf.bool)).numpy()
+    assert not np.allclose(swapped[0, -1], every[0, -1], atol=1e-4)              # order matters
+    # an unknown item (masked) reads the prefix before it; a window starting on nothing gives zeros there
+    holes = layer(tf.concat([tf.zeros((1, 1, 8)), items[:, :2], tf.ones((1, 1, 8))], axis=1),
+                  tf.constant([[False, True, True, False]])).numpy()
+    np.testing.assert_array_equal(holes[0, 0], np.zeros(8))
+    np.testing.assert_allclose(holes[0, 3], holes[0, 2], atol=1e-6)
+    np.testing.assert_allclose(holes[0, 2], every[0, 1], atol=1e-5)
+    # change=True: what the blocks (and the position) added to the latest item's own vector
+    change = layer(items, tf.ones((1, 4), tf.bool), change=True).numpy()
+    np.testing.assert_allclose(change + items.numpy(), every, atol=1e-5)
+    assert np.abs(change).max() > 1e-3
+
+
+def test_history_pooling_prefixes_are_the_pooling_of_each_prefix():
+    rng = np.random.default_rng(1)
+    vectors = tf.constant(rng.normal(size=(2, 4, 3)), tf.float32)
+    mask = tf.constant([[False, True, True, True], [True, False, True, False]])
+    pooling = HistoryPooling(decay=0.5)
+    pooled, count = pooling.prefixes(vectors, mask)
+    for t in range(4):
+        one, n = pooling(vectors[:, :t + 1], mask[:, :t + 1])
+        np.testing.assert_allclose(pooled.numpy()[:, t], one.numpy(), atol=1e-6)
+        np.testing.assert_allclose(count.numpy()[:, t], n.numpy(), atol=1e-6)
+
+
+def test_causal_user_tower_every_position_ends_on_the_served_vector(encoder):
+    """Training's per-step vectors (every_position) and a request's vector come from one tower: a step's vector is
+    the request with the history up to it, text and id included."""
+    _, user, _, _ = _towers(encoder, history_encoder="causal", history_len=3)
+    request = {"user_id": tf.constant(["u1", "new"]), "history": tf.constant([["a", "b", "c"], ["", "", "b"]]),
+               "user_text": tf.constant(["", "camping tent"])}
+    every = user(request, every_position=True).numpy()
+    assert every.shape == (2, 3, 8)
+    np.testing.assert_allclose(every[:, -1], user(request).numpy(), atol=1e-5)
+    prefix = user({"user_id": tf.constant(["u1"]), "history": tf.constant([["", "a", "b"]]),
+                   "user_text": tf.constant([""])}).numpy()
+    np.testing.assert_allclose(every[0, 1], prefix[0], atol=1e-5)
+    with pytest.raises(ValueError, match="every_position needs model.history_encoder 'causal'"):
+        _towers(encoder)[1](request, every_position=True)
 
 
 def test_seeded_dropout_is_inverted_and_resume_safe():

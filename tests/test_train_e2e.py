@@ -33,6 +33,7 @@ def test_text_two_tower_beats_popularity(trained):
         assert key in test and key in test["cold_items"] and key in test["new_users"]
         assert key in test["history_kept"] and key in test["baselines"]["popularity"]["history_kept"]
     assert test["history_kept"]["users"] == test["users"]
+    assert set(metrics["valid"]["history_kept"]) >= {"recall@10", "ndcg@10", "recall@50", "ndcg@50", "mrr", "users"}
     assert 0 < test["chinese"]["users"] < test["users"]   # the generated shop is partly Chinese
     popularity = test["baselines"]["popularity"]
     assert test["recall@10"] > 1.5 * popularity["recall@10"] + 0.02, (test, popularity)

@@ -9,7 +9,7 @@ import yaml
 
 from training import evaluate as ev
 from training.config import DEFAULTS, ConfigError, load_config
-from training.examples import evaluation_cases, training_examples
+from training.examples import evaluation_cases, training_examples, training_sequences
 
 
 def test_config_layers_defaults_file_and_overrides(tmp_path):
@@ -44,7 +44,8 @@ def test_config_layers_defaults_file_and_overrides(tmp_path):
     ("training.warmup_steps=-10", "training.warmup_steps: input should be greater than or equal to 0"),
     ("model.id_dim=0", "model.id_dim: input should be greater than 0"),
     ("model.history_dropout=2.0", "model.history_dropout: input should be less than 1"),
-    ("model.history_encoder=lstm", "model.history_encoder: input should be 'mean' or 'attention', got 'lstm'"),
+    ("model.history_encoder=lstm",
+     "model.history_encoder: input should be 'mean', 'attention' or 'causal', got 'lstm'"),
     ("model.item_features=[]", "model.item_features: unknown or empty []"),
     ("model.item_features=[text,colour]", "model.item_features: unknown or empty ['colour']"),
     ("data.interactions=/does/not/exist.csv", "data.interactions has no effect for data.format 'movielens_100k'"),
@@ -68,6 +69,12 @@ def test_config_errors_name_the_key(tmp_path, override, message):
      "model.history_heads (3) must divide model.embedding_dim (32)"),
     (["model.encoder=tiny", "model.encoder_mode=finetune_top_n", "model.finetune_top_n=99"],
      "model.finetune_top_n (99) exceeds the tiny encoder's 2 layer(s) (model.tiny_layers)"),
+    (["model.history_encoder=causal", "model.history_heads=3", "model.embedding_dim=32"],
+     "model.history_heads (3) must divide model.embedding_dim (32)"),
+    (["model.history_encoder=causal", "model.user_features=[text,id]"],
+     "model.history_encoder 'causal' needs 'history' in model.user_features"),
+    (["model.history_encoder=causal", "data.format=prepared"],
+     "model.history_encoder 'causal' trains on whole sequences and cannot stream data.format 'prepared'"),
 ])
 def test_cross_field_rules_name_both_keys(tmp_path, overrides, message):
     path = tmp_path / "c.yaml"
@@ -145,6 +152,21 @@ def test_training_examples_use_previous_training_items_only():
     assert examples.history.tolist() == [["", "", ""], ["", "", "a"], ["", "", ""]]
 
 
+def test_training_sequences_teach_every_step_of_each_window_once():
+    """u1's training items a b a c (history_len 3): windows [a b a] and [c]; each step's history is the window up
+    to it (the window after the first starts with the item before its first step)."""
+    frame, labels = _interactions()
+    frame = pd.concat([frame, pd.DataFrame([("u1", "c", 0)], columns=["user_id", "item_id", "timestamp"])
+                       .assign(event="", weight=2.0)], ignore_index=True)
+    labels = pd.Series(["train", "train", "train", "valid", "test", "train", "test", "test", "train"])
+    sequences = training_sequences(frame, labels, history_len=3)
+    assert sequences.user_id.tolist() == ["u1", "u1", "u2"]
+    assert sequences.history.tolist() == [["", "a", "b"], ["a", "", ""], ["", "", ""]]
+    assert sequences.target.tolist() == [["a", "b", "a"], ["c", "", ""], ["b", "", ""]]
+    assert sequences.weight.tolist() == [[1, 1, 1], [2, 0, 0], [1, 0, 0]]
+    assert sequences.steps() == 5 == training_examples(frame, labels, history_len=3).steps()
+
+
 def test_evaluation_cases_pick_novel_targets_and_flag_cold_items_and_new_users():
     frame, labels = _interactions()
     cases, skipped = evaluation_cases(frame, labels, "valid", history_len=3, novel_only=True)
@@ -189,6 +211,25 @@ def test_history_kept_ranks_history_items_among_the_candidates():
     assert block["history_kept"]["recall@1"] == pytest.approx(1 / 3) and block["recall@1"] == pytest.approx(2 / 3)
     assert set(block["history_kept"]) == set(block) - {"history_kept"}
     assert "two-tower, history kept" in ev.format_table("test", block, [1])
+
+
+def test_a_repeated_target_stays_a_candidate_and_history_kept_counts_the_history_above_it():
+    """u1 buys a again (leave-last-out): a stays a candidate under both protocols; its other history items b and c
+    (scores 9, 8) are excluded from the main block and outrank it in history_kept. u2's history item d (9) does
+    the same to its novel target e."""
+    rows = [("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 3), ("u1", "a", 4), ("u2", "d", 1), ("u2", "e", 2)]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).assign(event="", weight=1.0)
+    labels = pd.Series(["train", "train", "train", "test", "train", "test"])
+    cases, _ = evaluation_cases(frame, labels, "test", history_len=3, novel_only=False)
+    assert cases.target.tolist() == ["a", "e"] and cases.history.tolist() == [["a", "b", "c"], ["", "", "d"]]
+    assert [x.tolist() for x in cases.exclude] == [["b", "c"], ["d"]]   # never the target itself
+    table = {"u1": [5, 9, 8, 7, 1], "u2": [1, 1, 1, 9, 5]}   # scores over a..e
+    scorer = lambda part: np.array([table[u] for u in part.user_id], float)
+    excluded, kept = ev.both_ranks(scorer, cases, {item: row for row, item in enumerate("abcde")})
+    assert excluded.tolist() == [1, 0] and kept.tolist() == [3, 1]
+    block = ev.report(excluded, cases, [1, 2], kept)
+    assert block["recall@2"] == 1.0 and block["history_kept"]["recall@2"] == 0.5
+    assert block["history_kept"]["recall@1"] == 0.0 and block["history_kept"]["users"] == 2
 
 
 def test_ties_are_broken_at_random_not_in_the_targets_favour():

@@ -1,14 +1,14 @@
 """Every tower configuration and every shipped config goes the whole way: train → export → a fresh process answers
 raw-string requests, and the served model ranks exactly as ``evaluate`` scored it.
 
-The matrix covers the user features (history, text, id and their unions), item feature subsets, both history
-encoders, frozen and both fine-tune modes, mixed negatives and streaming logQ, the semantic channel with
-history, text or both on the query side, a TF Hub encoder and two multilingual ones from the registry, each
-trained for one short epoch with the tiny encoder on one small generated world. The shipped configs run on a
-slice of their own data (the shared datasets; skipped with a message where ../shared is absent). Training and
-export run in-process, in one module fixture; then the exports of a group are asked in ONE fresh process (one
-TensorFlow import per group), which is the boundary that matters: a SavedModel that loads without the project's
-code. Each test asserts its own case.
+The matrix covers the user features (history, text, id and their unions), item feature subsets, the three history
+encoders (the causal one trained on sequence windows), frozen and both fine-tune modes, mixed negatives and
+streaming logQ, the semantic channel with history, text or both on the query side, a TF Hub encoder and two
+multilingual ones from the registry, each trained for one short epoch with the tiny encoder on one small generated
+world. The shipped configs run on a slice of their own data (the shared datasets; skipped with a message where
+../shared is absent). Training and export run in-process, in one module fixture; then the exports of a group are
+asked in ONE fresh process (one TensorFlow import per group), which is the boundary that matters: a SavedModel that
+loads without the project's code. Each test asserts its own case.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ MATRIX = {
     "history-only-full-finetune": ["model.user_features=[history]", "model.item_features=[text]",
                                    "model.encoder_mode=full"],
     "semantic-all-features": ["model.semantic_channel=true"],
+    "semantic-all-features-causal": ["model.semantic_channel=true", "model.history_encoder=causal"],
     "semantic-history-only-attention": ["model.semantic_channel=true", "model.user_features=[history]",
                                         "model.item_features=[text,category,brand,price]",
                                         "model.history_encoder=attention"],

@@ -17,7 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 ITEM_FEATURES = ("text", "id", "category", "brand", "price")
 USER_FEATURES = ("text", "history", "id")
-HISTORY_ENCODERS = ("mean", "attention")
+HISTORY_ENCODERS = ("mean", "attention", "causal")
 ENCODER_MODES = ("frozen", "finetune_top_n", "full")
 
 _EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -84,14 +84,19 @@ class ModelConfig(Section):
                                      "(text only, no id or history)")
     history_len: PositiveInt = Field(20, description="most recent interactions a user vector reads")
     history_decay: Float = Field(0.9, gt=0.0, le=1.0, description="weight of each older history item relative "
-                                 "to the next newer one (`mean` history encoder)")
-    history_encoder: Literal[HISTORY_ENCODERS] = Field("mean", description="`mean` (recency-weighted mean) or "
-                                                       "`attention` (a Transformer over the history)")
-    history_layers: PositiveInt = Field(2, description="Transformer layers of the `attention` history encoder")
-    history_heads: PositiveInt = Field(2, description="attention heads of the `attention` history encoder; "
-                                       "must divide embedding_dim")
-    history_dropout: Float = Field(0.0, ge=0.0, lt=1.0, description="dropout inside the `attention` history "
-                                   "encoder")
+                                 "to the next newer one (`mean` history encoder; `causal` corrects this mean)")
+    history_encoder: Literal[HISTORY_ENCODERS] = Field("mean", description="`mean` (recency-weighted mean), "
+                                                       "`attention` (a Transformer over the history) or `causal` "
+                                                       "(a causal Transformer trained on next-item prediction at "
+                                                       "every position of each training sequence; training."
+                                                       "batch_size then counts sequences; needs `history` in "
+                                                       "user_features)")
+    history_layers: PositiveInt = Field(2, description="Transformer layers of the `attention` and `causal` history "
+                                        "encoders")
+    history_heads: PositiveInt = Field(2, description="attention heads of the `attention` and `causal` history "
+                                       "encoders; must divide embedding_dim")
+    history_dropout: Float = Field(0.0, ge=0.0, lt=1.0, description="dropout inside the `attention` and `causal` "
+                                   "history encoders")
     semantic_channel: bool = Field(False, description="the raw BERT similarity joins the score: each side appends "
                                    "its text vector, the query's scaled by a weight learned per request kind "
                                    "(towers/semantic_channel.py); needs `text` in item_features and `text` or "
@@ -119,7 +124,10 @@ class ModelConfig(Section):
                                       not {"text", "history"} & set(self.user_features)):
             raise ValueError("model.semantic_channel needs 'text' in model.item_features and 'text' or 'history' "
                              "in model.user_features (it compares the query's text with the item's)")
-        if self.history_encoder == "attention" and self.embedding_dim % self.history_heads:
+        if self.history_encoder == "causal" and "history" not in self.user_features:
+            raise ValueError("model.history_encoder 'causal' needs 'history' in model.user_features (it encodes "
+                             "the history)")
+        if self.history_encoder != "mean" and self.embedding_dim % self.history_heads:
             raise ValueError(f"model.history_heads ({self.history_heads}) must divide model.embedding_dim "
                              f"({self.embedding_dim})")
         if self.encoder == "tiny":

@@ -45,20 +45,32 @@ class HistoryAttention(tf_keras.layers.Layer):
         # ReZero (Bachlechner et al. 2021): each residual branch is scaled by a learned gate that starts at 0
         self.gates = self.add_weight(name="gates", shape=(layers, 2), initializer="zeros", trainable=True)
 
-    def call(self, vectors: tf.Tensor, mask: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        length = tf.shape(vectors)[1]
-        # Age = how many real items come after this one (0 = the most recent), so padding and unknown items
-        # in between shift nothing.
-        age = tf.cumsum(tf.cast(mask, tf.int32), axis=1, exclusive=True, reverse=True)
+    def positions(self, mask: tf.Tensor) -> tf.Tensor:
+        """[B, H] index of each item's learned position embedding: its age, how many real items come after it
+        (0 = the most recent), so padding and unknown items in between shift nothing."""
+        return tf.cumsum(tf.cast(mask, tf.int32), axis=1, exclusive=True, reverse=True)
+
+    def attends(self, mask: tf.Tensor) -> tf.Tensor:
+        """[B, H, H] which key each query position may attend to: every real item, from every real item."""
+        return mask[:, :, None] & mask[:, None, :]
+
+    def encode(self, vectors: tf.Tensor, mask: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        """[B, H, D] the residual stream after the blocks, at every position (zeros at masked ones)."""
         valid = tf.cast(mask, vectors.dtype)[:, :, None]
-        x = self.input_dropout((vectors + self.age(tf.minimum(age, self.max_len - 1))) * valid, training=training)
-        pairs = mask[:, :, None] & mask[:, None, :]                          # query × key, both real items
+        position = tf.minimum(self.positions(mask), self.max_len - 1)
+        x = self.input_dropout((vectors + self.age(position)) * valid, training=training)
+        pairs = self.attends(mask)                                            # query × key
         for i, block in enumerate(self.blocks):
             h = block["norm_attention"](x)
             h = block["attention"](h, h, attention_mask=pairs, training=training)
             x = x + self.gates[i, 0] * block["dropout"](h, training=training) * valid
             h = block["ffn_out"](block["ffn_in"](block["norm_ffn"](x)))
             x = x + self.gates[i, 1] * block["dropout"](h, training=training) * valid
+        return x
+
+    def call(self, vectors: tf.Tensor, mask: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        x = self.encode(vectors, mask, training=training)
+        length = tf.shape(vectors)[1]
         last = tf.reduce_max(tf.where(mask, tf.range(length)[None, :], -1), axis=1)   # most recent real item
         out = tf.gather(x, tf.maximum(last, 0), batch_dims=1)
         return tf.where((last >= 0)[:, None], out, tf.zeros_like(out))

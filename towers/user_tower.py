@@ -4,7 +4,9 @@ Why it exists: it turns whatever a request knows about a user into a query vecto
 items go through the item tower itself (looked up in the catalogue table by id), so a user is described with
 the same text features as the items; the pooled history is also added to the output as a residual, which keeps
 a user with little else to go on next to what they viewed. Every part is optional per request: a new user with
-text only, a known id with no text, an unknown id with a history all get a vector.
+text only, a known id with no text, an unknown id with a history all get a vector. With the `causal` history
+encoder, training asks for the vector of every prefix of a sequence at once (``every_position``); a request gets
+the last one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tf_keras
 from towers.config import TowerConfig
 from towers.feature_table import FeatureTable
 from towers.history_attention import HistoryAttention
+from towers.history_causal import CausalHistory
 from towers.history_pooling import HistoryPooling
 from towers.id_embedding import IdEmbedding
 from towers.item_tower import ItemTower
@@ -43,10 +46,11 @@ class UserTower(tf_keras.Model):
         self.item_tower = item_tower if "history" in features else None
         self.catalog = catalog if "history" in features else None
         self.pooling = HistoryPooling(config.history_decay, name="history_pooling")
-        self.attention = (HistoryAttention(config.embedding_dim, config.history_layers, config.history_heads,
-                                           config.history_len, config.history_dropout, config.seed,
-                                           name="history_attention")
-                          if config.history_encoder == "attention" and self.item_tower is not None else None)
+        sequence = {"attention": HistoryAttention, "causal": CausalHistory}.get(config.history_encoder)
+        self.attention = (sequence(config.embedding_dim, config.history_layers, config.history_heads,
+                                   config.history_len, config.history_dropout, config.seed,
+                                   name=f"history_{config.history_encoder}")
+                          if sequence is not None and self.item_tower is not None else None)
         self.encoder = encoder if "text" in features else None
         self.text_dim = int(text_dim)
         self.text_projection = (tf_keras.layers.Dense(config.text_projection_dim, name="text_projection")
@@ -101,7 +105,17 @@ class UserTower(tf_keras.Model):
             vector = self.encoder(text) * tf.cast(has_text, tf.float32)
         return vector, tf.cast(has_text, tf.float32)
 
-    def call(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
+    @property
+    def causal(self) -> bool:
+        """The history encoder gives a summary per prefix (``every_position`` training)."""
+        return isinstance(self.attention, CausalHistory)
+
+    def call(self, features: Mapping[str, tf.Tensor], training: bool | None = None,
+             every_position: bool = False) -> tf.Tensor:
+        """[B, out]; with ``every_position`` (the `causal` history encoder) [B, H, out]: the vector of each prefix
+        of the history, what a request with that prefix as its history gets."""
+        if every_position and not self.causal:
+            raise ValueError("user tower: every_position needs model.history_encoder 'causal'")
         parts, residual, history_text, has_history = [], None, None, None
         user_id = features["user_id"]
         text = self.text_vector(features) if self.text_projection is not None else None
@@ -117,21 +131,38 @@ class UserTower(tf_keras.Model):
             if self.semantic is not None:    # [learned, text] per item (ItemTower): each part pooled on its own
                 dim = self.config.embedding_dim
                 vectors, history_text = vectors[..., :dim], vectors[..., dim:]
-            residual, count = self.pooling(vectors, mask)
+            pool = self.pooling.prefixes if every_position else self.pooling
+            residual, count = pool(vectors, mask)
             if history_text is not None:     # the same recency-weighted mean over the items' text vectors
-                history_text, _ = self.pooling(history_text, mask)
+                history_text, _ = pool(history_text, mask)
                 has_history = tf.cast(count > 0, tf.float32)
-            if self.attention is not None:
+            if self.causal:   # the blocks correct each prefix's recency-weighted mean: untrained, they answer it
+                change = self.attention(vectors, mask, training=training, change=True)
+                residual = residual + (change if every_position else change[:, -1])
+            elif self.attention is not None:
                 residual = self.attention(vectors, mask, training=training)
+            if every_position:   # one row per (user, prefix) from here on, user after user: [B * H, ...]
+                length = tf.shape(vectors)[1]
+                residual, count = _rows(residual), _rows(count)
+                history_text = None if history_text is None else _rows(history_text)
+                has_history = None if has_history is None else _rows(has_history)
             parts += [residual, count]
+        # per-user parts, repeated for every prefix of the history under every_position
+        steps = (lambda x: tf.repeat(x, length, axis=0)) if every_position else (lambda x: x)
         if text is not None:
             vector, has_text = text
-            parts += [self.text_projection(vector) * has_text, has_text]
+            parts += [steps(self.text_projection(vector) * has_text), steps(has_text)]
+            text = steps(vector), steps(has_text)
         if self.user_id is not None:
-            parts.append(self.user_id(tf.where(cold, "", user_id), training=training))
-        learned = self.head(tf.concat(parts, axis=-1), residual=residual)
-        if self.semantic is None:
-            return learned
-        has_text = text[1] if text is not None else tf.zeros_like(learned[:, :1])
-        semantic = self.semantic(text[0] if text is not None else None, has_text, history_text, has_history)
-        return tf.concat([learned, semantic], axis=-1)
+            parts.append(steps(self.user_id(tf.where(cold, "", user_id), training=training)))
+        out = self.head(tf.concat(parts, axis=-1), residual=residual)
+        if self.semantic is not None:
+            has_text = text[1] if text is not None else tf.zeros_like(out[:, :1])
+            semantic = self.semantic(text[0] if text is not None else None, has_text, history_text, has_history)
+            out = tf.concat([out, semantic], axis=-1)
+        return tf.reshape(out, [-1, length, out.shape[-1]]) if every_position else out
+
+
+def _rows(x: tf.Tensor) -> tf.Tensor:
+    """[B, H, F] → [B * H, F]."""
+    return tf.reshape(x, [-1, x.shape[-1]])

@@ -142,7 +142,8 @@ class TrainingConfig(Section):
 
     seed: int = Field(0, ge=0, description="seeds initialisation, data order, dropout and negatives")
     epochs: PositiveInt = Field(10, description="most epochs to train")
-    batch_size: PositiveInt = Field(1024, description="examples per step (per worker in a multi-worker job)")
+    batch_size: PositiveInt = Field(1024, description="examples per step (per worker in a multi-worker job); "
+                                  "sequence windows of model.history_len steps with history_encoder `causal`")
     learning_rate: Float = Field(0.003, gt=0.0, description="peak AdamW learning rate (after warm-up)")
     weight_decay: Float = Field(0.0001, ge=0.0, description="AdamW weight decay")
     warmup_steps: int = Field(50, ge=0, description="steps of linear warm-up before the cosine decay")
@@ -189,6 +190,13 @@ class RunConfig(Section):
     model: ModelConfig = Field(ModelConfig(), description="the model")
     training: TrainingConfig = Field(TrainingConfig(), description="training")
     evaluation: EvaluationConfig = Field(EvaluationConfig(), description="evaluation")
+
+    @model_validator(mode="after")
+    def _causal_in_memory(self) -> RunConfig:
+        if self.model.history_encoder == "causal" and self.data.format == "prepared":
+            raise ValueError("model.history_encoder 'causal' trains on whole sequences and cannot stream data.format "
+                             "'prepared' shards (one example per interaction); train from the source data")
+        return self
 
     @model_validator(mode="after")
     def _metric_in_ks(self) -> RunConfig:

@@ -20,7 +20,8 @@ log = logging.getLogger("twotower.examples")
 
 @dataclasses.dataclass
 class Examples:
-    """Rows of (user_id, history [H] most recent last, "" padded, target, weight), plus evaluation facts."""
+    """Rows of (user_id, history [H] most recent last, "" padded, target, weight), plus evaluation facts; or
+    windows of next-item steps (``training_sequences``: target and weight [H])."""
 
     user_id: np.ndarray
     history: np.ndarray
@@ -34,6 +35,10 @@ class Examples:
 
     def __len__(self) -> int:
         return len(self.target)
+
+    def steps(self) -> int:
+        """Next-item examples: the rows, or with ``training_sequences``' windows the steps that have a target."""
+        return int(np.count_nonzero(self.target != ""))
 
     def subset(self, mask: np.ndarray) -> Examples:
         index = np.flatnonzero(mask)
@@ -63,6 +68,29 @@ def training_examples(interactions: pd.DataFrame, labels: pd.Series, history_len
             weights.append(weight)
     return Examples(np.array(users, dtype=object), np.array(histories, dtype=object).reshape(-1, history_len),
                     np.array(targets, dtype=object), np.array(weights, np.float32))
+
+
+def training_sequences(interactions: pd.DataFrame, labels: pd.Series, history_len: int) -> Examples:
+    """Each user's training sequence cut into windows of ``history_len`` next-item steps, for the `causal` history
+    encoder: row r holds history [H] (the items before each step: "" where there is none yet, then the items in
+    order) and target [H] (the item of each step, "" after the sequence ends), weight [H] (0 there). Step t of a
+    window is the example (the window's items before t, its target) that ``training_examples`` makes, with the
+    history cut at the window's start, so the same targets are taught, all steps of a window in one pass."""
+    train = interactions[labels.to_numpy() == "train"]
+    users, histories, targets, weights = [], [], [], []
+    for user, group in train.groupby("user_id", sort=False):
+        items, item_weights = group["item_id"].tolist(), group["weight"].tolist()
+        before = [""] + items
+        for start in range(0, len(items), history_len):
+            stop = min(start + history_len, len(items))
+            pad = [""] * (history_len - (stop - start))
+            users.append(user)
+            histories.append(before[start:stop] + pad)
+            targets.append(items[start:stop] + pad)
+            weights.append(item_weights[start:stop] + [0.0] * len(pad))
+    shape = (-1, history_len)
+    return Examples(np.array(users, dtype=object), np.array(histories, dtype=object).reshape(shape),
+                    np.array(targets, dtype=object).reshape(shape), np.array(weights, np.float32).reshape(shape))
 
 
 class CaseRows(typing.NamedTuple):

@@ -26,7 +26,9 @@ from training.item_frequency import StreamingItemFrequency
 
 
 class TwoTowerModel(tfrs.models.Model):
-    """Batches {user_id [B], history [B, H], target [B], weight [B]} → retrieval loss."""
+    """Batches {user_id [B], history [B, H], target [B], weight [B]} → retrieval loss. With the `causal` history
+    encoder a batch holds windows (training.examples.training_sequences: target and weight [B, H]) and every step
+    with a target is one query of the loss, its history the window up to that step."""
 
     def __init__(self, user_tower: UserTower, item_tower: ItemTower, catalog: FeatureTable,
                  user_table: FeatureTable, item_probability: np.ndarray, temperature: float,
@@ -84,8 +86,14 @@ class TwoTowerModel(tfrs.models.Model):
         return self.user_embeddings({"user_id": user_id, "history": history})
 
     def compute_loss(self, batch: dict, training: bool = False) -> tf.Tensor:
-        queries = self.user_embeddings(batch, training=training)
-        targets = batch["target"]
+        weight = batch.get("weight") if self.use_weights else None
+        if batch["target"].shape.rank == 2:   # windows of next-item steps (the causal history encoder)
+            queries = self.user_tower(self.user_features(batch), training=training, every_position=True)
+            step = tf.not_equal(batch["target"], "")       # [B, H] steps with a target; each one is an example
+            queries, targets = tf.boolean_mask(queries, step), tf.boolean_mask(batch["target"], step)
+            weight = None if weight is None else tf.boolean_mask(weight, step)
+        else:
+            queries, targets = self.user_embeddings(batch, training=training), batch["target"]
         # Under a multi-replica strategy: every replica's candidates, this replica's first (N·b negatives).
         candidates, rows = gather_local_first(self.item_embeddings(targets, training=training),
                                               self.catalog.lookup(targets))
@@ -105,7 +113,7 @@ class TwoTowerModel(tfrs.models.Model):
             uniform = tf.fill([self.uniform_negatives],
                               float(self.uniform_negatives) / float(self.negative_pool.shape[0]))
             expected = tf.concat([expected, uniform], axis=0)
-        return self.task(queries, candidates, sample_weight=batch.get("weight") if self.use_weights else None,
+        return self.task(queries, candidates, sample_weight=weight,
                          candidate_sampling_probability=expected if self.logq_correction else None,
                          candidate_ids=rows, compute_metrics=False, compute_batch_metrics=False)
 

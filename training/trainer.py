@@ -24,7 +24,7 @@ from training import evaluate as ev
 from training import search_queries
 from training.config import ConfigError, check, dump_config
 from training.distributed import Cluster, replica_rows
-from training.examples import Examples, evaluation_cases, training_examples
+from training.examples import Examples, evaluation_cases, training_examples, training_sequences
 from training.model import TwoTowerModel, build_model
 from training.prepare import Prepared, prepare
 from training.run import BEST, RunDir, RunDirError, epoch_checkpoint
@@ -262,16 +262,20 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
             source = source_run(config) if not state["epochs_done"] else None
         else:
             prepared, source = _prepare_fresh(config, run, progress)
-        examples = prepared.stream or training_examples(prepared.dataset.interactions, prepared.labels,
-                                                        config["model"]["history_len"])
-        count = examples.examples if prepared.stream else len(examples)
+        sequences = config["model"]["history_encoder"] == "causal"   # windows of next-item steps, every step taught
+        build = training_sequences if sequences else training_examples
+        examples = prepared.stream or build(prepared.dataset.interactions, prepared.labels,
+                                            config["model"]["history_len"])
+        count = examples.examples if prepared.stream else examples.steps()
         if count == 0:
             raise DataError("no training examples: every interaction fell outside the training split")
         valid = _cases(config, prepared, "valid")
-        log.info("%d training examples, %d validation users", count, len(valid))
+        log.info("%d training examples%s, %d validation users", count,
+                 f" in {len(examples)} sequence windows" if sequences else "", len(valid))
         with cluster.strategy.scope() if cluster is not None else contextlib.nullcontext():
             model = _build(config, prepared)
-            steps_per_epoch = _steps_per_epoch(prepared, count, train_cfg["batch_size"], workers)
+            rows = count if prepared.stream else len(examples)
+            steps_per_epoch = _steps_per_epoch(prepared, rows, train_cfg["batch_size"], workers)
             optimizer = _optimizer(config, steps_per_epoch * train_cfg["epochs"])
             model.compile(optimizer=optimizer, steps_per_execution=train_cfg["steps_per_execution"])
             _create_variables(model, optimizer)
