@@ -25,7 +25,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from export.native_logs import native_stderr_to_debug
+from twotower.native_logs import native_stderr_to_debug
 
 log = logging.getLogger("twotower.export")
 INDEX_TYPES = ("scann", "brute-force")

@@ -40,6 +40,7 @@ from ingest.privacy import key_from_config
 from training import artifacts as artifacts_io
 from training.prepare import check_same_user_hash
 from twotower import layout
+from twotower.native_logs import native_stderr_to_debug
 
 log = logging.getLogger("twotower.export")
 LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "scann", "tensorflow-text", "transformers")
@@ -160,7 +161,7 @@ def export_run(run_dir: str, base_path: str, index: str = "scann", k: int = 100,
     if k <= 0:
         raise ExportError(f"--k must be positive, got {k}")
     check_target_recall(target_recall)
-    with quiet_tensorflow():
+    with quiet_tensorflow(), native_stderr_to_debug():
         return _export(run_dir, base_path, index, k, target_recall)
 
 

@@ -219,7 +219,7 @@ def test_an_export_error_is_one_line(trained, tmp_path, monkeypatch, capsys):
 
 def test_export_prints_no_native_log_lines(exported, trained):
     """ScaNN's C++ partitioner lines and TensorFlow's start-up lines stay off the terminal (`-v` shows them)."""
-    from export.native_logs import NATIVE_LINE
+    from twotower.native_logs import NATIVE_LINE
 
     for stderr in (exported[3], trained[1].stderr):
         noise = [line for line in stderr.splitlines() if NATIVE_LINE.match(line) or "cuInit" in line

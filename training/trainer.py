@@ -31,6 +31,7 @@ from training.run import BEST, RunDir, RunDirError, epoch_checkpoint
 from training.shard_reader import ShardStream
 from training.warm_start import adopt_encoder, source_run, warm_start
 from twotower.layout import write_atomic
+from twotower.native_logs import native_stderr_to_debug
 
 log = logging.getLogger("twotower.train")
 KEEP_EPOCH_CHECKPOINTS = 2
@@ -294,12 +295,13 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
     epoch = state["epochs_done"]
     while not state["finished"] and epoch < train_cfg["epochs"]:
         started = time.time()
-        fit = model.fit(_dataset(examples, train_cfg["batch_size"], seed, epoch, cluster), epochs=epoch + 1,
-                        initial_epoch=epoch, steps_per_epoch=steps_per_epoch if cluster else None,
-                        verbose=1 if progress else 2, callbacks=[EpochLoss(), tensorboard])
+        with native_stderr_to_debug():   # the graph optimiser's C++ warnings as a function first runs
+            fit = model.fit(_dataset(examples, train_cfg["batch_size"], seed, epoch, cluster), epochs=epoch + 1,
+                            initial_epoch=epoch, steps_per_epoch=steps_per_epoch if cluster else None,
+                            verbose=1 if progress else 2, callbacks=[EpochLoss(), tensorboard])
+            seconds = time.time() - started
+            scores = evaluate_model(model, prepared, valid, config) if len(valid) else {metric: 0.0}
         epoch += 1
-        seconds = time.time() - started
-        scores = evaluate_model(model, prepared, valid, config) if len(valid) else {metric: 0.0}
         value = scores[metric]
         with writer.as_default():
             for key, number in scores.items():
@@ -353,7 +355,8 @@ def finish(config: dict, run: RunDir, prepared: Prepared, model: TwoTowerModel,
         if not len(cases):
             log.warning("split '%s' has no evaluation users", split)
             continue
-        block = evaluate_model(model, prepared, cases, config, progress, history_kept=True)
+        with native_stderr_to_debug():
+            block = evaluate_model(model, prepared, cases, config, progress, history_kept=True)
         block["baselines"] = {"popularity": evaluate_popularity(prepared, cases, config, history_kept=True)}
         block["best_epoch"] = state.get("best_epoch")
         searches = search_queries.evaluate_split(model, prepared, cases, config)

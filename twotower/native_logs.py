@@ -1,10 +1,13 @@
-"""ScaNN's C++ log lines, kept off the user's terminal unless they asked for debug output.
+"""TensorFlow's and ScaNN's C++ log lines, kept off the user's terminal unless they asked for debug output.
 
 Why it exists: building a ScaNN searcher makes its C++ code (absl logging) print a dozen ``I0000 ...
-partitioner_factory_base.cc`` lines per configuration tried, straight to file descriptor 2, where neither Python's
-logging nor TF_CPP_MIN_LOG_LEVEL reaches. ``native_stderr_to_debug`` points descriptor 2 at a temporary file for
-the duration of a block, then passes those native lines to the ``twotower`` debug log (``-v`` shows them) and
-writes anything else back to stderr unchanged, so no message of the project's own is lost.
+partitioner_factory_base.cc`` lines per configuration tried, and TensorFlow's graph optimiser warns ``W0000 ...
+op_level_cost_estimator.cc] Error in PredictCost() for the op: op: "Softmax"`` the first time a function with an
+attention layer runs, straight to file descriptor 2, where neither Python's logging nor TF_CPP_MIN_LOG_LEVEL
+reaches. A standard-library leaf, so that training and export can both use it. ``native_stderr_to_debug`` points
+descriptor 2 at a temporary file for the duration of a block, then passes those native lines to the ``twotower``
+debug log (``-v`` shows them) and writes anything else back to stderr unchanged, so no message of the project's own
+is lost.
 """
 
 from __future__ import annotations
