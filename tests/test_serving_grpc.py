@@ -241,6 +241,72 @@ def test_authenticator():
     assert Authenticator(None).check(None)
 
 
+class StubCore:
+    """A ModelServer stand-in for the transports' test: an answer, a TF Serving error, or an unexpected failure,
+    chosen by the model name; records the deadline each call saw."""
+
+    def __init__(self):
+        self.remaining: list[float | None] = []
+
+    def predict(self, name, version, label, signature, inputs, output_filter, deadline, protocol):
+        from serving.errors import not_found
+
+        self.remaining.append(None if deadline is None else deadline - time.monotonic())
+        if name == "missing":
+            raise not_found("Servable not found for request: Latest(missing)")
+        if name == "broken":
+            raise KeyError("boom")
+        return 7, {"scores": np.array([[0.5, 0.25]], np.float32), "item_ids": np.array([[b"a", b"b"]], object)}
+
+
+@pytest.mark.parametrize("asyncio", [True, False], ids=["asyncio", "threaded"])
+def test_grpc_transports_answer_alike(asyncio):
+    """Both gRPC transports (--grpc_asyncio true/false): answers, statuses and their messages, deadlines, the bearer
+    token (health checks open), concurrent calls, and a stop that drains."""
+    from serving.grpc_service import PredictionService
+    from serving.grpc_transport import AsyncioTransport, ThreadedTransport
+    from serving.security import Authenticator
+
+    core = StubCore()
+    transport = (AsyncioTransport if asyncio else ThreadedTransport)(Authenticator(TOKEN), [], 4, True)
+    transport.register(prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server, PredictionService(core))
+    port = transport.listen("127.0.0.1:0", None)
+    transport.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    token = [("authorization", f"Bearer {TOKEN}")]
+    try:
+        answer = stub.Predict(predict_request(["U1"], [[""]]), timeout=20, metadata=token)
+        assert answer.model_spec.version.value == 7 and answer.model_spec.signature_name == "serving_default"
+        assert list(answer.outputs["scores"].float_val) == [0.5, 0.25]
+        assert list(answer.outputs["item_ids"].string_val) == [b"a", b"b"]
+        assert 0 < core.remaining[-1] <= 20
+        stub.Predict(predict_request(["U1"], [[""]]), metadata=token)
+        assert core.remaining[-1] is None or core.remaining[-1] > 1e6   # no deadline (threaded: "infinite")
+        error = rpc_error(stub.Predict, predict_request(["U1"], [[""]], name="missing"), timeout=20, metadata=token)
+        assert (error.code(), error.details()) == (grpc.StatusCode.NOT_FOUND,
+                                                   "Servable not found for request: Latest(missing)")
+        error = rpc_error(stub.Predict, predict_request(["U1"], [[""]], name="broken"), timeout=20, metadata=token)
+        assert (error.code(), error.details()) == (grpc.StatusCode.INTERNAL, "internal error in Predict: KeyError")
+        error = rpc_error(stub.Predict, predict_request(["U1"], [[""]]), timeout=20)
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED and "bearer token" in error.details()
+        error = rpc_error(stub.Predict, predict_request(["U1"], [[""]]), timeout=20,
+                          metadata=[("authorization", "Bearer wrong")])
+        assert (error.code(), error.details()) == (grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token")
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest(service="tensorflow.serving.PredictionService"),
+                            timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+        calls = [stub.Predict.future(predict_request(["U1"], [[""]]), timeout=20, metadata=token) for _ in range(32)]
+        assert {call.result().model_spec.version.value for call in calls} == {7}
+    finally:
+        channel.close()
+        transport.stop(1)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as closed:   # stopped: nobody listens any more
+        error = rpc_error(prediction_service_pb2_grpc.PredictionServiceStub(closed).Predict,
+                          predict_request(["U1"], [[""]]), timeout=5)
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Real servers
 # --------------------------------------------------------------------------------------------------------------
