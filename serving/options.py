@@ -24,7 +24,6 @@ from serving.errors import invalid
 from serving.security import DEFAULT_TOKEN_ENV
 
 DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
-GRPC_ASYNCIO = False  # --grpc_asyncio's default: docs/benchmarks.md ("Serving") measures both gRPC servers
 # Flags accepted for compatibility that change nothing on this server, and why.
 NO_EFFECT = {
     "flush_filesystem_caches": "this server keeps no file system caches of its own",
@@ -148,10 +147,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve from this many processes sharing the gRPC and REST ports (SO_REUSEPORT, Linux), each with "
              "the models loaded: Python's work then uses every core, at the cost of one copy of the models per "
              "process (default 1; see docs/serving.md)")
-    flag("grpc_asyncio", GRPC_ASYNCIO,
-         "serve gRPC with grpcio's asyncio server (a call alone runs on the event loop, concurrent calls on "
-         f"--grpc_max_threads threads; default {str(GRPC_ASYNCIO).lower()}); false: grpcio's threaded server "
-         "(see docs/serving.md)")
     add("-v", "--verbose", action="store_true", help="debug logs")
     add("-q", "--quiet", action="store_true", help="warnings and errors only")
     return parser

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from grpc import aio
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 DEFAULT_TOKEN_ENV = "TWOTOWER_AUTH_TOKEN"   # the server's token variable (--auth_token_env), read by the client too
@@ -66,18 +65,6 @@ class Authenticator:
         return cls(value if value and value.strip() else None)
 
 
-def refused(authenticator: Authenticator, details: grpc.HandlerCallDetails) -> str | None:
-    """The UNAUTHENTICATED message for a gRPC call without the right bearer token; None lets it through (and
-    health checks always)."""
-    if details.method.startswith(HEALTH_PREFIX):
-        return None
-    metadata = dict(details.invocation_metadata or ())
-    if authenticator.check(metadata.get("authorization")):
-        return None
-    return ("missing or invalid bearer token: send metadata 'authorization: Bearer <token>'"
-            if metadata.get("authorization") is None else "invalid bearer token")
-
-
 class AuthInterceptor(grpc.ServerInterceptor):
     """Answers UNAUTHENTICATED to every gRPC call without the right bearer token (health checks excepted)."""
 
@@ -86,38 +73,28 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
         handler = continuation(handler_call_details)
-        message = None if handler is None else refused(self.authenticator, handler_call_details)
-        return handler if message is None else refusal(handler, message)
+        if handler is None or handler_call_details.method.startswith(HEALTH_PREFIX):
+            return handler
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        if self.authenticator.check(metadata.get("authorization")):
+            return handler
+        message = ("missing or invalid bearer token: send metadata 'authorization: Bearer <token>'"
+                   if metadata.get("authorization") is None else "invalid bearer token")
+        return refusal(handler, message)
 
 
-class AsyncAuthInterceptor(aio.ServerInterceptor):
-    """``AuthInterceptor`` for the asyncio gRPC server (``--grpc_asyncio``)."""
-
-    def __init__(self, authenticator: Authenticator):
-        self.authenticator = authenticator
-
-    async def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
-        handler = await continuation(handler_call_details)
-        message = None if handler is None else refused(self.authenticator, handler_call_details)
-        return handler if message is None else refusal(handler, message, asynchronous=True)
-
-
-def refusal(handler: grpc.RpcMethodHandler, message: str, asynchronous: bool = False) -> grpc.RpcMethodHandler:
-    """A handler of the same streaming kind as ``handler`` that aborts with UNAUTHENTICATED (a coroutine for the
-    asyncio server)."""
+def refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    """A handler of the same streaming kind as ``handler`` that aborts with UNAUTHENTICATED."""
 
     def abort(_request, context: grpc.ServicerContext):
         context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    async def abort_async(_request, context: aio.ServicerContext):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     kinds = {(False, False): grpc.unary_unary_rpc_method_handler,
              (False, True): grpc.unary_stream_rpc_method_handler,
              (True, False): grpc.stream_unary_rpc_method_handler,
              (True, True): grpc.stream_stream_rpc_method_handler}
     make = kinds[(handler.request_streaming, handler.response_streaming)]
-    return make(abort_async if asynchronous else abort, request_deserializer=handler.request_deserializer,
+    return make(abort, request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
 
 

@@ -14,18 +14,17 @@ import os
 import signal
 import sys
 import threading
+from concurrent import futures
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 # oneDNN's CPU kernels corrupt memory when several multi-row requests run at once (the rank-3/4 matmuls of the
 # towers and BERT; tensorflow/tensorflow#117700): the process dies with "corrupted size vs. prev_size". The Eigen
 # kernels are safe; this must be set before tensorflow is imported.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-from serving.options import ServerOptions, build_parser
+import grpc
 
-if TYPE_CHECKING:
-    from serving.grpc_transport import AsyncioTransport, ThreadedTransport
+from serving.options import ServerOptions, build_parser
 
 log = logging.getLogger("twotower.serving")
 GRACE_SECONDS = 10.0
@@ -93,7 +92,8 @@ class Server:
                                 check_method_names=options.enable_signature_method_name_check, loading=loading,
                                 allow_unavailable_labels=options.allow_version_labels_for_unavailable_models,
                                 load_threads=options.num_load_threads)
-        self.grpc: ThreadedTransport | AsyncioTransport | None = None
+        self.grpc_server: grpc.Server | None = None
+        self.health = None
         self.rest = None
         self.grpc_port = 0
         self.rest_port = 0
@@ -103,13 +103,18 @@ class Server:
     def start(self, announce: bool = True) -> None:
         """Binds the gRPC port (failing fast if it is taken), loads the models, then starts answering; prints the
         ready line unless ``announce`` is false (``announce()`` prints it later)."""
+        from grpc_health.v1 import health_pb2
+
         from serving.logs import log_event
 
         log_event("starting", models=[c.name for c in self.configs], batching=self.core.batching is not None,
                   tls=self.tls is not None, auth=self.authenticator.enabled)
         self.grpc_port = self._bind_grpc()
         self.core.start()
-        self.grpc.start()
+        self.grpc_server.start()
+        for service in ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"):
+            if self.health is not None:
+                self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self.rest_port = self._start_rest()
         if announce:
             self.announce()
@@ -129,31 +134,46 @@ class Server:
                   processes=self.options.num_serving_processes)
 
     def _bind_grpc(self) -> int:
-        """The gRPC transport (threaded, or asyncio with --grpc_asyncio) with the services, listening; not yet
-        answering (``start``)."""
+        from grpc_health.v1 import health, health_pb2_grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
         from serving.grpc_service import ModelService, PredictionService
-        from serving.grpc_transport import AsyncioTransport, ThreadedTransport
+        from serving.security import AuthInterceptor
 
+        interceptors = [AuthInterceptor(self.authenticator)] if self.authenticator.enabled else []
         given = dict(self.options.channel_args)   # --grpc_channel_arguments override the defaults below
         defaults = {"grpc.max_receive_message_length": self.options.max_request_bytes,
                     "grpc.max_send_message_length": -1,
                     "grpc.so_reuseport": int(self.options.num_serving_processes > 1)}
         channel_options = [*((k, v) for k, v in defaults.items() if k not in given), *given.items()]
-        kind = AsyncioTransport if self.options.grpc_asyncio else ThreadedTransport
-        self.grpc = kind(self.authenticator, channel_options, self.options.grpc_max_threads,
-                         self.options.enable_grpc_healthcheck_service)
-        self.grpc.register(prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server,
-                           PredictionService(self.core, self.options.enable_serialization_as_tensor_content))
-        self.grpc.register(model_service_pb2_grpc.add_ModelServiceServicer_to_server,
-                           ModelService(self.core, self.options.num_serving_processes))
-        port = self.grpc.listen(f"{self.options.host}:{self.options.port}", self.tls)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.options.grpc_max_threads,
+                                                        thread_name_prefix="grpc"),
+                             interceptors=interceptors, options=channel_options)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionService(self.core, self.options.enable_serialization_as_tensor_content), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelService(self.core, self.options.num_serving_processes), server)
+        if self.options.enable_grpc_healthcheck_service:
+            self.health = health.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        address = f"{self.options.host}:{self.options.port}"
+        port = self._listen(server, address)
         if self.options.grpc_socket_path:
             socket_path = Path(self.options.grpc_socket_path).absolute()
             if socket_path.is_socket():
                 socket_path.unlink()   # a stale socket of an earlier run, as grpc's own UNIX listener would
-            self.grpc.listen(f"unix:{socket_path}", self.tls)
+            self._listen(server, f"unix:{socket_path}")
+        self.grpc_server = server
+        return port
+
+    def _listen(self, server: grpc.Server, address: str) -> int:
+        try:
+            port = (server.add_secure_port(address, self.tls.grpc_credentials()) if self.tls
+                    else server.add_insecure_port(address))
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise OSError(f"cannot listen for gRPC on {address}: the address is in use or not available")
         return port
 
     def _poll_config(self) -> None:
@@ -202,10 +222,12 @@ class Server:
             return
         self.stopped.set()
         log_event("stopping", grace_seconds=grace)
+        if self.health is not None:
+            self.health.enter_graceful_shutdown()
         if self.rest is not None:
             self.rest.stop()
-        if self.grpc is not None:
-            self.grpc.stop(grace)   # refuses new calls at once, drains those in flight
+        if self.grpc_server is not None:
+            self.grpc_server.stop(grace).wait(grace + 1)   # refuses new calls at once, drains those in flight
         self.core.stop()
         log_event("stopped")
 
