@@ -2,7 +2,7 @@
 called in-process.
 
 Usage: python bench/serving_latency.py [--run-dir runs/demo] [--work /tmp/bench-serving] [--out docs/benchmarks.md]
-       [--repeat 2] [--processes 2] [--tuned-flags '...'] [--quick]
+       [--repeat 2] [--processes 2] [--tuned-flags '...'] [--quick] [--no-compiled]
 
 Exports the run twice into ``WORK/models/shop`` (version 1 = ScaNN, version 2 = brute force) unless those
 versions exist, and measures one-row ``serving_default`` requests of two kinds: ``id+history`` (a known user id, a
@@ -13,6 +13,10 @@ runs). Each cell runs for a fixed time after a warm-up, and reports p50/p99 late
 - gRPC (official ``PredictionServiceStub``, one channel per thread) and REST (``http.client``, one keep-alive
   connection per thread), from client **processes** started once for the whole run (concurrency 1: one process;
   concurrency 32: 4 processes x 8 threads), so that the client's GIL does not cap what is measured;
+- a second opinion from compiled load generators, where they are installed (Debian's ``nghttp2-client`` and
+  ``wrk``; ``--no-compiled`` leaves them out): ``h2load`` sends the same Predict framed as a gRPC message over
+  HTTP/2 (it cannot read gRPC's status trailer, so errors are counted from the server's metrics) and ``wrk`` the
+  same REST body, to the default server, right after the Python clients' cells;
 - servers: ``default`` (``twotower serve`` with no tuning flag) and ``tuned`` (the flags docs/serving.md
   recommends for a latency-sensitive CPU service: ``--num_serving_processes`` = cores), both with both versions
   loaded; server RSS is read from /proc (every process of the server), and once more with one version loaded.
@@ -32,9 +36,11 @@ import csv
 import datetime
 import http.client
 import json
+import math
 import multiprocessing
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,6 +63,7 @@ VERSIONS = {"scann": 1, "brute-force": 2}
 CLIENT_PROCESSES = 4                # at concurrency 32: 4 processes x 8 threads
 WARMUP_SECONDS = 1.5
 CELL_SECONDS = {1: 4.0, 32: 6.0}
+COMPILED = {"gRPC (h2load)": "h2load", "REST (wrk)": "wrk"}   # the compiled clients' rows and their tools
 USER_TEXT = "a warm waterproof jacket for hiking in the rain"
 
 
@@ -66,9 +73,9 @@ def request_inputs(user: str, history: list[str], kind: str) -> dict:
     return {"user_id": [user], "history": [history], "user_text": [USER_TEXT if kind == "user_text" else ""]}
 
 
-def grpc_call(target: str, version: int, inputs: dict):
-    import grpc
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+def predict_request(version: int, inputs: dict):
+    """The one-row PredictRequest of ``request_inputs``, as a client builds it."""
+    from tensorflow_serving.apis import predict_pb2
 
     from serving.client import string_tensor
 
@@ -80,6 +87,14 @@ def grpc_call(target: str, version: int, inputs: dict):
         shape = [1, len(value[0])] if isinstance(value[0], list) else [1]
         flat = value[0] if isinstance(value[0], list) else value
         request.inputs[name].CopyFrom(string_tensor(flat, shape))
+    return request
+
+
+def grpc_call(target: str, version: int, inputs: dict):
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    request = predict_request(version, inputs)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
 
     def call():
@@ -102,6 +117,56 @@ def rest_call(port: int, version: int, inputs: dict):
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
     return call
+
+
+def h2load_task(target: str, version: int, inputs: dict, c: int, seconds: float, folder: Path) -> dict:
+    """gRPC Predict from h2load (nghttp2's compiled HTTP/2 load generator): the serialized request framed as a
+    gRPC message, ``c`` connections with one call in flight each. h2load cannot read gRPC's status trailer, so
+    errors are counted from the server's metrics (``served_errors``)."""
+    message = predict_request(version, inputs).SerializeToString()
+    body, log = folder / "h2load-request.bin", folder / "h2load.log"
+    body.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
+    log.unlink(missing_ok=True)
+    began = time.time()
+    subprocess.run(["h2load", "-c", str(c), "-m", "1", "-t", str(min(c, CLIENT_PROCESSES)),
+                    "-D", f"{seconds * 1000:.0f}ms", "--warm-up-time", f"{WARMUP_SECONDS * 1000:.0f}ms",
+                    "-d", str(body), "--log-file", str(log),
+                    "-H", "content-type: application/grpc", "-H", "te: trailers",
+                    f"http://{target}/tensorflow.serving.PredictionService/Predict"],
+                   check=True, capture_output=True)
+    times, errors = [], []
+    for line in log.read_text().splitlines():
+        start_us, status, duration_us = (int(x) for x in line.split("\t"))
+        if start_us / 1e6 < began + WARMUP_SECONDS:
+            continue
+        if status != 200:
+            errors.append(f"HTTP {status}")
+        else:
+            times.append(duration_us / 1e6)
+    return {"times": times, "errors": errors}
+
+
+def wrk_task(port: int, version: int, inputs: dict, c: int, seconds: float, folder: Path) -> dict:
+    """REST predict from wrk (a compiled HTTP/1.1 load generator), ``c`` keep-alive connections: a warm-up run,
+    then the measured one; p50/p99 from wrk's own latency histogram."""
+    script = folder / "wrk-predict.lua"
+    body = json.dumps({"signature_name": "serving_default",
+                       "instances": [{name: value[0] for name, value in inputs.items()}]})
+    script.write_text(f"wrk.method = 'POST'\nwrk.body = {json.dumps(body)}\n"
+                      "wrk.headers['Content-Type'] = 'application/json'\n"
+                      "done = function(summary, latency, requests)\n"
+                      "  io.write(string.format('RESULT %d %d %d %d %d\\n', summary.requests, summary.errors.status"
+                      " + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,"
+                      " latency:percentile(50), latency:percentile(99), summary.duration))\nend\n")
+    url = f"http://127.0.0.1:{port}/v1/models/{MODEL}/versions/{version}:predict"
+    threads = str(min(c, CLIENT_PROCESSES))
+    for duration in (WARMUP_SECONDS, seconds):   # wrk takes whole seconds
+        out = subprocess.run(["wrk", "-t", threads, "-c", str(c), "-d", f"{math.ceil(duration)}s", "-s", str(script),
+                              url],
+                             check=True, capture_output=True, text=True).stdout
+    requests, errors, p50_us, p99_us, duration_us = (int(x) for x in out.split("RESULT")[1].split())
+    return {"n": requests, "errors": errors, "first_error": "", "p50": p50_us / 1e3, "p99": p99_us / 1e3,
+            "qps": requests / (duration_us / 1e6)}
 
 
 def run_threads(callers: list, start_at: float, stop_at: float) -> dict:
@@ -285,6 +350,29 @@ class Bench:
             errors += part["errors"]
         self.record(server_name, protocol, index, kind, c, summary(times, errors, CELL_SECONDS[c]))
 
+    def compiled(self, server_name: str, server, protocol: str, index: str, kind: str, c: int) -> None:
+        """The same cell from a compiled load generator: h2load (gRPC) or wrk (REST)."""
+        inputs = request_inputs(self.user, self.history, kind)
+        if protocol == "gRPC (h2load)":
+            before = served_errors(server)
+            calls = h2load_task(server.target, VERSIONS[index], inputs, c, CELL_SECONDS[c], self.base.parent)
+            failed = int(served_errors(server) - before)
+            result = summary(calls["times"], calls["errors"] + ["a gRPC error status (server metrics)"] * failed,
+                             CELL_SECONDS[c])
+        else:
+            result = wrk_task(server.rest_port, VERSIONS[index], inputs, c, CELL_SECONDS[c], self.base.parent)
+        self.record(server_name, protocol, index, kind, c, result)
+
+
+def served_errors(server) -> float:
+    """gRPC requests the server answered with another code than OK, from its Prometheus metrics (one process)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{server.rest_url}/monitoring/prometheus/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("twotower_requests_total{") and 'protocol="grpc"' in line and 'code="OK"' not in line)
+
 
 def median_rows(rows: list[dict]) -> list[dict]:
     """One row per cell: the median p50/p99/QPS over its repeats, with the spread of p50 and QPS."""
@@ -338,6 +426,7 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
                         help="--num_serving_processes of the tuned server (default: the cores)")
     parser.add_argument("--tuned-flags", default="", help="more flags for the tuned server, space-separated")
+    parser.add_argument("--no-compiled", action="store_true", help="leave out the h2load and wrk rows")
     parser.add_argument("--quick", action="store_true", help="ScaNN, id+history, once; printed, not written")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--plot", default=str(ROOT / "docs" / "serving_latency.png"))
@@ -377,6 +466,8 @@ def main() -> int:
     tuned = start_server(work, "tuned", all_versions, *tuned_flags)
     memory[f"tuned ({args.processes} processes), both versions"] = rss_mib(tuned.process.pid)
     servers = {"default": default, "tuned": tuned}
+    # the second opinion, where the compiled load generators are installed (Debian: nghttp2-client, wrk)
+    compiled = [protocol for protocol, tool in COMPILED.items() if shutil.which(tool) and not args.no_compiled]
     try:
         for _ in range(1 if args.quick else args.repeat):
             for index in (["scann"] if args.quick else VERSIONS):
@@ -386,6 +477,8 @@ def main() -> int:
                         for name, server in servers.items():
                             for protocol in ("gRPC", "REST"):
                                 bench.remote(name, server, protocol, index, kind, c)
+                        for protocol in compiled:
+                            bench.compiled("default", default, protocol, index, kind, c)
     finally:
         for name, server in servers.items():
             print(f"{name} server stopped with status {server.stop()}", flush=True)
@@ -436,6 +529,26 @@ def write_report(args, rows: list[dict], memory: dict, loads: list[float], elaps
                     f"{'✓' if r32['qps'] >= 0.8 * ref32['qps'] else '✗'} | {g32['p99'] / g32['p50']:.1f}x / "
                     f"{r32['p99'] / r32['p50']:.1f}x | {g32['errors'] + r32['errors'] + g1['errors'] + r1['errors']} |")
     memory_lines = [f"| {name} | {mib:,.0f} MiB |" for name, mib in memory.items()]
+    second = ""
+    if any(r["protocol"] in COMPILED for r in rows):
+        lines = ["| index | request | gRPC p50 c=1 | REST p50 c=1 | gRPC QPS c=32 | REST QPS c=32 | "
+                 "p99/p50 c=32 (gRPC / REST) | errors |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for index in VERSIONS:
+            for kind in ("id+history", "user_text"):
+                ref1, ref32 = find("-", "in-process", index, kind, 1), find("-", "in-process", index, kind, 32)
+                (g1, r1), (g32, r32) = [[find("default", protocol, index, kind, c) for protocol in COMPILED]
+                                        for c in (1, 32)]
+                lines.append(f"| {index} | {kind} | {g1['p50'] / ref1['p50']:.2f}x | {r1['p50'] / ref1['p50']:.2f}x | "
+                             f"{g32['qps'] / ref32['qps']:.2f}x | {r32['qps'] / ref32['qps']:.2f}x | "
+                             f"{g32['p99'] / g32['p50']:.1f}x / {r32['p99'] / r32['p50']:.1f}x | "
+                             f"{g1['errors'] + r1['errors'] + g32['errors'] + r32['errors']} |")
+        second = f"""
+The same targets from compiled load generators against the default server (the second opinion: no Python in the
+client): {', '.join(f'`{tool}`' for tool in COMPILED.values())}, {CLIENT_PROCESSES} threads at concurrency 32,
+measured right after the Python clients' cells:
+
+{chr(10).join(lines)}
+"""
     command = (f"python bench/serving_latency.py --run-dir {run_dir} --work {args.work} --repeat {args.repeat} "
                f"--processes {args.processes}" + (f" --tuned-flags '{args.tuned_flags}'" if args.tuned_flags else ""))
     machine = (f"{platform.machine()}, {cores} CPU cores, Python {platform.python_version()}, "
@@ -464,7 +577,7 @@ p99 ≤ 3x p50 and no errors.
 | errors |
 |---|---|---|---:|---:|---:|---:|---:|---:|
 {chr(10).join(goals)}
-
+{second}
 Server memory (resident set, all processes of the server):
 
 | server | RSS |

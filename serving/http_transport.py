@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -62,6 +63,14 @@ class HttpServer(ThreadingHTTPServer):
         if self.reuse_port:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+    def handle_error(self, request: socket.socket | ssl.SSLSocket, client_address: Any) -> None:
+        """A client that went away (reset or closed mid-request, as load generators do when they stop) is a debug
+        line; anything else is logged with its traceback, instead of socketserver's print to stderr."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            log.debug("connection from %s closed by the client mid-request", client_address)
+        else:
+            log.exception("REST connection from %s failed", client_address)
 
     def finish_request(self, request: socket.socket, client_address: Any) -> None:
         if self.ssl_context is not None:

@@ -156,6 +156,36 @@ def test_https_when_given_an_ssl_context(tmp_path):
         rest.stop()
 
 
+def test_a_client_that_resets_its_connection_leaves_no_traceback(capsys, caplog):
+    """Load generators (wrk) reset their keep-alive connections when they stop: one debug line, no stderr traceback."""
+    import socket
+    import struct
+    import time
+
+    from serving.metrics import Metrics
+    from serving.rest import RestServer
+
+    rest = RestServer(StatusOnlyCore(), Metrics(), None, "127.0.0.1", 0, None).start()
+    try:
+        with caplog.at_level("DEBUG", logger="twotower.serving.rest"):
+            client = socket.create_connection(("127.0.0.1", rest.port), timeout=10)
+            client.sendall(b"GET /v1/models/m HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert client.recv(65536).startswith(b"HTTP/1.1 200")
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()   # an RST while the server waits for the next request on this connection
+            deadline = time.monotonic() + 10
+            while "closed by the client" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert "closed by the client mid-request" in caplog.text
+        assert "Traceback" not in capsys.readouterr().err
+        answer = http.client.HTTPConnection("127.0.0.1", rest.port, timeout=10)   # and the server still answers
+        answer.request("GET", "/v1/models/m")
+        assert answer.getresponse().status == 200
+        answer.close()
+    finally:
+        rest.stop()
+
+
 # --------------------------------------------------------------------------------------------------------------
 # A real server
 # --------------------------------------------------------------------------------------------------------------
