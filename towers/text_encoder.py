@@ -165,7 +165,7 @@ def make_tiny_bert(directory: Path, corpus: Iterable[str], seed: int, hidden: in
                         num_attention_heads=heads, intermediate_size=hidden * 4,
                         max_position_embeddings=512, pad_token_id=0)
     tf_keras.utils.set_random_seed(seed)
-    model = TFBertModel(config)
+    model = TFBertModel(config, name="tf_bert_model")
     model(model.dummy_inputs)
     model.save_pretrained(str(directory))
     return BertSource(directory)
