@@ -84,6 +84,7 @@ def _session(sid: int) -> list[int]:
 
 
 def _client(address: str | None):
+    from ray.exceptions import RayError
     from ray.job_submission import JobSubmissionClient
 
     address = address or os.environ.get("RAY_ADDRESS")
@@ -91,8 +92,11 @@ def _client(address: str | None):
         raise JobError("--target ray needs the cluster's job server: --address http://HOST:8265 (or RAY_ADDRESS)")
     try:
         return JobSubmissionClient(address)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        raise JobError(f"cannot reach the Ray job server at {address}: {err}") from None
+    except (ConnectionError, RuntimeError, ValueError, RayError) as err:
+        # An address without a scheme is taken for the cluster's GCS, and an unreachable one ends in Ray's RpcError
+        # after a ~45 s timeout: say which address failed and the form the job server's address takes.
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise JobError(f"cannot reach the Ray job server at {address} (expected http://HOST:8265): {first}") from None
 
 
 def submit_ray(spec: JobSpec, address: str | None, wait: bool = True, poll_s: float = 2.0) -> int:

@@ -38,3 +38,21 @@ def test_ray_job_trains_with_two_workers_and_is_managed_by_id(ray_head, tmp_path
     assert "not running" in cli("submit", "--stop", job_id, "--address", ray_head).stdout
     missing = cli("submit", "--status", "no-such-job", "--address", ray_head, check=False)
     assert missing.returncode == 2 and "error: Ray job no-such-job" in missing.stderr
+
+
+def test_an_unreachable_cluster_is_one_line_naming_the_address(monkeypatch):
+    """Ray raises its own RpcError (not a ConnectionError) when an address without a scheme has no GCS behind it."""
+    import ray.job_submission
+    from ray.exceptions import RpcError
+
+    from jobs.ray_target import manage_ray
+    from jobs.spec import JobError
+
+    def unreachable(address):
+        raise RpcError("Timed out while waiting for GCS to become available.\nmore detail")
+
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", unreachable)
+    with pytest.raises(JobError) as raised:
+        manage_ray("status", "some-job", "127.0.0.1:1")
+    assert str(raised.value) == ("cannot reach the Ray job server at 127.0.0.1:1 (expected http://HOST:8265): "
+                                 "Timed out while waiting for GCS to become available.")

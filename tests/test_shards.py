@@ -123,3 +123,33 @@ def test_shards_hold_the_in_memory_examples_and_cases(world, world_shards, setti
     assert metrics["users"] == len(cases) and metrics["recall@50"] > 0.0
     result = cli("prepare", *SMOKE, "--set", f"data.path={world}", "--out", shards, "--shards", 3, check=False)
     assert result.returncode == 2 and "already exists" in result.stderr
+
+
+def test_prepare_keeps_a_concurrent_writers_work_and_refuses_a_directory_that_appeared(tmp_path, monkeypatch):
+    """Its temporary directory is its own: another prepare's work in progress beside --out (the old fixed
+    ``.OUT.tmp`` name) survives; an --out that another writer filled meanwhile is kept and this one writes nothing."""
+    from training import shard_writer
+    from training.config import ConfigError, load_config
+
+    world = tmp_path / "world"
+    cli("generate", "--out", world, "--users", 40, "--items", 30, "--seed", 1)
+    config = load_config(ROOT / "configs" / "smoke.yaml", [f"data.path={world}"])
+    other = tmp_path / ".shards.tmp"
+    (other / "buckets").mkdir(parents=True)
+    (other / "buckets" / "bucket-0.parquet").write_bytes(b"another prepare's bucket")
+    shard_writer.write_shards(config, tmp_path / "shards", shards=2, progress=False)
+    assert json.loads((tmp_path / "shards" / "manifest.json").read_text())["examples"] > 0
+    assert (other / "buckets" / "bucket-0.parquet").read_bytes() == b"another prepare's bucket"
+
+    convert = shard_writer._convert
+
+    def racing(*args, **kwargs):   # another writer fills --out while this one converts
+        summary = convert(*args, **kwargs)
+        (tmp_path / "raced" / "theirs").mkdir(parents=True)
+        return summary
+
+    monkeypatch.setattr(shard_writer, "_convert", racing)
+    with pytest.raises(ConfigError, match=r"raced was created by another writer while this prepare ran"):
+        shard_writer.write_shards(config, tmp_path / "raced", shards=2, progress=False)
+    assert [p.name for p in (tmp_path / "raced").iterdir()] == ["theirs"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".shards.tmp"]

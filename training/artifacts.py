@@ -14,7 +14,6 @@ import errno
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import pandas as pd
 from ingest.schema import Dataset
 from towers.item_tower import price_statistics
 from towers.text_fields import join_columns
-from twotower.layout import write_atomic
+from twotower.layout import temporary_sibling, write_atomic
 
 # RUN/artifacts/: the file names, once.
 CATALOG = "catalog.parquet"
@@ -103,7 +102,7 @@ def save(artifacts: Artifacts, directory: Path) -> None:
     """Writes to a temporary sibling with a unique name and renames it into place, so a killed run leaves the old
     artifacts or the new ones (never a part), and two writers never share a temporary directory (the last one's
     tables win, whole)."""
-    tmp = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.tmp")
+    tmp = temporary_sibling(directory)
     tmp.mkdir(parents=True)   # with the umask's mode, as the directory it replaces
     try:
         artifacts.catalog.to_parquet(tmp / CATALOG, index=False)
@@ -133,7 +132,7 @@ def _swap_in(new: Path, directory: Path) -> None:
         except OSError as err:
             if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
-        aside = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.old")
+        aside = temporary_sibling(directory, "old")
         with contextlib.suppress(FileNotFoundError):   # another writer moved it first
             os.replace(directory, aside)
             shutil.rmtree(aside, ignore_errors=True)

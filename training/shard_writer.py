@@ -16,6 +16,7 @@ the evaluation cases) is the ``prepared`` format, laid out by :mod:`ingest.forma
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -36,6 +37,7 @@ from ingest.schema import REQUIRED_COLUMNS, DataError, Dataset, DropReport
 from ingest.split import assign_split
 from training.config import ConfigError
 from training.examples import case_rows
+from twotower.layout import temporary_sibling
 
 log = logging.getLogger("twotower.shards")
 CHUNK_ROWS = 500_000       # interactions validated at a time
@@ -107,13 +109,18 @@ def write_shards(config: dict, out: str | os.PathLike, shards: int, progress: bo
     if "users" in files:
         users = normalize_users(read_table(files["users"], required=REQUIRED_COLUMNS["users"], kind="users"),
                                 str(files["users"]), report, on_bad_rows)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temporary_sibling(out)   # unique: a concurrent prepare into the same --out keeps its own
     (tmp / "buckets").mkdir(parents=True)
     try:
         summary = _convert(files["interactions"], items, users, split, config, tmp, shards, report, progress)
         shutil.rmtree(tmp / "buckets")
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except OSError as err:   # a non-empty directory of that name appeared meanwhile: keep it, write nothing
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            raise ConfigError(f"{out} was created by another writer while this prepare ran; nothing written") \
+                from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

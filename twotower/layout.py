@@ -79,12 +79,19 @@ def write_items(path: str | os.PathLike, rows: Iterable[tuple[str, str]]) -> Non
             handle.write(f"{item}\t{' '.join(str(title).split())}\n")
 
 
+def temporary_sibling(path: str | os.PathLike, suffix: str = "tmp") -> Path:
+    """A hidden name beside ``path``, unique to this writer (``.NAME.<uuid>.tmp``): a file or directory written
+    there and renamed onto ``path`` is never shared with, or removed by, a concurrent writer of the same path."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.{suffix}")
+
+
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
     """Writes ``data`` (text as UTF-8) to ``path`` so that readers see the old file or the new one, never a part:
     a temporary file with a unique name in the same directory, then ``os.replace``. The directory is created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")   # created new ("x"), with the umask's mode
+    tmp = temporary_sibling(path)   # created new ("x"), with the umask's mode
     try:
         with open(tmp, "xb") as out:
             out.write(data.encode("utf-8") if isinstance(data, str) else data)
