@@ -183,3 +183,29 @@ def test_m3e_small_covers_chinese_and_capitals(tmp_path, monkeypatch):
     assert resolve_encoder("m3e-small").directory == encoder.source.directory   # converted once, then reused
     vocab = encoder.source.vocab
     assert len(vocab) == 21128 and vocab.index("[UNK]") == 100
+
+
+def test_export_hub_keeps_a_concurrent_writers_work_and_refuses_an_out_that_appeared(tmp_path, monkeypatch):
+    """Its temporary directory is its own (another export's ``.OUT.tmp``, the old fixed name, survives), and an
+    --out that another writer filled meanwhile is kept while this export writes nothing. (The encoder is a stand-in
+    Keras model: what is tested is the directory handling.)"""
+    import tf_keras
+
+    from towers import hub_encoder
+    from towers.hub_encoder import HubFormatError
+
+    other = tmp_path / ".raced.tmp"
+    other.mkdir()
+    (other / "theirs.txt").write_text("another export's work")
+
+    def racing(bert):   # another writer fills --out while this one saves
+        (tmp_path / "raced" / "theirs").mkdir(parents=True)
+        ids = tf_keras.Input([None], dtype=tf.int32, name="input_word_ids")
+        return tf_keras.Model(ids, {"default": tf.cast(ids, tf.float32)})
+
+    monkeypatch.setattr(hub_encoder, "_encoder_model", racing)
+    with pytest.raises(HubFormatError, match="raced was created by another writer while this export ran"):
+        hub_encoder.export_hub(None, ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "tent"], True, tmp_path / "raced")
+    assert [p.name for p in (tmp_path / "raced").iterdir()] == ["theirs"]
+    assert (other / "theirs.txt").read_text() == "another export's work"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".raced.tmp"]

@@ -15,6 +15,7 @@ for the encoder, trainable in the fine-tune mode), and both run inside the expor
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import warnings
 from pathlib import Path
@@ -23,7 +24,7 @@ import tensorflow as tf
 import tf_keras
 
 from towers.config import ConfigError
-from twotower.layout import SAVED_MODEL
+from twotower.layout import SAVED_MODEL, temporary_sibling
 
 PREPROCESS, ENCODER = "preprocess", "encoder"
 VOCAB_ASSET = "vocab.txt"       # written by export_hub: lets the [UNK] report count unknown pieces
@@ -190,15 +191,20 @@ def export_hub(bert, vocab: list[str], lower_case: bool, out: Path) -> HubSource
 
     if out.exists():
         raise HubFormatError(f"--out {out} already exists: choose a new directory")
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temporary_sibling(out)   # this writer's own: a concurrent export-hub into the same --out keeps its own
     try:
         preprocessor = _Preprocessor(vocab, lower_case)
         tf.saved_model.save(preprocessor, str(tmp / PREPROCESS))
         shutil.rmtree(Path(preprocessor.vocab_file.asset_path.numpy().decode()).parent, ignore_errors=True)
         model = _encoder_model(bert)
         tf.saved_model.save(model, str(tmp / ENCODER))
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except OSError as err:   # a directory of that name appeared meanwhile: keep it, write nothing
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            raise HubFormatError(f"--out {out} was created by another writer while this export ran; nothing "
+                                 f"written") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
