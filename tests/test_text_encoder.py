@@ -61,6 +61,22 @@ def test_tiny_encoder_reloads_the_same_weights(tiny):
                                atol=1e-6)
 
 
+def test_tiny_encoders_of_one_corpus_and_seed_are_the_same_bytes(tmp_path):
+    """What keys the text cache: the same corpus and seed give the same files (copied from the first while it is
+    intact, built again, under the same Keras name, when it is not); another seed gives other weights."""
+    from towers.text_encoder import make_tiny_bert
+
+    first = make_tiny_bert(tmp_path / "a", CORPUS, seed=5, hidden=16, layers=1)
+    copied = make_tiny_bert(tmp_path / "b", CORPUS, seed=5, hidden=16, layers=1)
+    weights = (tmp_path / "a" / "tf_model.h5").read_bytes()
+    (tmp_path / "a" / "tf_model.h5").write_bytes(weights[:-64] + bytes(64))   # no longer what was built
+    rebuilt = make_tiny_bert(tmp_path / "c", CORPUS, seed=5, hidden=16, layers=1)
+    assert (tmp_path / "c" / "tf_model.h5").read_bytes() == (tmp_path / "b" / "tf_model.h5").read_bytes() == weights
+    assert copied.fingerprint() == rebuilt.fingerprint() != first.fingerprint()
+    other = make_tiny_bert(tmp_path / "d", CORPUS, seed=6, hidden=16, layers=1)
+    assert other.fingerprint() != rebuilt.fingerprint()
+
+
 def test_minilm_loads_offline_and_is_semantic():
     encoder = TextEncoder(resolve_encoder("minilm"), max_length=32)
     tent, hiking, kettle = encoder.encode(["a red camping tent", "lightweight tent for hiking",

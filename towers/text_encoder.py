@@ -153,21 +153,43 @@ def build_wordpiece_vocab(texts: Iterable[str], size: int = 4000, min_count: int
     return list(dict.fromkeys(vocab))
 
 
+# (vocabulary digest, seed, hidden, layers, heads) → a tiny BERT this process wrote, and its weight file's digest
+_TINY_WRITTEN: dict[tuple, tuple[Path, str]] = {}
+_TINY_FILES = ("config.json", "tf_model.h5")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def make_tiny_bert(directory: Path, corpus: Iterable[str], seed: int, hidden: int = 64,
                    layers: int = 2, heads: int = 2, vocab_size: int = 4000) -> BertSource:
-    """Writes a small random-init BERT (``tf_model.h5``) and its corpus vocabulary to ``directory``."""
+    """Writes a small random-init BERT (``tf_model.h5``) and its corpus vocabulary to ``directory``.
+
+    The same vocabulary, seed and sizes give the same bytes, so a second one in this process (the test suite makes
+    dozens) is copied from the first while that one's files are still there, unchanged."""
+    import shutil
+
     from transformers import BertConfig, TFBertModel
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab = build_wordpiece_vocab(corpus, size=vocab_size)
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    key = (hashlib.sha256("\n".join(vocab).encode("utf-8")).hexdigest(), seed, hidden, layers, heads)
+    earlier, digest = _TINY_WRITTEN.get(key, (None, ""))
+    if earlier is not None and earlier != directory and all((earlier / n).is_file() for n in _TINY_FILES) \
+            and _sha256(earlier / "tf_model.h5") == digest:
+        for name in _TINY_FILES:
+            shutil.copyfile(earlier / name, directory / name)
+        return BertSource(directory)
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=heads, intermediate_size=hidden * 4,
                         max_position_embeddings=512, pad_token_id=0)
     tf_keras.utils.set_random_seed(seed)
-    model = TFBertModel(config, name="tf_bert_model")
+    model = TFBertModel(config, name="tf_bert_model")   # a fixed name: Keras numbers repeats, into the file
     model(model.dummy_inputs)
     model.save_pretrained(str(directory))
+    _TINY_WRITTEN[key] = (directory, _sha256(directory / "tf_model.h5"))
     return BertSource(directory)
 
 
