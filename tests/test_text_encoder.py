@@ -216,8 +216,8 @@ def test_export_hub_keeps_a_concurrent_writers_work_and_refuses_an_out_that_appe
 
     def racing(bert):   # another writer fills --out while this one saves
         (tmp_path / "raced" / "theirs").mkdir(parents=True)
-        ids = tf_keras.Input([None], dtype=tf.int32, name="input_word_ids")
-        return tf_keras.Model(ids, {"default": tf.cast(ids, tf.float32)})
+        inputs = {name: tf_keras.Input([None], dtype=tf.int32, name=name) for name in hub_encoder.ENCODER_INPUTS}
+        return tf_keras.Model(inputs, {"default": tf.cast(inputs["input_word_ids"], tf.float32)})
 
     monkeypatch.setattr(hub_encoder, "_encoder_model", racing)
     with pytest.raises(HubFormatError, match="raced was created by another writer while this export ran"):
