@@ -70,11 +70,11 @@ demo-serve: venv
 
 # Two workers (pytest-xdist; the session's world, run and export are built once for both: tests/conftest.py); a
 # module whose tests share servers or trained models runs on one worker (its xdist_group). `-m "not slow"` for
-# the quick tier only.
+# the quick tier only. `--no-loadscope-reorder`: the queue is the order tests/conftest.py::scheduled gives.
 TEST_WORKERS ?= 2
 test: venv $(VENV)/.peers
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest tests -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
+	$(BIN)/python -m pytest tests -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=25
 
 # The benchmark-only peers (implicit, lightfm) that bench/quality.py and its smoke test compare us with: installed
 # into the venv for the tests, never listed in requirements.txt.

@@ -41,6 +41,36 @@ def pytest_collection_modifyitems(config, items):
                          for mark in item.iter_markers("xdist_group")})
         if groups and "@" not in item.nodeid:
             item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
+    items[:] = scheduled(items)
+
+
+# The work units pytest-xdist hands out first (the Makefile passes --no-loadscope-reorder, so the queue is this
+# collection's order): the group whose fixture builds the session's run, then the longest units (over a minute
+# each on 2 cores: docs/contributing.md). Without it the two largest groups both needed the session's run and one
+# worker waited for the other to build it (~1 minute), and a long unit could come last and run alone.
+FIRST = ("@token_server", "@whole_way-matrix-a", "@whole_way-matrix-b", "@whole_way-encoders", "@whole_way-shipped",
+         "@whole_way-e5", "test_ray_target.py::test_ray_job_trains", "test_jobs.py::test_killed_worker",
+         "test_shards.py::test_prepare_converts_ten_million", "test_index_add.py::test_index_add_while_serving",
+         "test_cross_replica.py::")
+
+
+def scheduled(items: list) -> list:
+    """FIRST's units in its order, then the other groups largest first (xdist's own reordering), then the rest
+    in collection order; a unit's tests stay together."""
+    def unit(item) -> str:
+        return item.nodeid.rpartition("@")[2] if "@" in item.nodeid else item.nodeid
+
+    sizes: dict[str, int] = {}
+    for item in items:
+        sizes[unit(item)] = sizes.get(unit(item), 0) + 1
+
+    def rank(position: int) -> tuple:
+        item = items[position]
+        first = next((n for n, marker in enumerate(FIRST) if marker in item.nodeid), len(FIRST))
+        return first, -sizes[unit(item)] if "@" in item.nodeid else 0, unit(item) if "@" in item.nodeid else "", \
+            position
+
+    return [items[position] for position in sorted(range(len(items)), key=rank)]
 
 
 @pytest.fixture(scope="session")
