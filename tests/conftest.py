@@ -6,6 +6,7 @@ End-to-end tests drive the real command line: in a subprocess where the process 
 in-process (``helpers.cli_in_process``) where a subprocess would prove nothing extra.
 """
 
+import collections
 import subprocess
 import sys
 
@@ -57,18 +58,13 @@ FIRST = ("@token_server", "@whole_way-matrix-a", "@whole_way-matrix-b", "@whole_
 def scheduled(items: list) -> list:
     """FIRST's units in its order, then the other groups largest first (xdist's own reordering), then the rest
     in collection order; a unit's tests stay together."""
-    def unit(item) -> str:
-        return item.nodeid.rpartition("@")[2] if "@" in item.nodeid else item.nodeid
-
-    sizes: dict[str, int] = {}
-    for item in items:
-        sizes[unit(item)] = sizes.get(unit(item), 0) + 1
+    groups = [item.nodeid.rpartition("@")[2] if "@" in item.nodeid else None for item in items]
+    sizes = collections.Counter(group for group in groups if group is not None)
 
     def rank(position: int) -> tuple:
-        item = items[position]
-        first = next((n for n, marker in enumerate(FIRST) if marker in item.nodeid), len(FIRST))
-        return first, -sizes[unit(item)] if "@" in item.nodeid else 0, unit(item) if "@" in item.nodeid else "", \
-            position
+        nodeid, group = items[position].nodeid, groups[position]
+        first = next((n for n, marker in enumerate(FIRST) if marker in nodeid), len(FIRST))
+        return (first, -sizes[group], group, position) if group else (first, 0, "", position)
 
     return [items[position] for position in sorted(range(len(items)), key=rank)]
 

@@ -15,7 +15,6 @@ for the encoder, trainable in the fine-tune mode), and both run inside the expor
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import warnings
 from pathlib import Path
@@ -24,7 +23,7 @@ import tensorflow as tf
 import tf_keras
 
 from towers.config import ConfigError
-from twotower.layout import SAVED_MODEL, temporary_sibling
+from twotower.layout import SAVED_MODEL, rename_new, temporary_sibling
 
 PREPROCESS, ENCODER = "preprocess", "encoder"
 ENCODER_INPUTS = ("input_word_ids", "input_mask", "input_type_ids")
@@ -220,10 +219,8 @@ def export_hub(bert, vocab: list[str], lower_case: bool, out: Path) -> HubSource
         shutil.rmtree(Path(preprocessor.vocab_file.asset_path.numpy().decode()).parent, ignore_errors=True)
         tf.saved_model.save(_reusable(_encoder_model(bert)), str(tmp / ENCODER))
         try:
-            tmp.rename(out)
-        except OSError as err:   # a directory of that name appeared meanwhile: keep it, write nothing
-            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise
+            rename_new(tmp, out)
+        except FileExistsError:   # another writer filled --out meanwhile: keep theirs, write nothing
             raise HubFormatError(f"--out {out} was created by another writer while this export ran; nothing "
                                  f"written") from None
     except BaseException:

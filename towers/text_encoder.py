@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -168,8 +169,6 @@ def make_tiny_bert(directory: Path, corpus: Iterable[str], seed: int, hidden: in
 
     The same vocabulary, seed and sizes give the same bytes, so a second one in this process (the test suite makes
     dozens) is copied from the first while that one's files are still there, unchanged."""
-    import shutil
-
     from transformers import BertConfig, TFBertModel
 
     directory.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ import pandas as pd
 from ingest.schema import Dataset
 from towers.item_tower import price_statistics
 from towers.text_fields import join_columns
-from twotower.layout import temporary_sibling, write_atomic
+from twotower.layout import rename_new, temporary_sibling, write_atomic
 
 # RUN/artifacts/: the file names, once.
 CATALOG = "catalog.parquet"
@@ -127,11 +126,10 @@ def _swap_in(new: Path, directory: Path) -> None:
     aside (to a unique hidden name, removed after); another writer may swap its own in meanwhile: try again."""
     while True:
         try:
-            os.replace(new, directory)
+            rename_new(new, directory)
             return
-        except OSError as err:
-            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise
+        except FileExistsError:
+            pass
         aside = temporary_sibling(directory, "old")
         with contextlib.suppress(FileNotFoundError):   # another writer moved it first
             os.replace(directory, aside)

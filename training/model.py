@@ -75,6 +75,12 @@ class TwoTowerModel(tfrs.models.Model):
     def item_embeddings(self, item_ids: tf.Tensor, training: bool = False) -> tf.Tensor:
         return self.item_tower(self.item_features(item_ids), training=training)
 
+    def create_weights(self) -> None:
+        """Creates every weight of both towers now (Keras builds a layer on its first call): one eager call of each
+        on a one-row request, which draws no random number and moves no counter."""
+        self.user_embeddings({"user_id": tf.constant([""]), "history": tf.constant([[""]])})
+        self.item_embeddings(tf.constant([""]))
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def embed_items(self, item_ids: tf.Tensor) -> tf.Tensor:
         """Inference-mode item vectors for catalogue ids, traced once per model."""

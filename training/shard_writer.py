@@ -16,7 +16,6 @@ the evaluation cases) is the ``prepared`` format, laid out by :mod:`ingest.forma
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import shutil
@@ -37,7 +36,7 @@ from ingest.schema import REQUIRED_COLUMNS, DataError, Dataset, DropReport
 from ingest.split import assign_split
 from training.config import ConfigError
 from training.examples import case_rows
-from twotower.layout import temporary_sibling
+from twotower.layout import rename_new, temporary_sibling
 
 log = logging.getLogger("twotower.shards")
 CHUNK_ROWS = 500_000       # interactions validated at a time
@@ -115,10 +114,8 @@ def write_shards(config: dict, out: str | os.PathLike, shards: int, progress: bo
         summary = _convert(files["interactions"], items, users, split, config, tmp, shards, report, progress)
         shutil.rmtree(tmp / "buckets")
         try:
-            os.replace(tmp, out)
-        except OSError as err:   # a non-empty directory of that name appeared meanwhile: keep it, write nothing
-            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise
+            rename_new(tmp, out)
+        except FileExistsError:   # another writer filled --out meanwhile: keep theirs, write nothing
             raise ConfigError(f"{out} was created by another writer while this prepare ran; nothing written") \
                 from None
     except BaseException:

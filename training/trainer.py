@@ -144,8 +144,7 @@ def _create_variables(model: TwoTowerModel, optimizer: tf_keras.optimizers.Optim
     One eager call of each tower on a one-row request builds the weights (no random draw, no counter moves); the
     optimizer's slots follow from them.
     """
-    model.user_embeddings({"user_id": tf.constant([""]), "history": tf.constant([[""]])})
-    model.item_embeddings(tf.constant([""]))
+    model.create_weights()
     optimizer.build(model.trainable_variables)
 
 

@@ -58,12 +58,6 @@ def adopt_encoder(config: dict, run: RunDir, source: RunDir) -> None:
         shutil.copytree(source.encoder, run.encoder)
 
 
-def _build(model: TwoTowerModel) -> None:
-    """Creates every weight (Keras builds layers on their first call)."""
-    model.user_embeddings({"user_id": tf.constant([""]), "history": tf.constant([[""]])})
-    model.item_embeddings(tf.constant([""]))
-
-
 def _plain_name(variable: tf.Variable) -> str:
     return re.sub(r"_\d+(?=/|:)", "", variable.name)
 
@@ -79,8 +73,8 @@ def warm_start(model: TwoTowerModel, artifacts: Artifacts, source: RunDir) -> di
         raise ConfigError(f"training.warm_start_from: {source.path} hashed user ids differently (data.hash_user_ids "
                           f"or its salt): its user embeddings would match nobody")
     old = build_model(source.read_config(), old_artifacts)
-    _build(old)
-    _build(model)
+    old.create_weights()
+    model.create_weights()
     tf.train.Checkpoint(model=old).read(str(source.best)).expect_partial()
 
     tables = [m for m in model.submodules if isinstance(m, IdEmbedding)]

@@ -13,6 +13,7 @@ atomically through a temporary file with a unique name in the same directory, so
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import uuid
 from collections.abc import Iterable
@@ -84,6 +85,18 @@ def temporary_sibling(path: str | os.PathLike, suffix: str = "tmp") -> Path:
     there and renamed onto ``path`` is never shared with, or removed by, a concurrent writer of the same path."""
     path = Path(path)
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}.{suffix}")
+
+
+def rename_new(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Renames the directory ``tmp`` (a ``temporary_sibling``) to ``path``, where nothing may be: FileExistsError
+    when another writer put a non-empty directory there meanwhile (an empty one is replaced, as rename does).
+    ``tmp`` stays for the caller to remove or retry with."""
+    try:
+        os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise FileExistsError(err.errno, "another writer made it meanwhile", str(path)) from None
+        raise
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
