@@ -8,7 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$(cd "${BIN:-.venv/bin}" && pwd)
-"$BIN/python" -c "import implicit" 2>/dev/null || "$BIN/pip" install --quiet implicit==0.7.3
+# uv where `make venv` installed it (it does), pip otherwise.
+if [ -x "$BIN/uv" ]; then INSTALL=("$BIN/uv" pip install --quiet --python "$BIN/python"); else INSTALL=("$BIN/pip" install --quiet); fi
+"$BIN/python" -c "import implicit" 2>/dev/null || "${INSTALL[@]}" implicit==0.7.3
 install_lightfm() {   # every step chained: `set -e` does not hold inside a function called before `||`
   local work url
   work=$(mktemp -d)
@@ -21,7 +23,7 @@ print(next(f['url'] for f in files if f['filename'] == 'lightfm-1.17.tar.gz'))")
     "$work/lightfm.tar.gz" &&
   tar -xzf "$work/lightfm.tar.gz" -C "$work" &&
   (cd "$work"/lightfm-1.17 && "$BIN/python" setup.py --quiet bdist_wheel > /dev/null) &&
-  "$BIN/pip" install --quiet "$work"/lightfm-1.17/dist/*.whl
+  "${INSTALL[@]}" "$work"/lightfm-1.17/dist/*.whl
 }
 # lightfm is the one peer that needs pypi.org itself (its sdist); where that cannot be reached, the benchmark
 # runs without it and says so, rather than failing the set-up.
