@@ -26,6 +26,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORT_K = 10   # the shared export's K (tests that read it import this)
+# The pause of a client thread between requests while a test streams traffic across a version swap: ~80 requests
+# a second per thread keep requests in flight through the swap without saturating the 2 cores the rest of the
+# suite shares (a saturating loop doubled the index-add test's time and slowed the other worker as much).
+PACE = 0.01
 SMOKE = ["--config", str(ROOT / "configs" / "smoke.yaml")]
 SHARED = ROOT.parent / "shared" / "datasets"   # the real datasets, where this machine has them
 SERVER_TOKEN = "test-bearer-token"   # the session's token server wants it (tests/conftest.py)

@@ -12,7 +12,7 @@ import json
 import threading
 
 import pytest
-from helpers import EXPORT_K, cli, serve_a_copy, until_version_serves
+from helpers import EXPORT_K, PACE, cli, serve_a_copy, until_version_serves
 from serving_process import ServerProcess
 
 from serving.client import ClientError, RecommenderClient
@@ -83,6 +83,7 @@ def test_index_add_while_serving_with_no_failed_request(brute_force_export, new_
                     with lock:
                         failures.append(err.message)
                 i += 1
+                stop.wait(PACE)
 
     threads = [threading.Thread(target=traffic, args=(w,)) for w in range(2)]
     try:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from helpers import EXPORT_K, FakeServable, serve_a_copy, until_version_serves, write_certificate
+from helpers import EXPORT_K, PACE, FakeServable, serve_a_copy, until_version_serves, write_certificate
 from serving_process import ServerProcess
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -546,6 +546,7 @@ def test_new_version_hot_swap_with_zero_failed_requests_then_corrupt_version(pla
             except grpc.RpcError as err:
                 with lock:
                     failures.append(f"{err.code()}: {err.details()}")
+            stop.wait(PACE)
 
     threads = [threading.Thread(target=traffic, args=(w,)) for w in range(3)]
     for thread in threads:
