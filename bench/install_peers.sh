@@ -22,7 +22,10 @@ print(next(f['url'] for f in files if f['filename'] == 'lightfm-1.17.tar.gz'))")
   "$BIN/python" -c "import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])" "$url" \
     "$work/lightfm.tar.gz" &&
   tar -xzf "$work/lightfm.tar.gz" -C "$work" &&
-  (cd "$work"/lightfm-1.17 && "$BIN/python" setup.py --quiet bdist_wheel > /dev/null) &&
+  # setuptools prints a page of deprecation notices for `setup.py bdist_wheel`: the build's output is shown only
+  # when it fails
+  { (cd "$work"/lightfm-1.17 && "$BIN/python" setup.py --quiet bdist_wheel > "$work/build.log" 2>&1) ||
+    { cat "$work/build.log" >&2; false; }; } &&
   "${INSTALL[@]}" "$work"/lightfm-1.17/dist/*.whl
 }
 # lightfm is the one peer that needs pypi.org itself (its sdist); where that cannot be reached, the benchmark
