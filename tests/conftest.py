@@ -47,14 +47,12 @@ def pytest_collection_modifyitems(config, items):
 
 # The work units pytest-xdist hands out first (the Makefile passes --no-loadscope-reorder, so the queue is this
 # collection's order): the group whose fixture builds the session's run, then the longest units (over a minute
-# each on 2 cores: docs/contributing.md), then the single tests of 20-30 s. Without it the two largest groups both
-# needed the session's run and one worker waited for the other to build it (~1 minute), and long units came last
-# and ran alone (test_train_e2e's, at the end of collection order, left one worker idle for the last ~35 s).
+# each on 2 cores: docs/contributing.md). Without it the two largest groups both needed the session's run and one
+# worker waited for the other to build it (~1 minute), and a long unit could come last and run alone.
 FIRST = ("@token_server", "@whole_way-matrix-a", "@whole_way-matrix-b", "@whole_way-encoders", "@whole_way-shipped",
          "@whole_way-e5", "test_ray_target.py::test_ray_job_trains", "test_jobs.py::test_killed_worker",
          "test_shards.py::test_prepare_converts_ten_million", "test_index_add.py::test_index_add_while_serving",
-         "test_cross_replica.py::", "test_train_e2e.py::", "test_jobs.py::test_a_failing_worker",
-         "test_shards.py::test_shards_hold")
+         "test_cross_replica.py::")
 
 
 def scheduled(items: list) -> list:
