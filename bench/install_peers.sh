@@ -8,9 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$(cd "${BIN:-.venv/bin}" && pwd)
-# uv where `make venv` installed it (it does), pip otherwise.
-if [ -x "$BIN/uv" ]; then INSTALL=("$BIN/uv" pip install --quiet --python "$BIN/python"); else INSTALL=("$BIN/pip" install --quiet); fi
-"$BIN/python" -c "import implicit" 2>/dev/null || "${INSTALL[@]}" implicit==0.7.3
+# uv where `make venv` installed it and it reaches the index, pip otherwise.
+install() {
+  { [ -x "$BIN/uv" ] && "$BIN/uv" pip install --quiet --python "$BIN/python" "$@"; } || "$BIN/pip" install --quiet "$@"
+}
+"$BIN/python" -c "import implicit" 2>/dev/null || install implicit==0.7.3
 install_lightfm() {   # every step chained: `set -e` does not hold inside a function called before `||`
   local work url
   work=$(mktemp -d)
@@ -26,7 +28,7 @@ print(next(f['url'] for f in files if f['filename'] == 'lightfm-1.17.tar.gz'))")
   # when it fails
   { (cd "$work"/lightfm-1.17 && "$BIN/python" setup.py --quiet bdist_wheel > "$work/build.log" 2>&1) ||
     { cat "$work/build.log" >&2; false; }; } &&
-  "${INSTALL[@]}" "$work"/lightfm-1.17/dist/*.whl
+  install "$work"/lightfm-1.17/dist/*.whl
 }
 # lightfm is the one peer that needs pypi.org itself (its sdist); where that cannot be reached, the benchmark
 # runs without it and says so, rather than failing the set-up.
