@@ -178,9 +178,9 @@ def test_index_add_retunes_scann_over_the_grown_catalogue(exported, in_memory, t
     shutil.copytree(scann, base / "1")
     row = in_memory.artifacts.catalog.iloc[7]
     items = tmp_path / "new.jsonl"
-    items.write_text(json.dumps({"item_id": "NEW-1", "title": row["title"] + " (2025 edition)",
-                                 "description": row["description"], "category": row["category"],
-                                 "brand": row["brand"], "price": float(row["price"])}) + "\n", encoding="utf-8")
+    new = {"item_id": "NEW-1", "title": row["title"] + " (2025 edition)", "description": row["description"],
+           "category": row["category"], "brand": row["brand"], "price": float(row["price"])}
+    items.write_text(json.dumps(new) + "\n", encoding="utf-8")
     version = add_items(str(base), str(items), progress=False)
     card = json.loads((version / "assets" / "model_card.json").read_text())
     assert version == base / "2" and card["items"] == 501 and card["index"]["type"] == "scann"
@@ -204,10 +204,7 @@ def test_index_add_retunes_scann_over_the_grown_catalogue(exported, in_memory, t
     should = [q for q, want in enumerate(best) if "NEW-1" in want]     # queries whose exact top-k holds it
     served = [q for q in should if b"NEW-1" in found[q].tolist()]
     assert should and len(served) >= 0.8 * len(should), (len(should), len(served))
-    new_vector = signatures["embed_items"](
-        item_id=tf.constant(["NEW-1"]), title=tf.constant([row["title"] + " (2025 edition)"]),
-        description=tf.constant([row["description"]]), category=tf.constant([row["category"]]),
-        brand=tf.constant([row["brand"]]), price=tf.constant([float(row["price"])]))["embedding"].numpy()[0]
+    new_vector = signatures["embed_items"](**{f: tf.constant([v]) for f, v in new.items()})["embedding"].numpy()[0]
     queries = signatures["embed_query"](**query)["embedding"].numpy()
     np.testing.assert_allclose(exact[:-1, -1], queries[:-1] @ new_vector, rtol=1e-4, atol=1e-4)
 
