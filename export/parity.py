@@ -101,8 +101,8 @@ def differences(expected: Evaluated, outputs: dict, k: int) -> list[str]:
                 found.append(f"{where}: returned {got[:live]}, expected {w[:live]}")
                 continue
             got_scores = expected.scores[case, [index[i] for i in got[:live]]]
-            ties = np.abs(np.diff(ws[:live])) < SCORE_TOLERANCE
-            near_tie = [(p > 0 and ties[p - 1]) or (p < live - 1 and ties[p]) for p in range(live)]
+            # another id may stand where the evaluated one ties it: within the top k, or the k-th with the next
+            near_tie = np.abs(got_scores - ws[:live]) < SCORE_TOLERANCE
             if not np.allclose(got_scores, ws[:live], atol=SCORE_TOLERANCE) or \
                     any(g != e and not t for g, e, t in zip(got, w, near_tie)):
                 found.append(f"{where}: returned {got[:live]}, expected {w[:live]}")

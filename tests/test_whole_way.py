@@ -182,7 +182,9 @@ class WholeWay:
         smoke, folder = ROOT / "configs" / "smoke.yaml", self.root / re.sub(r"[^\w-]", "_", name)
         world, cache = self.fixture("small_world"), self.fixture("text_cache")
         if name in MATRIX:
-            return train_and_export(smoke, MATRIX[name], world, cache, folder)
+            with pytest.MonkeyPatch.context() as patch:   # the small world's kinds have a few dozen valid cases
+                patch.setattr("training.calibrate.MIN_CASES", 10)
+                return train_and_export(smoke, MATRIX[name], world, cache, folder)
         if name == "scann":
             return train_and_export(smoke, MATRIX["history-only"], world, cache, folder, index="scann")
         if name.startswith("hub-"):
@@ -239,6 +241,21 @@ def grouped(case: str, *values) -> object:
 @pytest.mark.parametrize("case", [grouped(case, case) for case in sorted(MATRIX)])
 def test_every_tower_configuration_trains_exports_and_serves_as_evaluated(case, whole_way):
     check_whole_way(whole_way[case])
+
+
+@pytest.mark.parametrize("case", [grouped(case, case) for case in sorted(MATRIX) if case.startswith("semantic")])
+def test_semantic_weights_fitted_on_the_validation_split_are_the_served_ones(case, whole_way):
+    """`train` fits the channel's weights per request kind after training (training/calibrate.py) and writes them
+    into the best checkpoint: what evaluate scores, the card records and (served = evaluated) the export answers
+    with."""
+    run, version, _ = check_whole_way(whole_way[case])
+    fitted = json.loads((run / "state.json").read_text())["semantic_weights"]["kinds"]
+    assert any("recall@10" in kind for kind in fitted.values())    # at least one kind was fitted on its cases
+    card = json.loads((version / "assets" / "model_card.json").read_text())
+    weights = json.loads((run / "metrics.json").read_text())["semantic_channel"]["weights"]
+    assert card["semantic_channel"] == weights
+    for name, kind in fitted.items():
+        assert weights[f"weight_{name}"] == pytest.approx(max(kind["fitted"], 1e-4), rel=1e-4)
 
 
 @grouped("scann")

@@ -23,6 +23,7 @@ import tf_keras
 
 KINDS = ("text_only", "history_only", "both")
 INITIAL_WEIGHT = 0.2     # the weight a fixed fusion picked on Amazon Scientific's validation split
+SMALLEST_WEIGHT = 1e-4   # softplus never reaches 0: a weight set to 0 is stored as this
 
 
 def _inverse_softplus(value: float) -> float:
@@ -43,6 +44,11 @@ class SemanticQuery(tf_keras.layers.Layer):
 
     def kind_weights(self) -> tf.Tensor:
         return tf.math.softplus(self.kind_logits)
+
+    def set_kind_weights(self, weights) -> None:
+        """Sets the per-kind weights (in KINDS order; each at least SMALLEST_WEIGHT), e.g. to values fitted after
+        training (training/calibrate.py)."""
+        self.kind_logits.assign([_inverse_softplus(max(float(w), SMALLEST_WEIGHT)) for w in weights])
 
     def text_share(self) -> tf.Tensor:
         return tf.math.sigmoid(self.text_share_logit)

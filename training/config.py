@@ -39,7 +39,7 @@ METRIC = re.compile(r"(recall|ndcg)@([1-9][0-9]*)")
 
 # Keys added after runs were already trained: the value an old RUN/config.yaml without the key trained with, where
 # that differs from today's default (the feature did not exist, so it was off).
-ABSENT_IN_OLD_RUNS = {("model", "cold_user_dropout"): 0.0}
+ABSENT_IN_OLD_RUNS = {("model", "cold_user_dropout"): 0.0, ("training", "fit_semantic_weights"): False}
 
 
 Moment = int | float | str | datetime.datetime | datetime.date   # YAML reads 2024-03-01 as a date
@@ -157,6 +157,9 @@ class TrainingConfig(Section):
     uniform_negatives: int = Field(0, ge=0, description="extra negatives per batch drawn uniformly from the "
                                    "items training has seen")
     use_weights: bool = Field(True, description="use the interactions' weight column in the loss")
+    fit_semantic_weights: bool = Field(True, description="with model.semantic_channel: after training, set each "
+                                       "request kind's channel weight to the one that ranks its validation cases "
+                                       "best by early_stopping_metric, the towers frozen (training/calibrate.py)")
     early_stopping_metric: str = Field("recall@10", description="validation metric that picks the best epoch: "
                                        "`recall@K` or `ndcg@K` with K in evaluation.ks")
     early_stopping_patience: PositiveInt = Field(3, description="epochs without improvement before stopping")

@@ -41,29 +41,34 @@ def both_ranks(scorer: Scorer, cases: Examples, item_index: dict[str, int], batc
     kept = np.zeros(len(cases), np.int64) if keep else None
     tie_break, kept_tie_break = np.random.default_rng(0), np.random.default_rng(1)
     bar = tf_keras.utils.Progbar(len(cases), unit_name="user") if progress and len(cases) else None
-
-    def rank(scores: np.ndarray, target_scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        above = (scores > target_scores[:, None]).sum(axis=1)
-        ties = (scores == target_scores[:, None]).sum(axis=1) - 1   # other items with the target's score
-        return above + np.floor(rng.random(len(scores)) * (ties + 1)).astype(np.int64)
-
     for start in range(0, len(cases), batch_size):
-        part = _slice(cases, start, batch_size)
+        part = slice_cases(cases, start, batch_size)
         scores = np.array(scorer(part), np.float64, copy=True)
-        target_rows = np.array([item_index[t] for t in part.target])
-        target_scores = scores[np.arange(len(part)), target_rows]
+        target_scores = scores[np.arange(len(part)), [item_index[t] for t in part.target]]
         if kept is not None:
-            kept[start:start + len(part)] = rank(scores, target_scores, kept_tie_break)
-        for i, excluded in enumerate(part.exclude):
-            rows = [item_index[x] for x in excluded if x in item_index]
-            scores[i, rows] = -np.inf
-        out[start:start + len(part)] = rank(scores, target_scores, tie_break)
+            kept[start:start + len(part)] = rank_targets(scores, target_scores, kept_tie_break)
+        exclude(scores, part, item_index)
+        out[start:start + len(part)] = rank_targets(scores, target_scores, tie_break)
         if bar is not None:
             bar.add(len(part))
     return out, kept
 
 
-def _slice(cases: Examples, start: int, size: int) -> Examples:
+def rank_targets(scores: np.ndarray, target_scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """0-based rank of each row's target (scored ``target_scores``, taken before any exclusion) among the row's
+    scores: the items that score strictly above it, and a uniformly random share of those that tie."""
+    above = (scores > target_scores[:, None]).sum(axis=1)
+    ties = np.maximum((scores == target_scores[:, None]).sum(axis=1) - 1, 0)   # other items with its score
+    return above + np.floor(rng.random(len(scores)) * (ties + 1)).astype(np.int64)
+
+
+def exclude(scores: np.ndarray, part: Examples, item_index: dict[str, int]) -> None:
+    """Sets the scores of each case's excluded items (its history) to -inf, in place."""
+    for i, excluded in enumerate(part.exclude):
+        scores[i, [item_index[x] for x in excluded if x in item_index]] = -np.inf
+
+
+def slice_cases(cases: Examples, start: int, size: int) -> Examples:
     mask = np.zeros(len(cases), bool)
     mask[start:start + size] = True
     return cases.subset(mask)

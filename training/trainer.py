@@ -22,6 +22,7 @@ from towers.text_encoder import TextEncoder
 from training import artifacts as artifacts_io
 from training import evaluate as ev
 from training import search_queries
+from training.calibrate import calibrate
 from training.config import ConfigError, check, dump_config
 from training.distributed import Cluster, replica_rows
 from training.examples import Examples, evaluation_cases, training_examples, training_sequences
@@ -329,7 +330,20 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
     if not chief:
         cluster.close()
         return {}
+    if fits_semantic_weights(config, model, state) and len(valid):
+        checkpoint.read(str(run.best)).expect_partial()
+        with native_stderr_to_debug():
+            state["semantic_weights"] = calibrate(model, valid, prepared.artifacts.catalog["item_id"].tolist(),
+                                                  metric, config["evaluation"]["batch_size"])
+        checkpoint.write(str(run.best))
+        run.write_json(run.state, state)
     return finish(config, run, prepared, model, checkpoint, progress)
+
+
+def fits_semantic_weights(config: dict, model: TwoTowerModel, state: dict) -> bool:
+    """The run has a semantic channel whose weights are to be fitted on the validation split and are not yet."""
+    return (model.user_tower.semantic is not None and config["training"]["fit_semantic_weights"]
+            and "semantic_weights" not in state)
 
 
 def _prune(run: RunDir, epoch: int) -> None:
@@ -346,7 +360,10 @@ def finish(config: dict, run: RunDir, prepared: Prepared, model: TwoTowerModel,
     metrics = run.read_json(run.metrics, {})
     state = run.read_json(run.state, {})
     if model.user_tower.semantic is not None:
-        log.info("semantic channel, learned weights: %s", model.user_tower.semantic.describe())
+        weights = model.user_tower.semantic.describe()
+        log.info("semantic channel, weights: %s", weights)
+        metrics["semantic_channel"] = {"weights": weights, **({"fitted_on_valid": state["semantic_weights"]}
+                                                              if "semantic_weights" in state else {})}
     for split in splits:
         cases = _cases(config, prepared, split)
         if split == "test":   # what export embeds to tune and measure its index (it does not re-read the data)

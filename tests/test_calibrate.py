@@ -1,0 +1,83 @@
+"""Fitting the semantic channel's weights on the validation split (training/calibrate.py): the decomposed score it
+searches over is the model's own score, it picks the best weight of its grid per request kind, and a kind with too
+few cases keeps its trained weight."""
+
+import copy
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tiny_artifacts import ITEMS, artifacts
+
+from towers.semantic_channel import KINDS
+from training import calibrate as cal
+from training import evaluate as ev
+from training.config import DEFAULTS
+from training.examples import Examples
+from training.model import build_model
+
+
+def _model():
+    config = copy.deepcopy(DEFAULTS)
+    config["model"].update(embedding_dim=8, hidden_units=[16], id_dim=4, categorical_dim=2, text_projection_dim=4,
+                           semantic_channel=True)
+    tf.keras.utils.set_random_seed(1)
+    model = build_model(config, artifacts())
+    model.create_weights()
+    return model
+
+
+def _cases(users: list[str], seed: int = 0) -> Examples:
+    rng = np.random.default_rng(seed)
+    history = np.array([["", *rng.choice(ITEMS, 2, replace=False)] for _ in users], dtype=object)
+    target = np.array([rng.choice([i for i in ITEMS if i not in h]) for h in history], dtype=object)
+    return Examples(np.array(users, dtype=object), history, target, np.ones(len(users), np.float32),
+                    exclude=[h[h != ""] for h in history])
+
+
+def test_curve_ranks_by_the_learned_score_plus_the_weighted_text_score():
+    """Item 0 wins on the learned part, the target (item 1) on the words: recall@1 is 0 until the words' weight
+    lifts the target above it; a history item is never ranked, whatever its score."""
+    items_learned = np.array([[2.0], [1.0], [5.0]])
+    items_text = np.array([[0.0], [1.0], [9.0]])
+    cases = Examples(np.array(["u"], object), np.array([["i2"]], object), np.array(["i1"], object),
+                     np.ones(1, np.float32), exclude=[np.array(["i2"], object)])
+    index = {"i0": 0, "i1": 1, "i2": 2}
+    values = cal.curve(np.array([[1.0]]), np.array([[1.0]]), items_learned, items_text, cases, index,
+                       "recall@1", weights=(0.0, 0.5, 2.0))
+    assert values == [0.0, 0.0, 1.0]    # 1 + 2 > 2 + 0 only at weight 2; i2 (history) excluded throughout
+
+
+def test_calibrate_sets_each_kind_to_its_best_weight_and_that_is_the_models_own_ranking(monkeypatch):
+    monkeypatch.setattr(cal, "MIN_CASES", 20)
+    model = _model()
+    semantic = model.user_tower.semantic
+    trained = semantic.kind_weights().numpy().tolist()
+    # u1-u3 have no text: history-only requests (60 cases); u0 has text and history: 5 "both" cases, too few
+    cases = _cases(["u1", "u2", "u3"] * 20 + ["u0"] * 5)
+    report = cal.calibrate(model, cases, ITEMS, "recall@3")
+    kinds = report["kinds"]
+    assert kinds["history_only"]["cases"] == 60 and kinds["both"]["cases"] == 5 and kinds["text_only"]["cases"] == 0
+    curve = kinds["history_only"]["recall@3"]
+    fitted = kinds["history_only"]["fitted"]
+    assert curve[str(fitted)] == max(curve.values())
+    assert len(set(curve.values())) > 1         # the weight matters on these cases, so the choice is a real one
+    weights = semantic.kind_weights().numpy()
+    assert weights[KINDS.index("history_only")] == pytest.approx(max(fitted, 1e-4), rel=1e-4)
+    for kind in ("text_only", "both"):         # too few cases (or none): the trained weight stays
+        assert weights[KINDS.index(kind)] == pytest.approx(trained[KINDS.index(kind)], rel=1e-5)
+        assert kinds[kind]["fitted"] == pytest.approx(trained[KINDS.index(kind)], rel=1e-5)
+    # the decomposed score the grid was searched on is the model's own: its ranking gives the recorded value
+    history_only = cases.subset(np.array([u != "u0" for u in cases.user_id]))
+    index = {item: row for row, item in enumerate(ITEMS)}
+    ranks = ev.ranks(ev.model_scorer(model, ITEMS), history_only, index)
+    assert float((ranks < 3).mean()) == pytest.approx(curve[str(fitted)], abs=1 / 60 + 1e-9)
+
+
+def test_a_kind_below_the_minimum_is_reported_as_kept(monkeypatch):
+    monkeypatch.setattr(cal, "MIN_CASES", 1000)
+    model = _model()
+    before = model.user_tower.semantic.kind_weights().numpy()
+    report = cal.calibrate(model, _cases(["u1"] * 10), ITEMS, "ndcg@3")
+    assert "kept" in report["kinds"]["history_only"] and "ndcg@3" not in report["kinds"]["history_only"]
+    np.testing.assert_allclose(model.user_tower.semantic.kind_weights().numpy(), before, rtol=1e-6)

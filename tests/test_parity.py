@@ -1,0 +1,29 @@
+"""The served-equals-evaluated check (export/parity.py): ids that tie in the evaluated scores may swap, also across
+the k-th place; any other difference is reported."""
+
+import numpy as np
+
+from export.parity import Evaluated, differences
+
+
+def _outputs(expected: Evaluated, ids: list[str], scores: list[float]) -> dict:
+    row = np.array([ids], object)
+    return {"query/embedding": expected.user_vectors, "evaluated/item_ids": row, "served/item_ids": row,
+            "evaluated/scores": np.array([scores]), "served/scores": np.array([scores])}
+
+
+EXPECTED = Evaluated(user_id=["u"], history=[[]], exclude=[[]], item_ids=["a", "b", "c", "d"],
+                     user_vectors=np.zeros((1, 2), np.float32),
+                     scores=np.array([[0.9, 0.5, 0.5, 0.1]]))   # b and c tie; the top 2 is a, then b or c
+
+
+def test_a_tie_at_the_kth_place_may_go_either_way():
+    assert differences(EXPECTED, _outputs(EXPECTED, ["a", "b"], [0.9, 0.5]), k=2) == []
+    assert differences(EXPECTED, _outputs(EXPECTED, ["a", "c"], [0.9, 0.5]), k=2) == []
+
+
+def test_an_item_that_does_not_tie_is_reported():
+    found = differences(EXPECTED, _outputs(EXPECTED, ["a", "d"], [0.9, 0.1]), k=2)
+    assert len(found) == 2 and "returned ['a', 'd'], expected ['a', 'b']" in found[0]
+    found = differences(EXPECTED, _outputs(EXPECTED, ["b", "a"], [0.5, 0.9]), k=2)
+    assert len(found) == 2

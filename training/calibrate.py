@@ -1,0 +1,118 @@
+"""Fitting the semantic channel's per-kind weights on the validation split, with the towers frozen.
+
+Why it exists: the channel's weights (towers/semantic_channel.py) are learned with the towers by the in-batch
+softmax, which hardly moves them from where they start and, given a larger step, pushes them below what the
+ranking wants (docs/quality.md). The score is linear in each of them:
+
+    query · item = u · i + β_kind · cos(q_text, i_text)
+
+so once the towers are trained, each request kind's weight can be set to the value that ranks that kind's
+validation cases best. One pass of the towers gives both parts of every case's score; each candidate weight then
+costs a sum and a ranking. The towers are not touched, the exported model keeps one index and one dot product, and
+the trained and the fitted weights are both recorded (RUN/state.json, metrics.json, the model card).
+
+A kind with fewer than ``MIN_CASES`` validation cases keeps its trained weight: the ranking metric of a few dozen
+cases is mostly noise (a generated world's text-only newcomers: 84 cases, whose best weight on the validation split
+was the worst on the test split).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from towers.semantic_channel import KINDS
+from training import evaluate as ev
+from training.examples import Examples
+
+log = logging.getLogger("twotower.train")
+
+# The weights tried for each kind: 0 (the channel off for that kind) up to a score that the words dominate.
+GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+MIN_CASES = 200
+# Probing weights: with these, the norm of a query's semantic part names its kind (the part is a unit vector
+# times its kind's weight, or zeros for a request with neither text nor history).
+_PROBE = (1.0, 2.0, 4.0)
+
+
+def query_parts(model, cases: Examples, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The towers' query vectors of ``cases`` split into (learned part [N, D], unit semantic part [N, T], kind
+    [N]: an index into KINDS, or -1 where the request has no semantic part)."""
+    semantic = model.user_tower.semantic
+    dim = model.user_tower.config.embedding_dim
+    trained = semantic.kind_weights().numpy()
+    semantic.set_kind_weights(_PROBE)
+    try:
+        vectors = np.concatenate([model.embed_users(
+            tf.constant(cases.user_id[s:s + batch_size].astype(str).tolist(), tf.string),
+            tf.constant(cases.history[s:s + batch_size].astype(str).tolist(), tf.string)).numpy()
+            for s in range(0, len(cases), batch_size)]) if len(cases) else np.zeros((0, dim), np.float32)
+    finally:
+        semantic.set_kind_weights(trained)
+    learned, text = vectors[:, :dim], vectors[:, dim:]
+    norm = np.linalg.norm(text, axis=1)
+    kind = np.full(len(norm), -1, np.int64)
+    for index, probe in enumerate(_PROBE):
+        kind[np.isclose(norm, probe, rtol=1e-3)] = index
+    return learned, text / np.maximum(norm, 1e-12)[:, None], kind
+
+
+def curve(learned: np.ndarray, text: np.ndarray, items_learned: np.ndarray, items_text: np.ndarray,
+          cases: Examples, item_index: dict[str, int], metric: str, weights: Sequence[float] = GRID,
+          batch_size: int = 1024) -> list[float]:
+    """``metric`` (recall@K or ndcg@K, history excluded as everywhere) of ``cases`` ranked by
+    ``learned · items_learned + w · text · items_text``, for each w of ``weights``."""
+    name, k = metric.split("@")
+    k = int(k)
+    ranks = np.zeros((len(weights), len(cases)), np.int64)
+    for start in range(0, len(cases), batch_size):
+        part = ev.slice_cases(cases, start, batch_size)
+        stop = start + len(part)
+        collaborative = learned[start:stop].astype(np.float64) @ items_learned.T
+        words = text[start:stop].astype(np.float64) @ items_text.T
+        targets = np.array([item_index[t] for t in part.target])
+        for row, weight in enumerate(weights):
+            scores = collaborative + weight * words
+            target_scores = scores[np.arange(len(part)), targets]
+            ev.exclude(scores, part, item_index)
+            ranks[row, start:stop] = ev.rank_targets(scores, target_scores, np.random.default_rng(start))
+    hit = ranks < k
+    gain = hit / np.log2(ranks + 2.0) if name == "ndcg" else hit
+    return [float(x) for x in gain.mean(axis=1)] if len(cases) else [0.0] * len(weights)
+
+
+def calibrate(model, cases: Examples, catalog_ids: Sequence[str], metric: str, batch_size: int = 1024) -> dict:
+    """Sets each kind's weight to the one of GRID that ranks its validation ``cases`` best by ``metric`` (ties: the
+    weight nearest the trained one); kinds with fewer than MIN_CASES cases keep theirs. Returns what it did: the
+    trained and the fitted weights, each kind's case count and its metric at every weight tried."""
+    semantic = model.user_tower.semantic
+    trained = [float(w) for w in semantic.kind_weights().numpy()]
+    items = ev.item_vectors(model, catalog_ids, batch_size)
+    dim = model.user_tower.config.embedding_dim
+    items_learned, items_text = items[:, :dim].astype(np.float64), items[:, dim:].astype(np.float64)
+    item_index = {item: row for row, item in enumerate(catalog_ids)}
+    learned, text, kind = query_parts(model, cases, batch_size)
+    fitted, report = list(trained), {}
+    for index, name in enumerate(KINDS):
+        mask = kind == index
+        count = int(mask.sum())
+        entry: dict = {"cases": count, "trained": round(trained[index], 6)}
+        if count >= MIN_CASES:
+            values = curve(learned[mask], text[mask], items_learned, items_text, cases.subset(mask), item_index,
+                           metric, GRID, batch_size)
+            best = max(values)
+            fitted[index] = min((w for w, v in zip(GRID, values) if v == best),
+                                key=lambda w: abs(w - trained[index]))
+            entry[metric] = {str(w): round(v, 6) for w, v in zip(GRID, values)}
+        elif count:
+            entry["kept"] = f"fewer than {MIN_CASES} validation cases"
+        entry["fitted"] = round(fitted[index], 6)
+        report[name] = entry
+    semantic.set_kind_weights(fitted)
+    log.info("semantic channel, weights fitted on the validation split (%s): %s", metric,
+             ", ".join(f"{name} {report[name]['trained']:.3f} → {report[name]['fitted']:.3f} "
+                       f"({report[name]['cases']} cases)" for name in KINDS))
+    return {"metric": metric, "kinds": report}
