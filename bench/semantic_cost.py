@@ -14,9 +14,9 @@ measures what it costs, on the signature a server calls (``serving_default``, th
 in as TF Serving fills them), for both indexes and both request kinds of bench/serving_latency.py (``id+history``:
 no BERT run; ``user_text``: the text tower runs). Each run is exported once per index into
 ``WORK/<on|off>/shop`` (version 1 ScaNN, version 2 brute force) unless there already. The four exports are timed
-in interleaved rounds (one request at a time, back to back, after a warm-up), so that a machine whose speed drifts
-moves all of them alike; p50 and p99 over all rounds, and the on/off ratio of the p50s. Writes its section (``TITLE``)
-of ``--out`` (docs/benchmarks.md).
+in interleaved rounds (one request at a time, back to back, after a warm-up: the timing of bench/serving_latency.py's
+in-process reference), so that a machine whose speed drifts moves all of them alike; p50 and p99 over all rounds,
+and the on/off ratio of the p50s. Writes its section (``TITLE``) of ``--out`` (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -34,48 +34,26 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # bench.serving_latency also sets TensorFlow's environment as the server does (before TensorFlow is imported)
-from bench.serving_latency import MODEL, VERSIONS, export, request_inputs, user_and_history  # noqa: E402, I001
+from bench.serving_latency import (  # noqa: E402, I001
+    MODEL, VERSIONS, WARMUP_SECONDS, export, in_process_call, request_inputs, run_threads, summary, user_and_history)
 from bench.report import write_section  # noqa: E402
 
-import numpy as np  # noqa: E402
-
 KINDS = ("id+history", "user_text")
-WARMUP_CALLS = 20
 ROUND_SECONDS = {"id+history": 1.0, "user_text": 1.5}
 TITLE = "The semantic channel's serving cost (bench/semantic_cost.py)"
 
 
-def signature_calls(base: Path, user: str, history: list[str]) -> tuple[dict, list]:
-    """{(index, kind): a no-argument call of the export's serving_default on that request} for one model base, and
-    the loaded versions (kept alive while their functions are called)."""
-    import tensorflow as tf
-
-    from export.loaded import LoadedVersion
-
-    calls, versions = {}, []
-    for index, version in VERSIONS.items():
-        loaded = LoadedVersion(base / str(version))
-        versions.append(loaded)
-        function = loaded.loaded.signatures["serving_default"]
-        defaults = {key: tf.constant(value) for key, value in loaded.defaults("serving_default").items()}
-        for kind in KINDS:
-            inputs = {**defaults, **{k: tf.constant(v) for k, v in request_inputs(user, history, kind).items()}}
-            calls[(index, kind)] = lambda f=function, i=inputs: f(**i)["item_ids"].numpy()
-    return calls, versions
-
-
 def timed_rounds(calls: dict, rounds: int) -> dict:
-    """{key: latencies in ms} of every call of ``calls``, timed in ``rounds`` interleaved rounds."""
+    """{key: latencies in seconds} of every call of ``calls``, timed one at a time in ``rounds`` interleaved rounds
+    (each after its own warm-up), as bench/serving_latency.py times its in-process reference."""
     times: dict = {key: [] for key in calls}
     for done in range(rounds):
         for key, call in calls.items():
-            for _ in range(WARMUP_CALLS):
-                call()
-            stop = time.monotonic() + ROUND_SECONDS[key[-1]]
-            while time.monotonic() < stop:
-                started = time.perf_counter()
-                call()
-                times[key].append((time.perf_counter() - started) * 1000.0)
+            start_at = time.monotonic() + WARMUP_SECONDS
+            result = run_threads([call], start_at, start_at + ROUND_SECONDS[key[-1]])
+            if result["errors"]:
+                raise RuntimeError(f"{key}: {result['errors'][0]}")
+            times[key].extend(result["times"])
         print(f"round {done + 1}/{rounds} done", flush=True)
     return times
 
@@ -85,10 +63,10 @@ def report(times: dict, on: Path, off: Path, rounds: int, elapsed: float, loads:
             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for index in VERSIONS:
         for kind in KINDS:
-            off_ms, on_ms = np.array(times[("off", index, kind)]), np.array(times[("on", index, kind)])
-            rows.append(f"| {index} | {kind} | {np.median(off_ms):.2f} | {np.median(on_ms):.2f} | "
-                        f"{np.median(on_ms) / np.median(off_ms):.2f}x | {np.percentile(off_ms, 99):.2f} | "
-                        f"{np.percentile(on_ms, 99):.2f} | {min(len(off_ms), len(on_ms))} |")
+            without, with_ = (summary(times[(name, index, kind)], [], 1.0) for name in ("off", "on"))
+            rows.append(f"| {index} | {kind} | {without['p50']:.2f} | {with_['p50']:.2f} | "
+                        f"{with_['p50'] / without['p50']:.2f}x | {without['p99']:.2f} | {with_['p99']:.2f} | "
+                        f"{min(without['n'], with_['n'])} |")
     return (f"`python bench/semantic_cost.py --on {on} --off {off} --rounds {rounds}` on {os.cpu_count()} cores "
             f"({platform.machine()}), {datetime.date.today().isoformat()}: {elapsed / 60:.1f} minutes, 1-minute "
             f"load average {loads[0]:.1f} before and {loads[1]:.1f} after. The two runs differ only in "
@@ -107,16 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args(argv)
+    from export.loaded import LoadedVersion
+
     began, load_before = time.time(), os.getloadavg()[0]
     runs = {"on": Path(args.on), "off": Path(args.off)}
     user, history = user_and_history(runs["on"])
-    calls, versions = {}, []
+    calls, versions = {}, []   # the loaded versions are kept alive while their signature functions are called
     for name, run_dir in runs.items():
         base = Path(args.work) / name / MODEL
         export(run_dir, base, args.k)
-        named, loaded = signature_calls(base, user, history)
-        calls.update({(name, *key): call for key, call in named.items()})
-        versions.extend(loaded)
+        for index, version in VERSIONS.items():
+            loaded = LoadedVersion(base / str(version))
+            versions.append(loaded)
+            for kind in KINDS:
+                calls[(name, index, kind)] = in_process_call(loaded, request_inputs(user, history, kind))
     times = timed_rounds(calls, args.rounds)
     body = report(times, runs["on"], runs["off"], args.rounds, time.time() - began, (load_before, os.getloadavg()[0]))
     print(body, flush=True)

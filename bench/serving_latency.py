@@ -73,6 +73,21 @@ def request_inputs(user: str, history: list[str], kind: str) -> dict:
     return {"user_id": [user], "history": [history], "user_text": [USER_TEXT if kind == "user_text" else ""]}
 
 
+def in_process_call(loaded, inputs: dict):
+    """A no-argument call of ``loaded``'s (an export.loaded.LoadedVersion) ``serving_default`` on ``inputs``, the
+    in-process reference. The SignatureDef's defaults are filled in as TF Serving fills them: a signature function
+    loaded in-process has no optional arguments, so the reference call passes them."""
+    import tensorflow as tf
+
+    function = loaded.loaded.signatures["serving_default"]
+    arguments = {**{key: tf.constant(value) for key, value in loaded.defaults("serving_default").items()},
+                 **{key: tf.constant(value) for key, value in inputs.items()}}
+
+    def call() -> None:
+        function(**arguments)["item_ids"].numpy()
+    return call
+
+
 def predict_request(version: int, inputs: dict):
     """The one-row PredictRequest of ``request_inputs``, as a client builds it."""
     from tensorflow_serving.apis import predict_pb2
@@ -304,7 +319,7 @@ class Bench:
         self.pool = concurrent.futures.ProcessPoolExecutor(
             CLIENT_PROCESSES, mp_context=multiprocessing.get_context("spawn"), initializer=client_init)
         list(self.pool.map(time.sleep, [0.1] * CLIENT_PROCESSES))   # the client processes start (and import) now
-        self.signatures: dict[str, tuple] = {}
+        self.loaded: dict = {}   # index → export.loaded.LoadedVersion
 
     def record(self, server: str, protocol: str, index: str, kind: str, c: int, result: dict) -> None:
         row = {"server": server, "protocol": protocol, "index": index, "kind": kind, "c": c, **result}
@@ -315,21 +330,11 @@ class Bench:
               f"{row['first_error']}", flush=True)
 
     def in_process(self, index: str, kind: str, c: int) -> None:
-        import tensorflow as tf
-
         from export.loaded import LoadedVersion
 
-        if index not in self.signatures:   # the ScaNN and TF Text kernels registered, as the server registers them
-            loaded = LoadedVersion(self.base / str(VERSIONS[index]))
-            # the SignatureDef's defaults, as TF Serving fills them in: a signature function loaded in-process has
-            # no optional arguments, so the reference call passes them
-            defaults = {key: tf.constant(value) for key, value in loaded.defaults("serving_default").items()}
-            self.signatures[index] = (loaded, loaded.loaded.signatures["serving_default"], defaults)
-        _, function, defaults = self.signatures[index]
-        inputs = {**defaults, **{k: tf.constant(v) for k, v in request_inputs(self.user, self.history, kind).items()}}
-
-        def call():
-            function(**inputs)["item_ids"].numpy()
+        if index not in self.loaded:   # the ScaNN and TF Text kernels registered, as the server registers them
+            self.loaded[index] = LoadedVersion(self.base / str(VERSIONS[index]))
+        call = in_process_call(self.loaded[index], request_inputs(self.user, self.history, kind))
         now = time.monotonic()
         start_at, stop_at = now + WARMUP_SECONDS, now + WARMUP_SECONDS + CELL_SECONDS[c]
         result = run_threads([call] * c, start_at, stop_at)
