@@ -8,7 +8,7 @@ RUN := runs/demo
 MODEL := models/shop
 GRPC_PORT ?= 8500
 REST_PORT ?= 8501
-# The three demo queries: a known user with two of their items, a new user with only text, an unknown user.
+# The three demo queries: a known user with two of their items, a new user's search, an unknown user.
 DEMO_HISTORY = $(BIN)/python -c "import csv; rows = sorted((r['timestamp'], r['item_id']) for r in \
 	csv.DictReader(open('$(WORLD)/interactions.csv')) if r['user_id'] == 'U00001'); \
 	print(','.join(list(dict.fromkeys(item for _, item in rows))[-2:]))"
@@ -73,8 +73,8 @@ demo-serve: venv
 	history=$$($(DEMO_HISTORY)); \
 	echo; echo "== known user U00001, history $$history"; \
 	$(QUERY) --user-id U00001 --history "$$history"; \
-	echo; echo "== new user, text only: lightweight camping tent for two"; \
-	$(QUERY) --text "lightweight camping tent for two"; \
+	echo; echo "== new user, search box: lightweight camping tent for two"; \
+	$(QUERY) --search "lightweight camping tent for two"; \
 	echo; echo "== unknown user 'nobody' with an unknown item in the history"; \
 	$(QUERY) --user-id nobody --history NOT-AN-ITEM
 

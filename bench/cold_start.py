@@ -130,8 +130,9 @@ def generated(args, work: Path) -> dict:
 
 def search_queries(world: Path, items, cases, run, served) -> dict:
     """Every test user's search queries as text-only requests to the served model after ``index add`` (the whole
-    catalogue), scored against the generator's ground truth (training/search_queries.py); the run's raw text
-    similarity and popularity beside. And the demo's tent query: how many tents in its top 5 and top 10."""
+    catalogue), sent as ``search_query`` and as ``user_text``, scored against the generator's ground truth
+    (training/search_queries.py); the run's raw text similarity and popularity beside. And the demo's tent query
+    (as ``search_query``): how many tents in its top 5 and top 10."""
     import numpy as np
 
     from ingest.formats.generated import read_search_queries
@@ -146,16 +147,19 @@ def search_queries(world: Path, items, cases, run, served) -> dict:
     asked = sq.query_cases(truth, catalog_ids, np.unique(cases.user_id.astype(str)),
                            cases.user_id[cases.new_user].astype(str))
     blank = np.array([""] * len(asked), object)
-    answers = served(user_id=blank, history=blank[:, None], user_text=np.array(asked.text, object))["item_ids"]
+    said = np.array(asked.text, object)
+    answers = served(user_id=blank, history=blank[:, None], user_text=blank, search_query=said)["item_ids"]
+    as_user_text = served(user_id=blank, history=blank[:, None], user_text=said)["item_ids"]
     queries = sq.text_vectors(asked.text, config, prepared)
     texts = tables(items, None, config["data"]["item_text_columns"], [])[0]["text"].tolist()
     counts = dict(zip(prepared.artifacts.catalog["item_id"], prepared.artifacts.item_counts))
     popularity = np.array([counts.get(item, 0.0) for item in catalog_ids])
     tents = set(truth.loc[truth["noun"] == "tent", "relevant"].iloc[0]) if (truth["noun"] == "tent").any() else set()
-    top = served(user_id=np.array([""], object), history=np.array([[""]], object),
-                 user_text=np.array([TENT_QUERY], object))["item_ids"][0]
+    top = served(user_id=np.array([""], object), history=np.array([[""]], object), user_text=np.array([""], object),
+                 search_query=np.array([TENT_QUERY], object))["item_ids"][0]
     return {"users": int(len(np.unique(asked.user_id))),
             "two-tower (served)": sq.report_ids(answers, asked, catalog_ids),
+            "two-tower (served, as user_text)": sq.report_ids(as_user_text, asked, catalog_ids),
             "text similarity": sq.score(sq.cosine_scorer(queries, sq.text_vectors(texts, config, prepared)), asked),
             "popularity": sq.score(sq.popularity_scorer(popularity), asked),
             "tent query": {"tents": len(tents), "top 5": sum(i in tents for i in top[:5]),
@@ -208,13 +212,14 @@ def plot(result: dict, sci: dict | None, path: Path) -> None:
 def search_report(block: dict) -> list[str]:
     tent = block["tent query"]
     lines = ["### Search queries, text only, served", "",
-             f"Each test user's search queries ({block['users']} users) alone as `user_text` (no id, no history) "
-             "to version 2 (the whole catalogue), against the generator's ground truth (`search_queries.csv`: the "
+             f"Each test user's search queries ({block['users']} users) alone as `search_query` (no id, no "
+             "history; and as `user_text`, what a client that sends no `search_query` gets) to version 2 (the "
+             "whole catalogue), against the generator's ground truth (`search_queries.csv`: the "
              "items of the product type a query was generated from; training/search_queries.py). precision@10 "
              "is out of min(10, relevant items).", "",
              "| scorer | queries | precision@10 | recall@50 | new users P@10 | Chinese P@10 |",
              "|---|---:|---:|---:|---:|---:|"]
-    for name in ("two-tower (served)", "text similarity", "popularity"):
+    for name in ("two-tower (served)", "two-tower (served, as user_text)", "text similarity", "popularity"):
         m = block[name]
         lines.append(f"| {name} | {m['queries']} | {m['precision@10']:.4f} | {m['recall@50']:.4f} | "
                      f"{m.get('new_users', {}).get('precision@10', float('nan')):.4f} | "

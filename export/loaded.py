@@ -1,9 +1,10 @@
 """An exported version loaded in this process and asked as TF Serving asks it.
 
 Why it exists: a signature function loaded with ``tf.saved_model.load`` takes every input as required, while TF
-Serving fills an omitted optional input (``diversity``, ``exclude``, ``max_per_category``) from the SignatureDef's
-defaults. ``inspect``'s smoke query, the served-equals-evaluated check (``export/parity.py``) and the benchmarks
-that measure the served graph (bench/served.py) all call a version that way; this is the one place that does it.
+Serving fills an omitted optional input (``diversity``, ``exclude``, ``max_per_category``, ``search_query``) from
+the SignatureDef's defaults. ``inspect``'s smoke query, the served-equals-evaluated check (``export/parity.py``)
+and the benchmarks that measure the served graph (bench/served.py) all call a version that way; this is the one
+place that does it.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ tests check it in a fresh process for every tower configuration; bench/quality.p
 
 Two rankings are compared: ``recommend_including_history`` with evaluate's own exclusions (every earlier item
 of the user but the target) as ``exclude``, which is exactly the candidate set ``evaluate`` ranks, and plain
-``serving_default``, which excludes the request's history in the graph.
+``serving_default``, which excludes the request's history in the graph. Search requests (a few catalogue titles as
+``search_query``, nothing else) are compared as vectors: ``embed_query`` against the search path the search-query
+evaluation scores (training/search_queries.py).
 """
 
 from __future__ import annotations
@@ -38,11 +40,16 @@ class Evaluated:
     item_ids: list[str]
     user_vectors: np.ndarray   # [N, D]
     scores: np.ndarray         # [N, items]: the evaluated model's score of every catalogue item
+    search_text: list[str]     # search-box requests (nothing else given) ...
+    search_vectors: np.ndarray  # ... and their evaluated query vectors [S, D]
 
     def requests(self) -> dict:
         """The sample as served requests: {name: {"signature": ..., "inputs": {...}}}."""
         query = {"user_id": self.user_id, "history": self.history, "user_text": [""] * len(self.user_id)}
+        none = [""] * len(self.search_text)
+        search = {"user_id": none, "history": [[""]] * len(none), "user_text": none, "search_query": self.search_text}
         return {"query": {"signature": "embed_query", "inputs": query},
+                "search": {"signature": "embed_query", "inputs": search},
                 "evaluated": {"signature": "recommend_including_history",
                               "inputs": {**query, "exclude": padded(self.exclude)}},
                 "served": {"signature": "serving_default", "inputs": query}}
@@ -57,11 +64,13 @@ class Evaluated:
         return [[self.item_ids[j] for j in r] for r in order], np.take_along_axis(scores, order, axis=1)
 
 
-def evaluated(run_dir: str | Path, cases: int = 40, seed: int = 0) -> Evaluated:
-    """A seeded sample of the run's test cases, scored by the model ``evaluate`` rebuilds (training.trainer)."""
+def evaluated(run_dir: str | Path, cases: int = 40, seed: int = 0, searches: int = 8) -> Evaluated:
+    """A seeded sample of the run's test cases, scored by the model ``evaluate`` rebuilds (training.trainer), and
+    the titles of ``searches`` seeded catalogue items as search requests."""
     import tensorflow as tf
 
     from training import evaluate as ev
+    from training import search_queries as sq
     from training.run import RunDir
     from training.trainer import evaluated_model, evaluation_split
 
@@ -74,8 +83,14 @@ def evaluated(run_dir: str | Path, cases: int = 40, seed: int = 0) -> Evaluated:
     users, history = sample.user_id.astype(str).tolist(), sample.history.astype(str).tolist()
     vectors = model.embed_users(tf.constant(users), tf.constant(history)).numpy()
     scores = ev.model_scorer(model, item_ids)(sample)
+    catalog = prepared.artifacts.catalog
+    titles = catalog["title"].str.strip()
+    titles = titles[titles != ""]
+    texts = titles.iloc[np.random.default_rng(seed).permutation(len(titles))[:searches]].tolist()
+    features = sq.request_features(model, config, texts, sq.text_vectors(texts, config, prepared), search=True)
+    searched = sq.text_request_scorer(model, np.eye(vectors.shape[1]), features)(np.arange(len(texts)))
     return Evaluated(users, history, [list(map(str, e)) for e in sample.exclude], item_ids, vectors,
-                     np.asarray(scores, np.float64))
+                     np.asarray(scores, np.float64), texts, searched)
 
 
 def differences(expected: Evaluated, outputs: dict, k: int) -> list[str]:
@@ -90,6 +105,9 @@ def differences(expected: Evaluated, outputs: dict, k: int) -> list[str]:
     gap = float(np.abs(outputs["query/embedding"] - expected.user_vectors).max())
     if gap > SCORE_TOLERANCE:
         found.append(f"embed_query differs from the evaluated user vectors by up to {gap:.2e}")
+    gap = float(np.abs(outputs["search/embedding"] - expected.search_vectors).max())
+    if gap > SCORE_TOLERANCE:
+        found.append(f"embed_query with search_query differs from the evaluated search requests by up to {gap:.2e}")
     index = {item: row for row, item in enumerate(expected.item_ids)}
     for name, excluded in (("evaluated", expected.exclude), ("served", expected.history)):
         want, want_scores = expected.ranking(excluded, k)

@@ -11,17 +11,22 @@ Signatures (B = batch, H = history length, any; "" pads a history):
 - ``serving_default``: user_id [B], history [B, H], user_text [B], and the optional inputs below → item_ids
   [B, K], scores [B, K], because [B, K], because_score [B, K], because_words [B, K]; items already in the history
   are excluded. ``recommend_including_history`` is the same without that exclusion.
-- ``embed_query``: user_id, history, user_text → embedding [B, D].
+- ``embed_query``: user_id, history, user_text (, search_query) → embedding [B, D].
 - ``embed_items``: item_id, title, description, category, brand [B] strings, price [B] float (NaN or ≤ 0 =
   unknown) → embedding [B, D]; works for items never seen in training (their id maps to the OOV row, their text
   is encoded).
-- ``score``: user_id, history, user_text + candidates [B, C] → scores [B, C] (-inf for ids not in the catalogue),
+- ``score``: user_id, history, user_text (, search_query) + candidates [B, C] → scores [B, C] (-inf for ids not in
+  the catalogue),
   for re-ranking a given candidate list.
 
 Optional inputs (SignatureDef ``defaults``; TF Serving fills a missing one from there, and so does
 ``twotower serve``): ``diversity`` float [B] (0 = off), ``exclude`` string [B, E] (ids never returned),
-``max_per_category`` int32 [B] (0 = no cap). A default has one row and the graph broadcasts it to the batch,
-as it does any of these inputs sent with one row.
+``max_per_category`` int32 [B] (0 = no cap), and in every query signature ``search_query`` string [B] ("" = none):
+what the shopper typed into a search box, as opposed to ``user_text``, the user's own text. It goes to the
+semantic channel's search part (towers/semantic_channel.py), where the words weigh far more than a user's text
+does; a model without the channel reads it as request text, joined after ``user_text``. A default has one row and
+the graph broadcasts it to the batch, as it does any of these inputs sent with one row. A model exported before
+``search_query`` existed keeps its signatures without it (``index add`` saves a loaded one again).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from towers.user_tower import UserTower
 STRING = tf.string
 QUERY_SPECS = (tf.TensorSpec([None], STRING, name="user_id"), tf.TensorSpec([None, None], STRING, name="history"),
                tf.TensorSpec([None], STRING, name="user_text"))
+SEARCH_SPEC = tf.TensorSpec([None], STRING, name="search_query")
+CANDIDATES_SPEC = tf.TensorSpec([None, None], STRING, name="candidates")
 OPTIONAL_SPECS = (tf.TensorSpec([None], tf.float32, name="diversity"),
                   tf.TensorSpec([None, None], STRING, name="exclude"),
                   tf.TensorSpec([None], tf.int32, name="max_per_category"))
@@ -56,23 +63,61 @@ CAP_POOL = 10        # ... and max_per_category the top 10 × K (at least CAP_PO
 CAP_POOL_MIN = 500   # the top 3 × K
 
 
-def recommend_signature(recommend: Callable) -> tf.function:
-    """The serving signature over ``recommend(user_id, history, user_text, diversity, exclude, max_per_category)``:
-    the optional inputs get tensor defaults, which ``tf.saved_model.save`` records in ``SignatureDef.defaults``.
-    Export wraps the Recommender's functions with it, and ``index add`` wraps a loaded model's the same way."""
+def request_text(user_text: tf.Tensor, search_query: tf.Tensor) -> tf.Tensor:
+    """A request's words: ``user_text`` and ``search_query`` joined ([B] strings, either may be empty)."""
+    return tf.strings.strip(tf.strings.join([user_text, search_query], separator=" "))
 
-    # B008: tensor defaults are the point: tf.saved_model.save records them as the SignatureDef's defaults.
+
+# B008 below: tensor defaults are the point: tf.saved_model.save records them as the SignatureDef's defaults. With
+# ``search`` false (a loaded model exported before ``search_query``), the input is left out of the signature: the
+# wrapped function does not take it, and its Python default is never used.
+NO_SEARCH = tf.constant([""])
+
+
+def takes_search(function) -> bool:
+    """Whether a query function (the Recommender's, or a loaded export's) takes ``search_query``."""
+    return any(spec.name == SEARCH_SPEC.name for spec in function.input_signature)
+
+
+def _search(search: bool) -> tuple:
+    return (SEARCH_SPEC,) if search else ()
+
+
+def recommend_signature(recommend: Callable, search: bool = True) -> tf.function:
+    """The serving signature over ``recommend(user_id, history, user_text, diversity, exclude, max_per_category,
+    search_query)``: the optional inputs get tensor defaults, which ``tf.saved_model.save`` records in
+    ``SignatureDef.defaults``. Export wraps the Recommender's functions with it, and ``index add`` wraps a loaded
+    model's the same way."""
+
     def signature(user_id, history, user_text, diversity=tf.constant([0.0]),  # noqa: B008
-                  exclude=tf.constant([[]], STRING), max_per_category=tf.constant([0])):  # noqa: B008
+                  exclude=tf.constant([[]], STRING), max_per_category=tf.constant([0]),  # noqa: B008
+                  search_query=NO_SEARCH):
         checks = [  # refused (INVALID_ARGUMENT naming the input), never clamped
             tf.debugging.Assert(tf.reduce_all((diversity >= 0.0) & (diversity <= 1.0)),
                                 ["input tensor 'diversity' must be in [0, 1] (0 = off), got", diversity]),
             tf.debugging.Assert(tf.reduce_all(max_per_category >= 0),
                                 ["input tensor 'max_per_category' must be >= 0 (0 = no cap), got", max_per_category])]
         with tf.control_dependencies(checks):
-            return recommend(user_id, history, user_text, diversity, exclude, max_per_category)
+            return recommend(user_id, history, user_text, diversity, exclude, max_per_category,
+                             *((search_query,) if search else ()))
 
-    return tf.function(signature, input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS))
+    return tf.function(signature, input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS, *_search(search)))
+
+
+def embed_query_signature(embed_query: Callable, search: bool = True) -> tf.function:
+    """``embed_query(user_id, history, user_text, search_query)`` with ``search_query`` optional."""
+    def signature(user_id, history, user_text, search_query=NO_SEARCH):
+        return embed_query(user_id, history, user_text, *((search_query,) if search else ()))
+
+    return tf.function(signature, input_signature=(*QUERY_SPECS, *_search(search)))
+
+
+def score_signature(score: Callable, search: bool = True) -> tf.function:
+    """``score(user_id, history, user_text, candidates, search_query)`` with ``search_query`` optional."""
+    def signature(user_id, history, user_text, candidates, search_query=NO_SEARCH):
+        return score(user_id, history, user_text, candidates, *((search_query,) if search else ()))
+
+    return tf.function(signature, input_signature=(*QUERY_SPECS, CANDIDATES_SPEC, *_search(search)))
 
 
 class Recommender(tf.Module):
@@ -100,24 +145,30 @@ class Recommender(tf.Module):
     def _encode(self, text):
         return self.encoder(text)
 
-    @tf.function(input_signature=QUERY_SPECS)
-    def _query_and_history(self, user_id, history, user_text):
+    @tf.function(input_signature=(*QUERY_SPECS, SEARCH_SPEC))
+    def _query_and_history(self, user_id, history, user_text, search_query):
         """The query vectors [B, D] and the request's history as ``_history`` gives it."""
         recent = self._history(history)
-        return self._query(user_id, recent, user_text), recent
+        search_query = tf.broadcast_to(search_query, tf.shape(user_id))
+        return self._query(user_id, recent, user_text, search_query), recent
 
     def _user_ids(self, user_id: tf.Tensor) -> tf.Tensor:
         """Raw ids as clients send them → the ids the model was trained with (hashed: ``data.hash_user_ids``)."""
         return user_id if self.user_id_key is None else hash_ids(user_id, HashKey(self.user_id_key))
 
-    def _user_text_vectors(self, user_id: tf.Tensor, user_text: tf.Tensor) -> tf.Tensor:
-        text = tf.strings.strip(user_text)
+    def _text_vectors(self, text: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The encoder's vectors [B, T] of the rows with text (BERT runs for those only; zeros elsewhere), and
+        which rows have text [B]."""
+        text = tf.strings.strip(text)
         has_text = tf.strings.length(text) > 0
         rows = tf.where(has_text)[:, 0]
         dim = self.encoder.dim
         encoded = tf.cond(tf.size(rows) > 0, lambda: self._encode(tf.gather(text, rows)),
                           lambda: tf.zeros([0, dim], tf.float32))
-        from_request = tf.scatter_nd(rows[:, None], encoded, tf.stack([tf.size(text, tf.int64), dim]))
+        return tf.scatter_nd(rows[:, None], encoded, tf.stack([tf.size(text, tf.int64), dim])), has_text
+
+    def _user_text_vectors(self, user_id: tf.Tensor, user_text: tf.Tensor) -> tf.Tensor:
+        from_request, has_text = self._text_vectors(user_text)
         stored = self.user_table(user_id)["text_vec"]
         return tf.where(has_text[:, None], from_request, stored)
 
@@ -127,17 +178,24 @@ class Recommender(tf.Module):
         rows = self.catalog.rows(recent)
         return {"ids": recent, "vectors": self.catalog.vectors_of(rows), "known": rows >= 0}
 
-    def _query(self, user_id: tf.Tensor, history: dict, user_text: tf.Tensor) -> tf.Tensor:
+    def _query(self, user_id: tf.Tensor, history: dict, user_text: tf.Tensor, search_query: tf.Tensor) -> tf.Tensor:
         user_id = self._user_ids(user_id)
         features = {"user_id": user_id, "history": history["ids"], "history_vec": history["vectors"],
-                    "history_known": history["known"], "user_text_vec": self._user_text_vectors(user_id, user_text)}
+                    "history_known": history["known"]}
+        if self.user_tower.semantic is not None:
+            features["search_text_vec"] = self._text_vectors(search_query)[0]
+        else:   # no search part to give it to: the search query is request text like user_text
+            user_text = request_text(user_text, search_query)
+        features["user_text_vec"] = self._user_text_vectors(user_id, user_text)
         return self.user_tower(features, training=False)
 
     # Recommendations -----------------------------------------------------------------------------------------
-    @tf.function(input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS, tf.TensorSpec([], tf.bool, name="exclude_history")))
-    def _recommend(self, user_id, history, user_text, diversity, exclude, max_per_category, exclude_history):
+    @tf.function(input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS, SEARCH_SPEC,
+                                  tf.TensorSpec([], tf.bool, name="exclude_history")))
+    def _recommend(self, user_id, history, user_text, diversity, exclude, max_per_category, search_query,
+                   exclude_history):
         """Both recommend signatures (traced once): ``exclude_history`` adds the request's history to ``exclude``."""
-        queries, recent = self._query_and_history(user_id, history, user_text)
+        queries, recent = self._query_and_history(user_id, history, user_text, search_query)
         batch = tf.shape(user_id)[0]
         diversity = tf.broadcast_to(diversity, [batch])
         max_per_category = tf.broadcast_to(max_per_category, [batch])
@@ -172,23 +230,27 @@ class Recommender(tf.Module):
         because, because_score = strongest_history_item(item_ids, self.catalog.vectors_of(chosen), recent["ids"],
                                                         recent["vectors"], recent["known"])
         words = tf.where(valid, tf.gather(self.catalog.words, tf.maximum(chosen, 0)), "")
-        because_words = tf.cond(tf.reduce_any(tf.strings.length(tf.strings.strip(user_text)) > 0),
-                                lambda: matching_words(user_text, words), lambda: tf.zeros_like(words))
+        text = request_text(user_text, tf.broadcast_to(search_query, [batch]))
+        because_words = tf.cond(tf.reduce_any(tf.strings.length(text) > 0),
+                                lambda: matching_words(text, words), lambda: tf.zeros_like(words))
         outputs = (item_ids, top, because, because_score, because_words)
         return {name: tf.ensure_shape(value, [None, k]) for name, value in zip(RECOMMEND_OUTPUTS, outputs)}
 
-    @tf.function(input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS))
-    def recommend(self, user_id, history, user_text, diversity, exclude, max_per_category):
-        return self._recommend(user_id, history, user_text, diversity, exclude, max_per_category, tf.constant(True))
+    @tf.function(input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS, SEARCH_SPEC))
+    def recommend(self, user_id, history, user_text, diversity, exclude, max_per_category, search_query):
+        return self._recommend(user_id, history, user_text, diversity, exclude, max_per_category, search_query,
+                               tf.constant(True))
 
-    @tf.function(input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS))
-    def recommend_including_history(self, user_id, history, user_text, diversity, exclude, max_per_category):
-        return self._recommend(user_id, history, user_text, diversity, exclude, max_per_category, tf.constant(False))
+    @tf.function(input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS, SEARCH_SPEC))
+    def recommend_including_history(self, user_id, history, user_text, diversity, exclude, max_per_category,
+                                    search_query):
+        return self._recommend(user_id, history, user_text, diversity, exclude, max_per_category, search_query,
+                               tf.constant(False))
 
     # Vectors and scores --------------------------------------------------------------------------------------
-    @tf.function(input_signature=QUERY_SPECS)
-    def embed_query(self, user_id, history, user_text):
-        return {"embedding": self._query_and_history(user_id, history, user_text)[0]}  # [B, D]
+    @tf.function(input_signature=(*QUERY_SPECS, SEARCH_SPEC))
+    def embed_query(self, user_id, history, user_text, search_query):
+        return {"embedding": self._query_and_history(user_id, history, user_text, search_query)[0]}  # [B, D]
 
     @tf.function(input_signature=ITEM_SPECS)
     def embed_items(self, item_id, title, description, category, brand, price):
@@ -198,15 +260,17 @@ class Recommender(tf.Module):
                     "price": price}
         return {"embedding": self.item_tower(features, training=False)}
 
-    @tf.function(input_signature=(*QUERY_SPECS, tf.TensorSpec([None, None], STRING, name="candidates")))
-    def score(self, user_id, history, user_text, candidates):
-        queries = self._query_and_history(user_id, history, user_text)[0]
+    @tf.function(input_signature=(*QUERY_SPECS, CANDIDATES_SPEC, SEARCH_SPEC))
+    def score(self, user_id, history, user_text, candidates, search_query):
+        queries = self._query_and_history(user_id, history, user_text, search_query)[0]
         rows = self.catalog.rows(candidates)
         scores = tf.einsum("bd,bcd->bc", queries, self.catalog.vectors_of(rows))
         return {"scores": tf.where(rows >= 0, scores, float("-inf"))}
 
 def serving_signatures(module) -> dict:
     """The signature map of a Recommender, or of one loaded from a SavedModel (``index add`` saves it again)."""
-    return {"serving_default": recommend_signature(module.recommend),
-            "recommend_including_history": recommend_signature(module.recommend_including_history),
-            "embed_query": module.embed_query, "embed_items": module.embed_items, "score": module.score}
+    search = takes_search(module.recommend)
+    return {"serving_default": recommend_signature(module.recommend, search),
+            "recommend_including_history": recommend_signature(module.recommend_including_history, search),
+            "embed_query": embed_query_signature(module.embed_query, search),
+            "embed_items": module.embed_items, "score": score_signature(module.score, search)}

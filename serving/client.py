@@ -101,11 +101,12 @@ class RecommenderClient:
 
     def recommend(self, model: str, user_id: str = "", history: Sequence[str] = (), text: str = "", k: int = 10,
                   version: int | None = None, signature: str = DEFAULT_SIGNATURE, diversity: float | None = None,
-                  exclude: Sequence[str] = (), max_per_category: int | None = None) -> Ranking:
+                  exclude: Sequence[str] = (), max_per_category: int | None = None, search: str = "") -> Ranking:
         """Top ``k`` items for one user: any of an id, a history (oldest first) and free text may be empty.
 
-        ``diversity`` (0..1), ``exclude`` (item ids never to return) and ``max_per_category`` are sent only when
-        given, so a model exported before they existed is asked exactly as before.
+        ``diversity`` (0..1), ``exclude`` (item ids never to return), ``max_per_category`` and ``search`` (a search
+        box's query, the ``search_query`` input) are sent only when given, so a model exported before they existed
+        is asked exactly as before.
         """
         from tensorflow_serving.apis import predict_pb2
 
@@ -127,6 +128,8 @@ class RecommenderClient:
             request.inputs["exclude"].CopyFrom(string_tensor([str(i) for i in exclude], [1, len(exclude)]))
         if max_per_category is not None:
             request.inputs["max_per_category"].CopyFrom(number_tensor([max_per_category], "int32"))
+        if search:
+            request.inputs["search_query"].CopyFrom(string_tensor([str(search)], [1]))
         response = self._call(self._predict.Predict, request, model)
         missing = {"item_ids", "scores"} - set(response.outputs)
         if missing:

@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serving_default (history excluded) or recommend_including_history")
     parser.add_argument("--user-id", default="", help="the user's id (unknown ids are fine)")
     parser.add_argument("--history", default="", help="item ids the user interacted with, oldest first: I1,I2,...")
-    parser.add_argument("--text", default="", help="free text about the user or what they look for")
+    parser.add_argument("--text", default="", help="free text about the user: a profile, their interests")
+    parser.add_argument("--search", default="", help="a search box's query (\"lightweight tent\"): the model's "
+                        "search_query input, where the words weigh far more than --text")
     parser.add_argument("-k", "--k", type=int, default=10, help="how many items to print (default 10)")
     parser.add_argument("--diversity", type=float, help="0..1: trade relevance for variety (maximal marginal "
                         "relevance; default: the model's, 0 = off)")
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
             ranking = client.recommend(args.model, user_id=args.user_id, history=history, text=args.text,
                                        k=args.k, version=args.version, signature=args.signature,
                                        diversity=args.diversity, exclude=exclude,
-                                       max_per_category=args.max_per_category)
+                                       max_per_category=args.max_per_category, search=args.search)
     except ClientError as error:
         print(f"error: {error.message}", file=err)
         return EXIT_ERROR

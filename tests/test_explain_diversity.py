@@ -106,7 +106,7 @@ def _decode(array) -> list[list[str]]:
 
 
 def test_optional_inputs_are_signature_defaults(model):
-    assert sorted(model.defaults) == ["diversity", "exclude", "max_per_category"]
+    assert sorted(model.defaults) == ["diversity", "exclude", "max_per_category", "search_query"]
     assert model.defaults["diversity"].tolist() == [0.0] and model.defaults["exclude"].shape == (1, 0)
 
 

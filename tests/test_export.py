@@ -192,7 +192,7 @@ def test_index_add_retunes_scann_over_the_grown_catalogue(exported, in_memory, t
     # the test asks the index to agree with the exact ranking, not for a rank of its own.
     ids = in_memory.artifacts.catalog["item_id"].tolist() + ["NEW-1"]
     query = {"user_id": tf.constant([""] * len(ids)), "history": tf.constant([[i] for i in ids]),
-             "user_text": tf.constant([""] * len(ids))}
+             "user_text": tf.constant([""] * len(ids)), "search_query": tf.constant([""])}
     exact = signatures["score"](**query, candidates=tf.constant([ids] * len(ids)))["scores"].numpy()
     np.fill_diagonal(exact, -np.inf)                                      # serving_default excludes the history
     found = signatures["serving_default"](**query, diversity=tf.constant([0.0]), exclude=tf.constant([[""]]),

@@ -55,7 +55,8 @@ def _relisting_ranks(version, originals, catalogue) -> list[int]:
     for i, row in enumerate(originals):
         candidates = [item for item in catalogue if item != row["item_id"]] + [f"NEW-{i}"]
         scores = score(user_id=tf.constant([""]), history=tf.constant([[row["item_id"]]]),
-                       user_text=tf.constant([""]), candidates=tf.constant([candidates]))["scores"].numpy()[0]
+                       user_text=tf.constant([""]), candidates=tf.constant([candidates]),
+                       search_query=tf.constant([""]))["scores"].numpy()[0]
         ranks.append(int((scores > scores[-1]).sum()) + 1)
     return ranks
 

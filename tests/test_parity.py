@@ -8,13 +8,15 @@ from export.parity import Evaluated, differences
 
 def _outputs(expected: Evaluated, ids: list[str], scores: list[float]) -> dict:
     row = np.array([ids], object)
-    return {"query/embedding": expected.user_vectors, "evaluated/item_ids": row, "served/item_ids": row,
+    return {"query/embedding": expected.user_vectors, "search/embedding": expected.search_vectors,
+            "evaluated/item_ids": row, "served/item_ids": row,
             "evaluated/scores": np.array([scores]), "served/scores": np.array([scores])}
 
 
 EXPECTED = Evaluated(user_id=["u"], history=[[]], exclude=[[]], item_ids=["a", "b", "c", "d"],
                      user_vectors=np.zeros((1, 2), np.float32),
-                     scores=np.array([[0.9, 0.5, 0.5, 0.1]]))   # b and c tie; the top 2 is a, then b or c
+                     scores=np.array([[0.9, 0.5, 0.5, 0.1]]),   # b and c tie; the top 2 is a, then b or c
+                     search_text=["tent"], search_vectors=np.ones((1, 2), np.float32))
 
 
 def test_a_tie_at_the_kth_place_may_go_either_way():
@@ -27,3 +29,10 @@ def test_an_item_that_does_not_tie_is_reported():
     assert len(found) == 2 and "returned ['a', 'd'], expected ['a', 'b']" in found[0]
     found = differences(EXPECTED, _outputs(EXPECTED, ["b", "a"], [0.5, 0.9]), k=2)
     assert len(found) == 2
+
+
+def test_a_search_request_whose_vector_differs_is_reported():
+    outputs = _outputs(EXPECTED, ["a", "b"], [0.9, 0.5])
+    outputs["search/embedding"] = EXPECTED.search_vectors + 1e-3
+    assert differences(EXPECTED, outputs, k=2) == [
+        "embed_query with search_query differs from the evaluated search requests by up to 1.00e-03"]

@@ -80,7 +80,7 @@ def test_the_exported_model_hashes_the_raw_ids_clients_send(hashed_export):
     embed = tf.saved_model.load(str(version)).signatures["embed_query"]
     users = raw[:20]
     served = embed(user_id=tf.constant(users), history=tf.constant([[""]] * 20),
-                   user_text=tf.constant([""] * 20))["embedding"].numpy()
+                   user_text=tf.constant([""] * 20), search_query=tf.constant([""]))["embedding"].numpy()
     model = load_trained(str(run)).model
     hashed = hash_column(users, HashKey.from_salt(SALT)).tolist()
     expected = model.embed_users(tf.constant(hashed), tf.constant([[""]] * 20)).numpy()

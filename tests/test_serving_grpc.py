@@ -385,8 +385,9 @@ def test_predict_metadata_status_and_health(plain, items):
     assert answer.metadata["signature_def"].Unpack(signature_map) and answer.model_spec.version.value == 1
     default = signature_map.signature_def["serving_default"]
     assert default.method_name == "tensorflow/serving/predict"
-    assert sorted(default.inputs) == ["diversity", "exclude", "history", "max_per_category", "user_id", "user_text"]
-    assert sorted(default.defaults) == ["diversity", "exclude", "max_per_category"]    # the optional inputs
+    assert sorted(default.inputs) == ["diversity", "exclude", "history", "max_per_category", "search_query",
+                                      "user_id", "user_text"]
+    assert sorted(default.defaults) == ["diversity", "exclude", "max_per_category", "search_query"]   # optional
     assert sorted(default.outputs) == ["because", "because_score", "because_words", "item_ids", "scores"]
     assert [d.size for d in default.outputs["item_ids"].tensor_shape.dim] == [-1, K]
     assert {"embed_items", "embed_query", "score", "recommend_including_history"} <= set(signature_map.signature_def)

@@ -79,10 +79,11 @@ def train_and_export(config: Path, overrides: list[str], data_path: Path, cache:
     return run, Path(version)
 
 
-# what every model must answer besides the evaluated users: an unknown id with an unknown item, nothing, text only
+# what every model must answer besides the evaluated users: an unknown id with an unknown item and a search, text
+# only, Chinese text with a search
 ODD = {"signature": "serving_default", "inputs": {
     "user_id": ["nobody", "", ""], "history": [["NOT-AN-ITEM", ""], ["", ""], ["", ""]],
-    "user_text": ["", "lightweight camping tent", "轻便双人帐篷，防水"]}}
+    "user_text": ["", "lightweight camping tent", "轻便双人帐篷，防水"], "search_query": ["tent", "", "帐篷"]}}
 
 
 @dataclasses.dataclass

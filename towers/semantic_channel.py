@@ -12,6 +12,17 @@ so one dot product (one nearest-neighbour search over one index) gives the fused
 per request kind (text only, history only, both), because how far words alone can be trusted differs between a
 search-like request and a long history; the mixing weight of the user's text against the history's is learned
 too. A request with neither gets no semantic part (zeros).
+
+A request may also carry a search query (the served signatures' optional ``search_query``): what the shopper typed
+into a search box now, as opposed to who they are. It adds its own unit text vector with its own weight,
+
+    query = [u, β_kind · q_text + β_search · s_text]
+
+because the two want opposite weights: a user's own text is a broad taste that the learned towers read better than
+the words (its fitted weight is ~0.1), while a search query names one product type that the words read best (the
+generated world's search queries want ~5 and more: docs/quality.md). Training has no search requests, so
+``β_search`` is not learned by the loss: it is fitted on a search log's ground truth where the data has one
+(training/calibrate.py), and is ``DEFAULT_SEARCH_WEIGHT`` otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +35,9 @@ import tf_keras
 KINDS = ("text_only", "history_only", "both")
 INITIAL_WEIGHT = 0.2     # the weight a fixed fusion picked on Amazon Scientific's validation split
 SMALLEST_WEIGHT = 1e-4   # softplus never reaches 0: a weight set to 0 is stored as this
+# β_search where no search log fitted it: the words rank and the learned part (the user, or an unknown one's
+# prior) only breaks near-ties between equally matching items.
+DEFAULT_SEARCH_WEIGHT = 20.0
 
 
 def _inverse_softplus(value: float) -> float:
@@ -41,6 +55,10 @@ class SemanticQuery(tf_keras.layers.Layer):
                                                _inverse_softplus(INITIAL_WEIGHT)))
         self.text_share_logit = self.add_weight(name="text_share", shape=[], trainable=True,
                                                 initializer="zeros")
+        # Not trainable: no training step carries a search query (set by calibration, or the default).
+        self.search_logit = self.add_weight(name="search_weight", shape=[], trainable=False,
+                                            initializer=tf_keras.initializers.Constant(
+                                                _inverse_softplus(DEFAULT_SEARCH_WEIGHT)))
 
     def kind_weights(self) -> tf.Tensor:
         return tf.math.softplus(self.kind_logits)
@@ -50,6 +68,17 @@ class SemanticQuery(tf_keras.layers.Layer):
         training (training/calibrate.py)."""
         self.kind_logits.assign([_inverse_softplus(max(float(w), SMALLEST_WEIGHT)) for w in weights])
 
+    def search_weight(self) -> tf.Tensor:
+        return tf.math.softplus(self.search_logit)
+
+    def set_search_weight(self, weight: float) -> None:
+        self.search_logit.assign(_inverse_softplus(max(float(weight), SMALLEST_WEIGHT)))
+
+    def search(self, search_text: tf.Tensor, has_search: tf.Tensor) -> tf.Tensor:
+        """The search query's part [B, T] (``search_text`` [B, T], ``has_search`` [B, 1]), to add to the
+        :meth:`call` part."""
+        return tf.math.l2_normalize(search_text, axis=-1) * has_search * self.search_weight()
+
     def text_share(self) -> tf.Tensor:
         return tf.math.sigmoid(self.text_share_logit)
 
@@ -57,7 +86,8 @@ class SemanticQuery(tf_keras.layers.Layer):
         """The learned weights, for the run's log and the model card."""
         weights = self.kind_weights().numpy().tolist()
         return {**{f"weight_{k}": round(float(w), 6) for k, w in zip(KINDS, weights)},
-                "user_text_share_when_both": round(float(self.text_share().numpy()), 6)}
+                "user_text_share_when_both": round(float(self.text_share().numpy()), 6),
+                "weight_search": round(float(self.search_weight().numpy()), 6)}
 
     def call(self, user_text: tf.Tensor | None, has_text: tf.Tensor, history_text: tf.Tensor | None,
              has_history: tf.Tensor | None) -> tf.Tensor:

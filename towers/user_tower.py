@@ -31,7 +31,8 @@ from towers.text_encoder import TextEncoder
 
 class UserTower(tf_keras.Model):
     """features {user_id [B], history [B, H] ("" = padding, most recent last), user_text_vec [B, T] |
-    user_text [B]} → [B, embedding_dim], or with ``semantic_channel`` [B, embedding_dim + T] (semantic_channel.py).
+    user_text [B]} → [B, embedding_dim], or with ``semantic_channel`` [B, embedding_dim + T] (semantic_channel.py),
+    where a search request may add ``search_text_vec`` [B, T] | ``search_text`` [B] (the channel's search part).
 
     Instead of ``history``, a caller that already holds the history items' vectors (the exported model keeps every
     catalogue item's vector) passes ``history_vec`` [B, H, D] and ``history_known`` [B, H]; the catalogue table and
@@ -92,16 +93,17 @@ class UserTower(tf_keras.Model):
         """The item tower's output width: the learned vector, then (semantic channel) the item's text vector."""
         return self.config.embedding_dim + (self.text_dim if self.semantic is not None else 0)
 
-    def text_vector(self, features: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
-        """([B, T] text vector, [B, 1] has-text flag); zeros where the user has no text."""
-        if "user_text_vec" in features:
-            vector = features["user_text_vec"]
+    def text_vector(self, features: Mapping[str, tf.Tensor], name: str = "user_text") -> tuple[tf.Tensor, tf.Tensor]:
+        """([B, T] text vector, [B, 1] has-text flag) of feature ``name`` (``NAME_vec``: the encoder's vectors, or
+        ``NAME``: raw strings); zeros where the row has no text."""
+        if f"{name}_vec" in features:
+            vector = features[f"{name}_vec"]
             has_text = tf.reduce_any(tf.not_equal(vector, 0.0), axis=-1, keepdims=True)
         else:
-            text = tf.reshape(features["user_text"], [-1])
+            text = tf.reshape(features[name], [-1])
             has_text = tf.strings.length(tf.strings.strip(text))[:, None] > 0
             if self.encoder is None:
-                raise ValueError("user tower: features carry raw 'user_text' but the tower has no text encoder")
+                raise ValueError(f"user tower: features carry raw '{name}' but the tower has no text encoder")
             vector = self.encoder(text) * tf.cast(has_text, tf.float32)
         return vector, tf.cast(has_text, tf.float32)
 
@@ -159,6 +161,8 @@ class UserTower(tf_keras.Model):
         if self.semantic is not None:
             has_text = text[1] if text is not None else tf.zeros_like(out[:, :1])
             semantic = self.semantic(text[0] if text is not None else None, has_text, history_text, has_history)
+            if "search_text_vec" in features or "search_text" in features:   # a search request (serving only)
+                semantic = semantic + steps(self.semantic.search(*self.text_vector(features, "search_text")))
             out = tf.concat([out, semantic], axis=-1)
         return tf.reshape(out, [-1, length, out.shape[-1]]) if every_position else out
 

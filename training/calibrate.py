@@ -14,6 +14,10 @@ the trained and the fitted weights are both recorded (RUN/state.json, metrics.js
 A kind with fewer than ``MIN_CASES`` validation cases keeps its trained weight: the ranking metric of a few dozen
 cases is mostly noise (a generated world's text-only newcomers: 84 cases, whose best weight on the validation split
 was the worst on the test split).
+
+The search weight (a request's ``search_query``) is fitted the same way where the data has a search log with a
+ground truth (a generated world's: training/search_queries.py): the validation users' queries, each asked alone,
+ranked by precision@10 against the items of the queried product type. Elsewhere it keeps its default.
 """
 
 from __future__ import annotations
@@ -24,14 +28,17 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from towers.semantic_channel import KINDS
+from towers.semantic_channel import DEFAULT_SEARCH_WEIGHT, KINDS
 from training import evaluate as ev
+from training import search_queries as sq
 from training.examples import Examples
 
 log = logging.getLogger("twotower.train")
 
 # The weights tried for each kind: 0 (the channel off for that kind) up to a score that the words dominate.
 GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+SEARCH_GRID = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0)   # a search query wants the words to weigh most
+SEARCH_METRIC = f"precision@{sq.PRECISION_K}"
 MIN_CASES = 200
 # Probing weights: with these, the norm of a query's semantic part names its kind (the part is a unit vector
 # times its kind's weight, or zeros for a request with neither text nor history).
@@ -116,3 +123,44 @@ def calibrate(model, cases: Examples, catalog_ids: Sequence[str], metric: str, b
              ", ".join(f"{name} {report[name]['trained']:.3f} → {report[name]['fitted']:.3f} "
                        f"({report[name]['cases']} cases)" for name in KINDS))
     return {"metric": metric, "kinds": report}
+
+
+def fit_search_weight(model, prepared, valid: Examples, config: dict) -> dict | None:
+    """Sets the search weight to the one of SEARCH_GRID that ranks the validation users' search queries best
+    (SEARCH_METRIC; ties: the one nearest the default); None where the data has no search log to fit it on
+    (the weight keeps its default). Returns the metric at every weight tried."""
+    asked = sq.split_queries(prepared, valid, config)
+    if asked is None:
+        return None
+    semantic = model.user_tower.semantic
+    report: dict = {"queries": len(asked), "metric": SEARCH_METRIC}
+    if len(asked) < MIN_CASES:
+        report["kept"] = f"fewer than {MIN_CASES} validation queries"
+        report["fitted"] = round(float(semantic.search_weight().numpy()), 6)
+        return report
+    batch_size = config["evaluation"]["batch_size"]
+    catalog_ids = prepared.artifacts.catalog["item_id"].tolist()
+    items = ev.item_vectors(model, catalog_ids, batch_size).astype(np.float64)
+    dim = model.user_tower.config.embedding_dim
+    vectors = sq.text_vectors(asked.text, config, prepared)
+    features = sq.request_features(model, config, asked.text, vectors, search=True)
+    default = float(semantic.search_weight().numpy())
+    semantic.set_search_weight(1.0)   # the query's search part is then its unit text vector
+    try:
+        scorer = sq.text_request_scorer(model, np.eye(items.shape[1]), features)   # the query vectors themselves
+        queries = np.concatenate([scorer(np.arange(s, min(s + batch_size, len(asked))))
+                                  for s in range(0, len(asked), batch_size)])
+    finally:
+        semantic.set_search_weight(default)
+    collaborative = queries[:, :dim] @ items[:, :dim].T
+    words = queries[:, dim:] @ items[:, dim:].T
+    k = min(sq.RECALL_K, len(catalog_ids))
+    values = [sq.summarize(sq.top_rows(collaborative + weight * words, k, np.random.default_rng(0)),
+                           asked.relevant)[SEARCH_METRIC] for weight in SEARCH_GRID]
+    best = max(values)
+    fitted = min((w for w, v in zip(SEARCH_GRID, values) if v == best), key=lambda w: abs(w - DEFAULT_SEARCH_WEIGHT))
+    semantic.set_search_weight(fitted)
+    log.info("semantic channel, search weight fitted on %d validation search queries (%s): %.3f → %.3f (%.4f)",
+             len(asked), SEARCH_METRIC, default, fitted, best)
+    return {**report, "default": round(default, 6), "fitted": round(fitted, 6),
+            SEARCH_METRIC: {str(w): round(v, 6) for w, v in zip(SEARCH_GRID, values)}}

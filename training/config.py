@@ -159,7 +159,9 @@ class TrainingConfig(Section):
     use_weights: bool = Field(True, description="use the interactions' weight column in the loss")
     fit_semantic_weights: bool = Field(True, description="with model.semantic_channel: after training, set each "
                                        "request kind's channel weight to the one that ranks its validation cases "
-                                       "best by early_stopping_metric, the towers frozen (training/calibrate.py)")
+                                       "best by early_stopping_metric, the towers frozen, and the search weight "
+                                       "(`search_query` requests) on the validation users' search queries where the "
+                                       "data has a search log (training/calibrate.py)")
     early_stopping_metric: str = Field("recall@10", description="validation metric that picks the best epoch: "
                                        "`recall@K` or `ndcg@K` with K in evaluation.ks")
     early_stopping_patience: PositiveInt = Field(3, description="epochs without improvement before stopping")

@@ -2,10 +2,13 @@
 
 Why it exists: the generated users' ``search_queries`` name a product type ("lightweight tent", "帐篷推荐"), and
 the generator knows which items are of that type (``search_queries.csv``, ingest/formats/generated.py). Sending
-each query alone (no user id, no history, the query as the user's text) and ranking the full catalogue measures
-what a search box would get from the model: precision@10 and recall@50 against those items, for the trained
-towers, for the raw text encoder's own similarity (cosine between the query's and each item's text vector, the
-run's encoder, no training) and for popularity.
+each query alone (no user id, no history; the query as the served signatures' ``search_query``) and ranking the full
+catalogue measures what a search box would get from the model: precision@10 and recall@50 against those items, for
+the trained towers, for the raw text encoder's own similarity (cosine between the query's and each item's text
+vector, the run's encoder, no training) and for popularity; with the semantic channel, also for the query sent as
+``user_text`` (what a client that knows no ``search_query`` gets). The queries of the validation users are the
+search log that the channel's search weight is fitted on (training/calibrate.py), those of the test users what it
+is measured on.
 
 precision@10 is the share of the top 10 that is relevant, out of min(10, the query's relevant items): a type with
 fewer than 10 items can still score 1.0. Ties (popularity's equal counts) are broken at random, seeded.
@@ -32,6 +35,7 @@ log = logging.getLogger("twotower.evaluate")
 
 PRECISION_K = 10
 RECALL_K = 50
+AS_USER_TEXT = "two-tower, as user_text"
 # scores(query rows) → [len(rows), catalogue items]
 QueryScorer = Callable[[np.ndarray], np.ndarray]
 
@@ -116,9 +120,25 @@ def report_ids(item_ids: np.ndarray, cases: QueryCases, catalog_ids: Sequence[st
     return report(rows, dataclasses.replace(cases, relevant=relevant))
 
 
+def request_features(model, config: dict, texts: list[str], vectors: np.ndarray, search: bool) -> dict:
+    """The user tower's features of text-only requests (no user id, no history): ``texts`` as the request's
+    ``search_query`` (``search``; a model without the semantic channel reads it as request text, as the export
+    does) or as its ``user_text``, given as the encoder's ``vectors`` (frozen encoder) or as raw strings."""
+    frozen = config["model"]["encoder_mode"] == "frozen"
+    raw = np.array(texts, object)
+    empty = np.zeros_like(vectors) if frozen else np.array([""] * len(texts), object)
+    as_search = search and model.user_tower.semantic is not None
+    given = vectors if frozen else raw
+    user, searched = (empty, given) if as_search else (given, None)
+    features = {"user_text_vec" if frozen else "user_text": user}
+    if searched is not None:
+        features["search_text_vec" if frozen else "search_text"] = searched
+    return features
+
+
 def text_request_scorer(model, item_vectors: np.ndarray, query_features: dict[str, np.ndarray]) -> QueryScorer:
-    """Scores of the model's query path for text-only requests: no user id, no history, only the text (as
-    ``user_text_vec``, the encoder's vectors, or as raw ``user_text``), dotted with ``item_vectors``."""
+    """Scores of the model's query path for text-only requests: no user id, no history, only ``query_features``
+    (``request_features``), dotted with ``item_vectors``."""
     def scorer(rows: np.ndarray) -> np.ndarray:
         features = {"user_id": tf.constant([""] * len(rows)), "history": tf.constant([[""]] * len(rows)),
                     **{name: tf.constant(values[rows]) for name, values in query_features.items()}}
@@ -158,11 +178,11 @@ def text_vectors(texts: list[str], config: dict, prepared) -> np.ndarray:
     return np.asarray(vectors, np.float32).reshape(len(texts), -1)
 
 
-def evaluate_split(model, prepared, cases: Examples, config: dict) -> dict | None:
-    """The ``search_queries`` block of a split: the queries of its evaluation users (``cases``' users; their
-    queries are also in their own training text when ``data.user_text_columns`` names ``search_queries``, the
-    new users' never reached a gradient), asked as text-only requests of ``model``; None where the data is no
-    generated world with a ground truth."""
+def split_queries(prepared, cases: Examples, config: dict) -> QueryCases | None:
+    """The search queries of a split's evaluation users (``cases``' users; their queries are also in their own
+    training text when ``data.user_text_columns`` names ``search_queries``, the new users' never reached a
+    gradient) over the run's catalogue; None where the data is no generated world with a ground truth, or no
+    query's product type is in the catalogue."""
     if config["data"]["format"] != "generated":
         return None
     table = read_search_queries(Path(config["data"]["path"]))
@@ -173,11 +193,17 @@ def evaluate_split(model, prepared, cases: Examples, config: dict) -> dict | Non
     key = key_from_config(config["data"])
     if key is not None:    # the split's users carry hashed ids (data.hash_user_ids): hash the ground truth's alike
         table["user_id"] = hash_column(table["user_id"].to_numpy(), key)
-    catalog = prepared.artifacts.catalog
-    catalog_ids = catalog["item_id"].tolist()
+    catalog_ids = prepared.artifacts.catalog["item_id"].tolist()
     new_users = cases.user_id[cases.new_user] if cases.new_user is not None else []
     asked = query_cases(table, catalog_ids, np.unique(cases.user_id.astype(str)), new_users.astype(str))
-    if not len(asked):
+    return asked if len(asked) else None
+
+
+def evaluate_split(model, prepared, cases: Examples, config: dict) -> dict | None:
+    """The ``search_queries`` block of a split (``split_queries``), asked as text-only requests of ``model``; None
+    where there are no such queries."""
+    asked = split_queries(prepared, cases, config)
+    if asked is None:
         return None
     named = scorers(model, prepared, config, asked.text)
     return {"users": int(len(np.unique(asked.user_id))),
@@ -188,17 +214,19 @@ def evaluate_split(model, prepared, cases: Examples, config: dict) -> dict | Non
 
 def scorers(model, prepared, config: dict, texts: list[str]) -> dict[str, QueryScorer]:
     """The scorers of text-only requests ``texts`` over the run's catalogue: ``two-tower`` (the model's query
-    path), ``text similarity (<encoder>)`` (the run's raw encoder) and ``popularity``."""
+    path, each text as ``search_query``), ``two-tower, as user_text`` (with the semantic channel: the text as
+    ``user_text`` instead), ``text similarity (<encoder>)`` (the run's raw encoder) and ``popularity``."""
     queries = text_vectors(texts, config, prepared)
     catalog = prepared.artifacts.catalog
     items = prepared.artifacts.item_text_vectors
     if items is None:
         items = text_vectors(catalog["text"].astype(str).tolist(), config, prepared)
-    frozen = config["model"]["encoder_mode"] == "frozen"
-    features = {"user_text_vec": queries} if frozen else {"user_text": np.array(texts, object)}
     learned = ev.item_vectors(model, catalog["item_id"].tolist(), config["evaluation"]["batch_size"])
-    return {"two-tower": text_request_scorer(model, learned, features),
-            f"text similarity ({config['model']['encoder']})": cosine_scorer(queries, items),
+    named = {"two-tower": text_request_scorer(model, learned, request_features(model, config, texts, queries, True))}
+    if model.user_tower.semantic is not None:
+        named[AS_USER_TEXT] = text_request_scorer(model, learned,
+                                                  request_features(model, config, texts, queries, False))
+    return {**named, f"text similarity ({config['model']['encoder']})": cosine_scorer(queries, items),
             "popularity": popularity_scorer(prepared.artifacts.item_counts)}
 
 

@@ -22,7 +22,7 @@ from towers.text_encoder import TextEncoder
 from training import artifacts as artifacts_io
 from training import evaluate as ev
 from training import search_queries
-from training.calibrate import calibrate
+from training.calibrate import calibrate, fit_search_weight
 from training.config import ConfigError, check, dump_config
 from training.distributed import Cluster, replica_rows
 from training.examples import Examples, evaluation_cases, training_examples, training_sequences
@@ -335,6 +335,9 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
         with native_stderr_to_debug():
             state["semantic_weights"] = calibrate(model, valid, prepared.artifacts.catalog["item_id"].tolist(),
                                                   metric, config["evaluation"]["batch_size"])
+            search = fit_search_weight(model, prepared, valid, config)
+            if search is not None:
+                state["semantic_weights"]["search"] = search
         checkpoint.write(str(run.best))
         run.write_json(run.state, state)
     return finish(config, run, prepared, model, checkpoint, progress)
