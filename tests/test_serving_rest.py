@@ -285,6 +285,12 @@ def test_predict_row_and_columnar_formats_agree(server):
                                   "user_text": ["", "camping tent"]}})
     outputs = columns.json["outputs"]
     assert outputs["item_ids"] == [p["item_ids"] for p in predictions]
+    # the words as a search box's query: this model has no semantic channel, so it reads them as request text
+    searched = request(server, "POST", "/v1/models/shop/versions/1:predict",
+                       {"inputs": {"user_id": ["U00001", "nobody"], "history": [history, ["", ""]],
+                                   "user_text": ["", ""], "search_query": ["", "camping tent"]}})
+    assert searched.status == 200, searched.body
+    assert searched.json["outputs"]["item_ids"] == outputs["item_ids"]
     np.testing.assert_allclose(outputs["scores"], [p["scores"] for p in predictions], rtol=1e-5)
     by_label = request(server, "POST", "/v1/models/shop/labels/stable:predict", {"instances": [query()]})
     assert by_label.status == 200 and len(by_label.json["predictions"][0]["item_ids"]) == K
