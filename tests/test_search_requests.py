@@ -69,6 +69,10 @@ def test_search_words_are_named_and_the_model_card_records_the_fitted_search_wei
     assert card["semantic_channel"]["weight_search"] == pytest.approx(fitted["fitted"], rel=1e-4)
     metrics = json.loads((run / "metrics.json").read_text())["test"]["search_queries"]
     assert "two-tower, as user_text" in metrics["baselines"]              # the same queries as user text, beside
+    # the index was tuned on search requests too (their semantic part is the unit query times the search weight)
+    samples = np.load(Path(version) / "assets" / "sample_queries.npy")
+    semantic = np.linalg.norm(samples[:, -card["encoder"]["dim"]:], axis=1)
+    assert np.isclose(semantic, fitted["fitted"], rtol=1e-3).sum() >= 100
 
 
 def test_an_added_item_is_found_by_its_own_description(search_model, tmp_path):
