@@ -83,12 +83,9 @@ def evaluated(run_dir: str | Path, cases: int = 40, seed: int = 0, searches: int
     users, history = sample.user_id.astype(str).tolist(), sample.history.astype(str).tolist()
     vectors = model.embed_users(tf.constant(users), tf.constant(history)).numpy()
     scores = ev.model_scorer(model, item_ids)(sample)
-    catalog = prepared.artifacts.catalog
-    titles = catalog["title"].str.strip()
-    titles = titles[titles != ""]
-    texts = titles.iloc[np.random.default_rng(seed).permutation(len(titles))[:searches]].tolist()
+    texts = sq.seeded_titles(prepared.artifacts.catalog, searches, seed)
     features = sq.request_features(model, config, texts, sq.text_vectors(texts, config, prepared), search=True)
-    searched = sq.text_request_scorer(model, np.eye(vectors.shape[1]), features)(np.arange(len(texts)))
+    searched = sq.request_vectors(model, features)
     return Evaluated(users, history, [list(map(str, e)) for e in sample.exclude], item_ids, vectors,
                      np.asarray(scores, np.float64), texts, searched)
 

@@ -184,6 +184,8 @@ class Recommender(tf.Module):
                     "history_known": history["known"]}
         if self.user_tower.semantic is not None:
             features["search_text_vec"] = self._text_vectors(search_query)[0]
+            if self.user_tower.lexical is not None:   # its words too (towers/lexical.py)
+                features["search_text"] = search_query
         else:   # no search part to give it to: the search query is request text like user_text
             user_text = request_text(user_text, search_query)
         features["user_text_vec"] = self._user_text_vectors(user_id, user_text)
@@ -256,8 +258,8 @@ class Recommender(tf.Module):
     def embed_items(self, item_id, title, description, category, brand, price):
         given = {"title": title, "description": description, "category": category, "brand": brand}
         text = join_text_fields([given[f] for f in self.item_text_fields])
-        features = {"item_id": item_id, "text_vec": self._encode(text), "category": category, "brand": brand,
-                    "price": price}
+        features = {"item_id": item_id, "text_vec": self._encode(text), "text": text, "category": category,
+                    "brand": brand, "price": price}
         return {"embedding": self.item_tower(features, training=False)}
 
     @tf.function(input_signature=(*QUERY_SPECS, CANDIDATES_SPEC, SEARCH_SPEC))

@@ -39,6 +39,7 @@ from export.warmup import write_warmup_requests
 from ingest.privacy import key_from_config
 from training import artifacts as artifacts_io
 from training.prepare import check_same_user_hash
+from training.search_queries import seeded_titles
 from twotower import layout
 from twotower.native_logs import native_stderr_to_debug
 
@@ -92,15 +93,14 @@ def search_sample_queries(trained: TrainedRun, limit: int = 200, seed: int = 0) 
     in the sample (docs/cold_start.md). Empty for a model without the channel (a search is then read as user
     text)."""
     tower = trained.model.user_tower
-    titles = trained.artifacts.catalog["title"].astype(str).str.strip()
-    titles = titles[titles != ""]
-    if tower.semantic is None or not len(titles):
+    texts = seeded_titles(trained.artifacts.catalog, limit, seed)
+    if tower.semantic is None or not texts:
         return np.zeros((0, tower.item_dim), np.float32)
-    texts = titles.iloc[np.random.default_rng(seed).permutation(len(titles))[:limit]].tolist()
     vectors = np.asarray(trained.encoder.encode(texts, progress=False), np.float32)
     n = len(texts)
     features = {"user_id": tf.constant([""] * n), "history": tf.constant([[""]] * n),
-                "user_text_vec": tf.zeros_like(vectors), "search_text_vec": tf.constant(vectors)}
+                "user_text_vec": tf.zeros_like(vectors), "search_text_vec": tf.constant(vectors),
+                "search_text": tf.constant(texts)}
     return tower(features, training=False).numpy()
 
 

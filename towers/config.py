@@ -30,6 +30,7 @@ def _yaml_number(value):
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
 Float = Annotated[float, BeforeValidator(_yaml_number)]
 Share = Annotated[Float, Field(ge=0.0, le=1.0)]
 
@@ -101,6 +102,11 @@ class ModelConfig(Section):
                                    "its text vector, the query's scaled by a weight learned per request kind "
                                    "(towers/semantic_channel.py); needs `text` in item_features and `text` or "
                                    "`history` in user_features")
+    lexical_dim: NonNegativeInt = Field(0, description="with semantic_channel: the item vector gets a block of "
+                                        "this many dimensions holding its words (idf-weighted Latin words and "
+                                        "CJK characters and pairs, sketched; towers/lexical.py) that a request's "
+                                        "`search_query` is matched against word for word, with its own weight; "
+                                        "0: none (a search is matched by the BERT vectors alone)")
 
     @field_validator("hidden_units", "item_features", "user_features", mode="before")
     @classmethod
@@ -124,6 +130,9 @@ class ModelConfig(Section):
                                       not {"text", "history"} & set(self.user_features)):
             raise ValueError("model.semantic_channel needs 'text' in model.item_features and 'text' or 'history' "
                              "in model.user_features (it compares the query's text with the item's)")
+        if self.lexical_dim and not self.semantic_channel:
+            raise ValueError("model.lexical_dim needs model.semantic_channel: true (the words' block is part of the "
+                             "semantic channel's search)")
         if self.history_encoder == "causal" and "history" not in self.user_features:
             raise ValueError("model.history_encoder 'causal' needs 'history' in model.user_features (it encodes "
                              "the history)")

@@ -15,6 +15,7 @@ import tf_keras
 
 from towers.config import TowerConfig
 from towers.id_embedding import IdEmbedding
+from towers.lexical import LexicalVectors
 from towers.mlp import ProjectionHead
 from towers.seeded_mask import SeededMask
 from towers.text_encoder import TextEncoder
@@ -22,13 +23,19 @@ from towers.text_encoder import TextEncoder
 
 class ItemTower(tf_keras.Model):
     """features {item_id, text_vec | text, category, brand, price} [B] → [B, embedding_dim], or with
-    ``semantic_channel`` [B, embedding_dim + text dim]: the learned vector, then the item's unit text vector."""
+    ``semantic_channel`` [B, embedding_dim + text dim]: the learned vector, then the item's unit text vector; with
+    ``lexical_dim`` too, then the item's lexical vector (towers/lexical.py: ``words_vec`` [B, W] where given, else
+    computed from the raw ``text``)."""
 
     def __init__(self, config: TowerConfig, id_vocabulary: Sequence[str], category_vocabulary: Sequence[str],
                  brand_vocabulary: Sequence[str], price_log_mean_std: tuple[float, float],
-                 text_dim: int, encoder: TextEncoder | None = None, **kwargs):
+                 text_dim: int, encoder: TextEncoder | None = None, lexical: LexicalVectors | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.config = config
+        if bool(config.lexical_dim) != (lexical is not None):
+            raise ValueError("item tower: model.lexical_dim and the lexical layer go together")
+        self.lexical = lexical
         features = set(config.item_features)
         self.encoder = encoder if "text" in features else None
         self.text_projection = (tf_keras.layers.Dense(config.text_projection_dim, name="text_projection")
@@ -76,7 +83,10 @@ class ItemTower(tf_keras.Model):
         if not self.config.semantic_channel:
             return learned
         # [learned, text]: the user tower's [u, β·q_text] dotted with it adds β·cos(q_text, item text)
-        return tf.concat([learned, tf.math.l2_normalize(text, axis=-1)], axis=-1)
+        parts = [learned, tf.math.l2_normalize(text, axis=-1)]
+        if self.lexical is not None:   # [.., words]: a search's [.., β_words·s_words] adds its words' match
+            parts.append(features["words_vec"] if "words_vec" in features else self.lexical(features["text"]))
+        return tf.concat(parts, axis=-1)
 
 
 def price_statistics(prices: np.ndarray) -> tuple[float, float]:

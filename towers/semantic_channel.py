@@ -23,6 +23,14 @@ the words (its fitted weight is ~0.1), while a search query names one product ty
 generated world's search queries want ~5 and more: docs/quality.md). Training has no search requests, so
 ``β_search`` is not learned by the loss: it is fitted on a search log's ground truth where the data has one
 (training/calibrate.py), and is ``DEFAULT_SEARCH_WEIGHT`` otherwise.
+
+With ``model.lexical_dim``, each item also carries its words as a sketched tf-idf vector (towers/lexical.py), and a
+search query adds its own with a weight of its own:
+
+    query = [u, β_kind · q_text + β_search · s_text, β_words · s_words]      item = [i, i_text, i_words]
+
+so a search ranks by meaning and by the words it shares with the item (the brand, the product name, Chinese words
+the English encoder reads as [UNK]); requests without a search have zeros there.
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ SMALLEST_WEIGHT = 1e-4   # softplus never reaches 0: a weight set to 0 is stored
 # β_search where no search log fitted it: the words rank and the learned part (the user, or an unknown one's
 # prior) only breaks near-ties between equally matching items.
 DEFAULT_SEARCH_WEIGHT = 20.0
+# β_words where no search log fitted it: as much as the meaning (on the generated world's search log the two
+# together beat either alone from a 1:2 to a 2:1 mix; docs/cold_start.md).
+DEFAULT_WORDS_WEIGHT = 20.0
 
 
 def _inverse_softplus(value: float) -> float:
@@ -48,7 +59,8 @@ class SemanticQuery(tf_keras.layers.Layer):
     """(user text [B, T] | None, has text [B, 1], pooled history text [B, T] | None, has history [B, 1]) → the
     query's semantic part [B, T], already scaled by its kind's weight."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, words: bool = False, **kwargs):
+        """``words``: the model has the lexical block (``model.lexical_dim``), and so a weight for it."""
         super().__init__(**kwargs)
         self.kind_logits = self.add_weight(name="kind_weights", shape=[len(KINDS)], trainable=True,
                                            initializer=tf_keras.initializers.Constant(
@@ -59,6 +71,9 @@ class SemanticQuery(tf_keras.layers.Layer):
         self.search_logit = self.add_weight(name="search_weight", shape=[], trainable=False,
                                             initializer=tf_keras.initializers.Constant(
                                                 _inverse_softplus(DEFAULT_SEARCH_WEIGHT)))
+        self.words_logit = (self.add_weight(name="words_weight", shape=[], trainable=False,
+                                            initializer=tf_keras.initializers.Constant(
+                                                _inverse_softplus(DEFAULT_WORDS_WEIGHT))) if words else None)
 
     def kind_weights(self) -> tf.Tensor:
         return tf.math.softplus(self.kind_logits)
@@ -79,6 +94,16 @@ class SemanticQuery(tf_keras.layers.Layer):
         :meth:`call` part."""
         return tf.math.l2_normalize(search_text, axis=-1) * has_search * self.search_weight()
 
+    def words_weight(self) -> tf.Tensor:
+        return tf.math.softplus(self.words_logit)
+
+    def set_words_weight(self, weight: float) -> None:
+        self.words_logit.assign(_inverse_softplus(max(float(weight), SMALLEST_WEIGHT)))
+
+    def words(self, search_words: tf.Tensor) -> tf.Tensor:
+        """The search query's words block [B, W] from its unit lexical vectors (zeros: no search)."""
+        return search_words * self.words_weight()
+
     def text_share(self) -> tf.Tensor:
         return tf.math.sigmoid(self.text_share_logit)
 
@@ -87,7 +112,9 @@ class SemanticQuery(tf_keras.layers.Layer):
         weights = self.kind_weights().numpy().tolist()
         return {**{f"weight_{k}": round(float(w), 6) for k, w in zip(KINDS, weights)},
                 "user_text_share_when_both": round(float(self.text_share().numpy()), 6),
-                "weight_search": round(float(self.search_weight().numpy()), 6)}
+                "weight_search": round(float(self.search_weight().numpy()), 6),
+                **({"weight_search_words": round(float(self.words_weight().numpy()), 6)}
+                   if self.words_logit is not None else {})}
 
     def call(self, user_text: tf.Tensor | None, has_text: tf.Tensor, history_text: tf.Tensor | None,
              has_history: tf.Tensor | None) -> tf.Tensor:

@@ -33,6 +33,8 @@ class UserTower(tf_keras.Model):
     """features {user_id [B], history [B, H] ("" = padding, most recent last), user_text_vec [B, T] |
     user_text [B]} → [B, embedding_dim], or with ``semantic_channel`` [B, embedding_dim + T] (semantic_channel.py),
     where a search request may add ``search_text_vec`` [B, T] | ``search_text`` [B] (the channel's search part).
+    With ``lexical_dim`` the output ends with the search's words block [B, lexical_dim] (zeros without a search),
+    which needs the raw ``search_text`` (beside ``search_text_vec`` where that is given).
 
     Instead of ``history``, a caller that already holds the history items' vectors (the exported model keeps every
     catalogue item's vector) passes ``history_vec`` [B, H, D] and ``history_known`` [B, H]; the catalogue table and
@@ -63,7 +65,9 @@ class UserTower(tf_keras.Model):
         # only the user's text left), so that a text-only request (a search query, a profile) lands somewhere
         # sensible.
         self.cold_user = SeededMask(config.cold_user_dropout, config.seed + 3, name="cold_user_dropout")
-        self.semantic = SemanticQuery(name="semantic_channel") if config.semantic_channel else None
+        self.semantic = (SemanticQuery(words=bool(config.lexical_dim), name="semantic_channel")
+                         if config.semantic_channel else None)
+        self.lexical = item_tower.lexical   # the items' own: the same idf, the same sketch
 
     def drop_catalog(self) -> None:
         """Forgets the catalogue table, for a caller that always passes ``history_vec`` (the exported model), so
@@ -90,8 +94,10 @@ class UserTower(tf_keras.Model):
 
     @property
     def item_dim(self) -> int:
-        """The item tower's output width: the learned vector, then (semantic channel) the item's text vector."""
-        return self.config.embedding_dim + (self.text_dim if self.semantic is not None else 0)
+        """The item tower's output width: the learned vector, then (semantic channel) the item's text vector, then
+        (``lexical_dim``) its words."""
+        return self.config.embedding_dim + (self.text_dim if self.semantic is not None else 0) + \
+            self.config.lexical_dim
 
     def text_vector(self, features: Mapping[str, tf.Tensor], name: str = "user_text") -> tuple[tf.Tensor, tf.Tensor]:
         """([B, T] text vector, [B, 1] has-text flag) of feature ``name`` (``NAME_vec``: the encoder's vectors, or
@@ -132,7 +138,7 @@ class UserTower(tf_keras.Model):
             mask = mask & ~cold[:, None]
             if self.semantic is not None:    # [learned, text] per item (ItemTower): each part pooled on its own
                 dim = self.config.embedding_dim
-                vectors, history_text = vectors[..., :dim], vectors[..., dim:]
+                vectors, history_text = vectors[..., :dim], vectors[..., dim:dim + self.text_dim]
             pool = self.pooling.prefixes if every_position else self.pooling
             residual, count = pool(vectors, mask)
             if history_text is not None:     # the same recency-weighted mean over the items' text vectors
@@ -161,9 +167,18 @@ class UserTower(tf_keras.Model):
         if self.semantic is not None:
             has_text = text[1] if text is not None else tf.zeros_like(out[:, :1])
             semantic = self.semantic(text[0] if text is not None else None, has_text, history_text, has_history)
-            if "search_text_vec" in features or "search_text" in features:   # a search request (serving only)
+            searched = "search_text_vec" in features or "search_text" in features   # a search (serving only)
+            if searched:
                 semantic = semantic + steps(self.semantic.search(*self.text_vector(features, "search_text")))
-            out = tf.concat([out, semantic], axis=-1)
+            parts = [out, semantic]
+            if self.lexical is not None:
+                if searched and "search_text" not in features:
+                    raise ValueError("user tower: a search request to a model with model.lexical_dim needs the raw "
+                                     "'search_text' (its words) beside 'search_text_vec'")
+                words = (self.semantic.words(steps(self.lexical(features["search_text"]))) if searched else
+                         tf.zeros([tf.shape(out)[0], self.config.lexical_dim]))
+                parts.append(words)
+            out = tf.concat(parts, axis=-1)
         return tf.reshape(out, [-1, length, out.shape[-1]]) if every_position else out
 
 

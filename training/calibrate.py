@@ -17,7 +17,8 @@ was the worst on the test split).
 
 The search weight (a request's ``search_query``) is fitted the same way where the data has a search log with a
 ground truth (a generated world's: training/search_queries.py): the validation users' queries, each asked alone,
-ranked by precision@10 against the items of the queried product type. Elsewhere it keeps its default.
+ranked by precision@10 against the items of the queried product type, and with it the weight of the search's words
+(``model.lexical_dim``). Elsewhere they keep their defaults.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ log = logging.getLogger("twotower.train")
 # The weights tried for each kind: 0 (the channel off for that kind) up to a score that the words dominate.
 GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 SEARCH_GRID = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0)   # a search query wants the words to weigh most
+# The search's words weight (model.lexical_dim) tried as these multiples of its meaning's weight: 0 (words off) to
+# words first.
+WORDS_RATIOS = (0.0, 0.5, 1.0, 2.0, 4.0)
 SEARCH_METRIC = f"precision@{sq.PRECISION_K}"
 MIN_CASES = 200
 # Probing weights: with these, the norm of a query's semantic part names its kind (the part is a unit vector
@@ -127,40 +131,57 @@ def calibrate(model, cases: Examples, catalog_ids: Sequence[str], metric: str, b
 
 def fit_search_weight(model, prepared, valid: Examples, config: dict) -> dict | None:
     """Sets the search weight to the one of SEARCH_GRID that ranks the validation users' search queries best
-    (SEARCH_METRIC; ties: the one nearest the default); None where the data has no search log to fit it on
-    (the weight keeps its default). Returns the metric at every weight tried."""
+    (SEARCH_METRIC), and with ``model.lexical_dim`` the words' weight to the best of WORDS_RATIOS times it (ties:
+    the pair nearest the defaults); None where the data has no search log to fit them on (they keep their
+    defaults). Returns the metric at every pair tried."""
     asked = sq.split_queries(prepared, valid, config)
     if asked is None:
         return None
     semantic = model.user_tower.semantic
+    has_words = model.user_tower.lexical is not None
     report: dict = {"queries": len(asked), "metric": SEARCH_METRIC}
     if len(asked) < MIN_CASES:
         report["kept"] = f"fewer than {MIN_CASES} validation queries"
         report["fitted"] = round(float(semantic.search_weight().numpy()), 6)
+        if has_words:
+            report["fitted_words"] = round(float(semantic.words_weight().numpy()), 6)
         return report
-    batch_size = config["evaluation"]["batch_size"]
     catalog_ids = prepared.artifacts.catalog["item_id"].tolist()
-    items = ev.item_vectors(model, catalog_ids, batch_size).astype(np.float64)
-    dim = model.user_tower.config.embedding_dim
-    vectors = sq.text_vectors(asked.text, config, prepared)
-    features = sq.request_features(model, config, asked.text, vectors, search=True)
+    items = ev.item_vectors(model, catalog_ids, config["evaluation"]["batch_size"]).astype(np.float64)
+    dim, text_dim = model.user_tower.config.embedding_dim, model.user_tower.text_dim
+    features = sq.request_features(model, config, asked.text, sq.text_vectors(asked.text, config, prepared),
+                                   search=True)
     default = float(semantic.search_weight().numpy())
-    semantic.set_search_weight(1.0)   # the query's search part is then its unit text vector
+    default_words = float(semantic.words_weight().numpy()) if has_words else 0.0
+    semantic.set_search_weight(1.0)   # the query's search part is then its unit text vector (and its words')
+    if has_words:
+        semantic.set_words_weight(1.0)
     try:
-        scorer = sq.text_request_scorer(model, np.eye(items.shape[1]), features)   # the query vectors themselves
-        queries = np.concatenate([scorer(np.arange(s, min(s + batch_size, len(asked))))
-                                  for s in range(0, len(asked), batch_size)])
+        queries = sq.request_vectors(model, features).astype(np.float64)
     finally:
         semantic.set_search_weight(default)
+        if has_words:
+            semantic.set_words_weight(default_words)
+    meaning = slice(dim, dim + text_dim)
     collaborative = queries[:, :dim] @ items[:, :dim].T
-    words = queries[:, dim:] @ items[:, dim:].T
+    text = queries[:, meaning] @ items[:, meaning].T
+    words = queries[:, dim + text_dim:] @ items[:, dim + text_dim:].T
     k = min(sq.RECALL_K, len(catalog_ids))
-    values = [sq.summarize(sq.top_rows(collaborative + weight * words, k, np.random.default_rng(0)),
-                           asked.relevant)[SEARCH_METRIC] for weight in SEARCH_GRID]
+    pairs = [(w, r) for w in SEARCH_GRID for r in (WORDS_RATIOS if has_words else (0.0,))]
+    values = [sq.summarize(sq.top_rows(collaborative + w * (text + r * words), k, np.random.default_rng(0)),
+                           asked.relevant)[SEARCH_METRIC] for w, r in pairs]
     best = max(values)
-    fitted = min((w for w, v in zip(SEARCH_GRID, values) if v == best), key=lambda w: abs(w - DEFAULT_SEARCH_WEIGHT))
+    default_ratio = default_words / default if has_words else 0.0
+    fitted, ratio = min((pair for pair, v in zip(pairs, values) if v == best),
+                        key=lambda p: (abs(p[0] - DEFAULT_SEARCH_WEIGHT), abs(p[1] - default_ratio)))
     semantic.set_search_weight(fitted)
     log.info("semantic channel, search weight fitted on %d validation search queries (%s): %.3f → %.3f (%.4f)",
              len(asked), SEARCH_METRIC, default, fitted, best)
-    return {**report, "default": round(default, 6), "fitted": round(fitted, 6),
-            SEARCH_METRIC: {str(w): round(v, 6) for w, v in zip(SEARCH_GRID, values)}}
+    report.update({"default": round(default, 6), "fitted": round(fitted, 6)})
+    if has_words:
+        semantic.set_words_weight(fitted * ratio)
+        log.info("semantic channel, the search's words weight fitted: %.3f → %.3f (%.2f of the search weight)",
+                 default_words, fitted * ratio, ratio)
+        report.update({"default_words": round(default_words, 6), "fitted_words": round(fitted * ratio, 6)})
+    grid = {(f"{w}, words {r}x" if has_words else str(w)): round(v, 6) for (w, r), v in zip(pairs, values)}
+    return {**report, SEARCH_METRIC: grid}

@@ -18,6 +18,7 @@ import tensorflow_recommenders as tfrs
 from towers.config import TowerConfig
 from towers.feature_table import FeatureTable
 from towers.item_tower import ItemTower
+from towers.lexical import LexicalVectors, fit_idf
 from towers.text_encoder import TextEncoder
 from towers.user_tower import UserTower
 from training.artifacts import Artifacts
@@ -165,11 +166,18 @@ def build_model(config: dict, artifacts: Artifacts, encoder: TextEncoder | None 
     else:
         columns["text"] = catalog["text"].to_numpy(object)
         user_columns["text"] = artifacts.users["text"].to_numpy(object)
+    lexical = None
+    if tower_cfg.lexical_dim:   # the catalogue's words: idf fitted on its texts, each item's vector in the table
+        texts = catalog["text"].astype(str).tolist()
+        lexical = LexicalVectors(tower_cfg.lexical_dim, fit_idf(texts), name="lexical")
+        columns["words_vec"] = np.concatenate([lexical(tf.constant(texts[s:s + 4096])).numpy()
+                                               for s in range(0, len(texts), 4096)]) if texts else \
+            np.zeros((0, tower_cfg.lexical_dim), np.float32)
     catalog_table = FeatureTable(catalog["item_id"].tolist(), columns, name="catalog")
     user_table = FeatureTable(artifacts.users["user_id"].tolist(), user_columns, name="user_table")
     text_dim = int(artifacts.encoder["dim"])
     item_tower = ItemTower(tower_cfg, artifacts.train_item_ids, artifacts.categories, artifacts.brands,
-                           artifacts.price_stats, text_dim, encoder, name="item_tower")
+                           artifacts.price_stats, text_dim, encoder, lexical, name="item_tower")
     user_tower = UserTower(tower_cfg, artifacts.train_user_ids, item_tower, catalog_table, text_dim,
                            encoder, name="user_tower")
     counts = artifacts.item_counts + 1.0  # add-one: an item never seen in training is still a possible draw

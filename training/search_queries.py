@@ -120,6 +120,14 @@ def report_ids(item_ids: np.ndarray, cases: QueryCases, catalog_ids: Sequence[st
     return report(rows, dataclasses.replace(cases, relevant=relevant))
 
 
+def seeded_titles(catalog, count: int, seed: int = 0) -> list[str]:
+    """``count`` titles of the catalogue (a frame with ``title``), the non-empty ones in a seeded order: search
+    requests that have an answer, for checks and samples that need a few (export/parity.py, export/writer.py)."""
+    titles = catalog["title"].astype(str).str.strip()
+    titles = titles[titles != ""]
+    return titles.iloc[np.random.default_rng(seed).permutation(len(titles))[:count]].tolist()
+
+
 def request_features(model, config: dict, texts: list[str], vectors: np.ndarray, search: bool) -> dict:
     """The user tower's features of text-only requests (no user id, no history): ``texts`` as the request's
     ``search_query`` (``search``; a model without the semantic channel reads it as request text, as the export
@@ -133,18 +141,29 @@ def request_features(model, config: dict, texts: list[str], vectors: np.ndarray,
     features = {"user_text_vec" if frozen else "user_text": user}
     if searched is not None:
         features["search_text_vec" if frozen else "search_text"] = searched
+        features["search_text"] = raw   # its words (model.lexical_dim); the vectors above where given
     return features
 
 
-def text_request_scorer(model, item_vectors: np.ndarray, query_features: dict[str, np.ndarray]) -> QueryScorer:
-    """Scores of the model's query path for text-only requests: no user id, no history, only ``query_features``
-    (``request_features``), dotted with ``item_vectors``."""
-    def scorer(rows: np.ndarray) -> np.ndarray:
-        features = {"user_id": tf.constant([""] * len(rows)), "history": tf.constant([[""]] * len(rows)),
-                    **{name: tf.constant(values[rows]) for name, values in query_features.items()}}
-        return model.user_tower(features, training=False).numpy() @ item_vectors.T
+def request_vectors(model, query_features: dict[str, np.ndarray], rows: np.ndarray | None = None,
+                    batch_size: int = 1024) -> np.ndarray:
+    """The model's query vectors [len(rows), D] of text-only requests: no user id, no history, only the
+    ``query_features`` (``request_features``) of ``rows`` (all of them by default)."""
+    if rows is None:
+        rows = np.arange(len(next(iter(query_features.values()))))
+    parts = []
+    for start in range(0, len(rows), batch_size):
+        part = rows[start:start + batch_size]
+        features = {"user_id": tf.constant([""] * len(part)), "history": tf.constant([[""]] * len(part)),
+                    **{name: tf.constant(values[part]) for name, values in query_features.items()}}
+        parts.append(model.user_tower(features, training=False).numpy())
+    return np.concatenate(parts) if parts else np.zeros((0, model.user_tower.item_dim), np.float32)
 
-    return scorer
+
+def text_request_scorer(model, item_vectors: np.ndarray, query_features: dict[str, np.ndarray]) -> QueryScorer:
+    """Scores of the model's query path for text-only requests (:func:`request_vectors`), dotted with
+    ``item_vectors``."""
+    return lambda rows: request_vectors(model, query_features, rows) @ item_vectors.T
 
 
 def cosine_scorer(query_vectors: np.ndarray, item_vectors: np.ndarray) -> QueryScorer:
