@@ -45,9 +45,9 @@ def fit_idf(texts: Sequence[str], buckets: int = BUCKETS, batch_size: int = 4096
     df = np.zeros(buckets, np.float64)
     for start in range(0, len(texts), batch_size):
         tokens = lexical_tokens(tf.constant(list(texts[start:start + batch_size]), tf.string))
-        hashed = tf.strings.to_hash_bucket_fast(tokens, buckets)
-        for row in hashed.to_list():
-            df[np.unique(np.asarray(row, np.int64))] += 1.0
+        hashed = tf.strings.to_hash_bucket_fast(tokens.flat_values, buckets).numpy()
+        pairs = np.unique(tokens.value_rowids().numpy() * buckets + hashed)   # each (text, bucket) once
+        df += np.bincount(pairs % buckets, minlength=buckets)
     return (np.log((1.0 + len(texts)) / (1.0 + df)) + 1.0).astype(np.float32)
 
 
