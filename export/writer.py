@@ -39,7 +39,7 @@ from export.warmup import write_warmup_requests
 from ingest.privacy import key_from_config
 from training import artifacts as artifacts_io
 from training.prepare import check_same_user_hash
-from training.search_queries import seeded_titles
+from training.search_queries import request_vectors, seeded_titles
 from twotower import layout
 from twotower.native_logs import native_stderr_to_debug
 
@@ -97,11 +97,10 @@ def search_sample_queries(trained: TrainedRun, limit: int = 200, seed: int = 0) 
     if tower.semantic is None or not texts:
         return np.zeros((0, tower.item_dim), np.float32)
     vectors = np.asarray(trained.encoder.encode(texts, progress=False), np.float32)
-    n = len(texts)
-    features = {"user_id": tf.constant([""] * n), "history": tf.constant([[""]] * n),
-                "user_text_vec": tf.zeros_like(vectors), "search_text_vec": tf.constant(vectors),
-                "search_text": tf.constant(texts)}
-    return tower(features, training=False).numpy()
+    # the served model is frozen whatever the run's encoder mode: the features of a frozen run's search requests
+    features = {"user_text_vec": np.zeros_like(vectors), "search_text_vec": vectors,
+                "search_text": np.array(texts, object)}
+    return request_vectors(trained.model, features)
 
 
 def data_fingerprint(artifacts_dir: Path) -> str:

@@ -140,8 +140,9 @@ def request_features(model, config: dict, texts: list[str], vectors: np.ndarray,
     user, searched = (empty, given) if as_search else (given, None)
     features = {"user_text_vec" if frozen else "user_text": user}
     if searched is not None:
-        features["search_text_vec" if frozen else "search_text"] = searched
-        features["search_text"] = raw   # its words (model.lexical_dim); the vectors above where given
+        if frozen:
+            features["search_text_vec"] = searched
+        features["search_text"] = raw   # the encoder's input where no vectors are given; its words (lexical_dim)
     return features
 
 
