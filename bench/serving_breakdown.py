@@ -9,6 +9,8 @@ one-row ``serving_default`` request as that benchmark, one call at a time (concu
 for ``--seconds`` each, in this order:
 
 - **graph**: the signature called in this process (bench/serving_latency.py's in-process reference);
+- **graph in a Session**: the same signature as the server runs it (serving/session.py: the MetaGraph in a
+  Session, feeds and fetches bound once), on the validated inputs;
 - **servicer**: ``PredictionService.Predict`` called in this process on a real ``ModelServer``: request proto →
   numpy → checks → graph → response proto, everything the server does except the transport;
 - **echo (threaded / asyncio)**: the official ``PredictionServiceStub`` against a bare gRPC server in another
@@ -151,6 +153,7 @@ def main() -> int:
         echo_server(args.echo, args.port, Path(args.response).read_bytes())
         return 0
 
+    import numpy as np
     import tensorflow as tf
 
     from export.loaded import LoadedVersion
@@ -158,6 +161,7 @@ def main() -> int:
     from serving.core import ModelServer
     from serving.grpc_service import PredictionService
     from serving.metrics import Metrics
+    from serving.servable import LoadOptions, Servable
 
     work, run_dir = Path(args.work), Path(args.run_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -171,6 +175,9 @@ def main() -> int:
     function = loaded.loaded.signatures["serving_default"]
     feeds = {**{key: tf.constant(value) for key, value in loaded.defaults("serving_default").items()},
              **{key: tf.constant(value) for key, value in inputs.items()}}
+    session_signature = Servable.load(MODEL, version, base / str(version),
+                                      LoadOptions(warm_up=False)).signatures["serving_default"]
+    ready = session_signature.validate({key: np.asarray(value, dtype=object) for key, value in inputs.items()})
     core = ModelServer([ModelConfig(MODEL, str(base), "specific", versions=(version,))], Metrics(), poll_seconds=0)
     core.start()
     servicer = PredictionService(core)
@@ -180,6 +187,7 @@ def main() -> int:
 
     here = os.getpid()
     calls = {"graph": (lambda: function(**feeds)["item_ids"].numpy(), here),   # name → (call, answering pid)
+             "graph in a Session": (lambda: session_signature.run(ready)["item_ids"], here),
              "servicer": (lambda: servicer.Predict(request, InProcessCall()), here)}
     servers: dict[str, list[str]] = {"served": []}
     servers.update((f"served ({name})", flags.split()) for name, _, flags in

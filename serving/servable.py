@@ -4,7 +4,8 @@ Why it exists: a version is swapped out while requests keep arriving, so the old
 requests holding it have finished; the count of holders (acquire/release) and ``wait_idle`` make that safe. The
 SignatureDefs are read from ``saved_model.pb`` itself (the MetaGraph whose tags are ``--saved_model_tags``), as
 TF Serving reports them (tensor names included), and the ScaNN and TF Text kernels are registered before loading,
-which is what stock TF Serving cannot do. Warm-up is TF Serving's: the requests recorded in
+which is what stock TF Serving cannot do. The graph runs in a Session, as TF Serving runs it
+(``serving/session.py``). Warm-up is TF Serving's: the requests recorded in
 ``assets.extra/tf_serving_warmup_requests`` are replayed (``serving/warmup.py``), and nothing else is sent.
 
 ``incomplete`` says whether a version directory looks half-written (no parseable saved_model.pb, a missing
@@ -19,9 +20,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
+from serving.session import GraphSession
 from serving.signature import Signature
 from twotower.layout import SAVED_MODEL, VERSION_BATCHING
 
@@ -34,7 +35,7 @@ class LoadError(Exception):
 
 
 class TransientLoadError(LoadError):
-    """tf.saved_model.load failed: possibly a file still being written, so the manager retries it."""
+    """Loading the SavedModel failed: possibly a file still being written, so the manager retries it."""
 
 
 def register_custom_ops() -> None:
@@ -110,12 +111,12 @@ def incomplete(path: Path) -> str | None:
 class Servable:
     """A loaded version (AVAILABLE once ``load`` returns)."""
 
-    def __init__(self, model: str, version: int, path: Path, loaded: object,
+    def __init__(self, model: str, version: int, path: Path, graph: GraphSession | None,
                  signatures: dict[str, Signature], signature_defs: dict[str, meta_graph_pb2.SignatureDef]):
         self.model = model
         self.version = version
         self.path = path
-        self.loaded = loaded
+        self.graph = graph
         self.signatures = signatures
         self.signature_defs = signature_defs
         self._holders = 0
@@ -130,14 +131,13 @@ class Servable:
         defs = read_signature_defs(path, options.tags)
         register_custom_ops()
         try:
-            loaded = tf.saved_model.load(str(path), tags=list(options.tags))
+            graph = GraphSession(path, options.tags)
         except Exception as err:
-            raise TransientLoadError(f"{path}: tf.saved_model.load failed: {type(err).__name__}: "
+            raise TransientLoadError(f"{path}: loading the SavedModel failed: {type(err).__name__}: "
                             f"{str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}") from err
-        functions = getattr(loaded, "signatures", {})
-        signatures = {name: Signature(name, definition, functions.get(name))
+        signatures = {name: Signature(name, definition, graph.bind(definition))
                       for name, definition in defs.items() if name not in INTERNAL_SIGNATURES}
-        servable = cls(model, version, path, loaded, signatures, defs)
+        servable = cls(model, version, path, graph, signatures, defs)
         if options.model_batching and (path / VERSION_BATCHING).exists():
             from serving.batching import BatchingOptions
             from serving.errors import ServingError
@@ -171,6 +171,8 @@ class Servable:
             return self._idle.wait_for(lambda: self._holders == 0, timeout)
 
     def close(self) -> None:
-        self.loaded = None
         for signature in self.signatures.values():
-            signature.function = None
+            signature.bound = None
+        if self.graph is not None:
+            self.graph.close()
+            self.graph = None

@@ -17,23 +17,22 @@ it can be batched with other requests; the graph reads one row as "all rows" any
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Mapping, Sequence
 
 import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
-from tensorflow.python.distribute import distribute_utils
-from tensorflow.python.eager import context
-from tensorflow.python.eager.polymorphic_function.concrete_function import ConcreteFunction
-from tensorflow.python.framework.ops import EagerTensor
 
 from serving.errors import ServingError, invalid
+from serving.session import BoundSignature
 
 log = logging.getLogger("twotower.serving")
 CODES = {code.value[0]: code for code in grpc.StatusCode}
 MAX_ERROR_CHARS = 400
+FUNCTION_NODE = re.compile(r"\{\{function_node [^}]*\}\}\s*")
 
 
 def dtype_name(enum: int) -> str:
@@ -82,17 +81,17 @@ def request_bytes(inputs: Mapping[str, np.ndarray]) -> int:
 
 
 def short_tf_message(err: tf.errors.OpError) -> str:
-    """The error's own message without the graph's op stack: for "Graph execution error:" (eager calls of graph
-    functions) the message that follows the "Detected at node" stack, with the node it failed in."""
+    """The error's own message without the graph's op stack or function names: the message lines (for an eager
+    "Graph execution error:", those after its "Detected at node" stack), then the node it failed in."""
     lines = (err.message or type(err).__name__).strip().splitlines()
-    message = lines[0]
-    if message.startswith("Graph execution error"):
-        body = [line.strip() for line in lines[1:]
-                if line.strip() and not line.startswith((" ", "\t", "Detected at node", "<stack traces unavailable>"))]
-        node = next((line.strip() for line in lines if line.strip().startswith("[[{{node ")), "")
-        if body:
-            message = " ".join(body).replace("\\'", "'")   # Assert messages come with their quotes escaped
-            message += f" (in {node.split('}}]]')[0].removeprefix('[[{{')})" if node else ""
+    body = [FUNCTION_NODE.sub("", line).strip() for line in lines
+            if line.strip() and not line.startswith((" ", "\t", "Detected at node", "<stack traces unavailable>",
+                                                      "Graph execution error"))]
+    node = next((line.strip() for line in lines if line.strip().startswith("[[{{node ")), "")
+    if not body:
+        return lines[0][:MAX_ERROR_CHARS]
+    message = " ".join(line for line in body if line).replace("\\'", "'")   # Assert quotes come escaped
+    message += f" (in {node.split('}}]]')[0].removeprefix('[[{{')})" if node else ""
     return message[:MAX_ERROR_CHARS]
 
 
@@ -102,50 +101,10 @@ def batchable(signature: Signature, inputs: Mapping[str, np.ndarray]) -> bool:
     return signature.batch_major and all(np.ndim(array) >= 1 for array in inputs.values())
 
 
-class FlatCall:
-    """A signature function called with its flat argument list (sorted input names, then the captured variables):
-    what ``function(**feeds)`` ends up calling, without re-binding keyword arguments and re-reading the captured
-    variable handles on every request. Only for inputs whose shapes fit the function's TensorSpecs (``fits``):
-    any other call goes through the function's own binding, which refuses them with its own error."""
-
-    def __init__(self, function: Callable, names: list[str], specs: list[tf.TensorSpec]):
-        self.function = function
-        self.names = names
-        self.shapes = [spec.shape for spec in specs]
-        self.captured = list(function.captured_inputs)
-
-    def fits(self, inputs: Mapping[str, np.ndarray]) -> bool:
-        return len(inputs) == len(self.names) and all(
-            name in inputs and shape.is_compatible_with(np.shape(inputs[name]))
-            for name, shape in zip(self.names, self.shapes))
-
-    def call(self, feeds: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        return ConcreteFunction._call_flat(self.function, [feeds[name] for name in self.names], self.captured)
-
-
-def bind_flat(function: Callable, inputs: Mapping[str, meta_graph_pb2.TensorInfo]) -> FlatCall | None:
-    """A ``FlatCall`` for a loaded signature function that takes exactly the SignatureDef's inputs as keyword
-    arguments (None for anything else: a stand-in function, positional arguments, other names)."""
-    if not isinstance(function, ConcreteFunction):
-        return None
-    try:
-        args, kwargs = function.structured_input_signature
-    except (AttributeError, TypeError, ValueError):
-        return None
-    if args or set(kwargs) != set(inputs) or not all(isinstance(spec, tf.TensorSpec) for spec in kwargs.values()):
-        return None
-    if any(distribute_utils.is_distributed_variable(value) for value in function.captured_inputs):
-        return None   # loaded under a distribution strategy: the function resolves its variables per call
-    names = sorted(kwargs)   # nest.flatten's order for a dict of keyword arguments
-    if [t.name.split(":")[0] for t in function.inputs[:len(names)]] != names:
-        return None
-    return FlatCall(function, names, [kwargs[name] for name in names])
-
-
 class Signature:
-    """A SignatureDef plus the concrete function that runs it."""
+    """A SignatureDef plus the bound Session call that runs it."""
 
-    def __init__(self, name: str, definition: meta_graph_pb2.SignatureDef, function: Callable | None):
+    def __init__(self, name: str, definition: meta_graph_pb2.SignatureDef, bound: BoundSignature | None):
         self.name = name
         self.definition = definition
         self.inputs = dict(definition.inputs)
@@ -162,24 +121,7 @@ class Signature:
                                     for key, value in self.defaults.items()}
         except ServingError:
             pass
-        self.function = function
-
-    @property
-    def function(self) -> Callable | None:
-        return self._function
-
-    @function.setter
-    def function(self, function: Callable | None) -> None:
-        """Binds the function once (per loaded version): the flat argument order, the captured variables and the
-        defaults as tensors, so that a request calls the graph without Python's argument binding."""
-        self._function = function
-        self._bound = bind_flat(function, self.inputs) if function is not None else None
-        self._default_tensors: dict[str, tf.Tensor] = {}
-        for key, value in self._ready_defaults.items() if function is not None else ():
-            try:
-                self._default_tensors[key] = tf.constant(value, dtype=self.inputs[key].dtype)
-            except (TypeError, ValueError):
-                pass   # made (and refused, with TensorFlow's error) per request, as any other input
+        self.bound = bound
 
     @staticmethod
     def _leading_free(info: meta_graph_pb2.TensorInfo) -> bool:
@@ -259,35 +201,21 @@ class Signature:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Runs validated inputs through the graph; every output, as numpy (strings as bytes objects)."""
-        if self.function is None:
+        if self.bound is None:
             raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
-                               f"signature {self.name} has no function to run in this SavedModel")
-        feeds = {name: self._tensor(name, array) for name, array in inputs.items()}
+                               f"signature {self.name} has no graph to run in this SavedModel (a tensor it names "
+                               f"is not in the MetaGraph, or is not a plain tensor)")
         try:
-            if self._bound is not None and self._bound.fits(inputs):
-                results = self._bound.call(feeds)
-            else:   # the function's own argument binding, and its errors
-                results = self.function(**feeds)
+            return self.bound.run(inputs)
         except tf.errors.OpError as err:
             message = short_tf_message(err)
             culprit = self.explain_failure(inputs)
             if culprit:
                 raise invalid(f"{culprit}; the graph failed with: {message}") from err
             raise ServingError(CODES.get(err.error_code, grpc.StatusCode.INTERNAL), message) from err
-        except (TypeError, ValueError) as err:   # the function's own argument checks
+        except (TypeError, ValueError) as err:   # the Session's own feed checks
             culprit = self.explain_failure(inputs) or f"signature '{self.name}'"
             raise invalid(f"{culprit}: {str(err).strip().splitlines()[0][:MAX_ERROR_CHARS]}") from err
-        return {name: value.numpy() for name, value in results.items()}
-
-    def _tensor(self, name: str, array: np.ndarray) -> tf.Tensor:
-        """The input as a tensor: a default left as it was checked at load time is the tensor made then."""
-        if name in self._default_tensors and array is self._ready_defaults[name]:
-            return self._default_tensors[name]
-        dtype = self.inputs[name].dtype
-        try:   # what tf.constant ends up doing, without its Python layers (half the time)
-            return EagerTensor(array, context.context().device_name, dtype)
-        except (TypeError, ValueError):
-            return tf.constant(array, dtype=dtype)   # its own conversion, and its own error
 
     def explain_failure(self, inputs: Mapping[str, np.ndarray]) -> str | None:
         """Which input a failed graph run is most likely about: one whose shape does not fit the SignatureDef, or
@@ -306,6 +234,8 @@ class Signature:
                         return (f"{prefix}: dimension {axis} must be {want} (shape {shape_text(dims)}) but got "
                                 f"shape {shape_text(array.shape)}")
         for name in sorted(inputs, key=lambda n: (n in self.defaults, n)):   # the inputs a client must send first
+            if inputs[name] is self._ready_defaults.get(name):
+                continue   # the SignatureDef's own default, not sent: an empty one (no exclusions) is no culprit
             shape = inputs[name].shape
             if shape and shape[0] == 0:
                 return f"input tensor '{name}' of signature '{self.name}' has an empty batch (0 rows)"
