@@ -70,6 +70,7 @@ class BoundSignature:
         # identities) takes what it is given, as in TF Serving's C++ Session, and the graph decides
         self.placeholders = {name: tensor for name, tensor in zip(self.names, feeds)
                              if tensor.op.type == "Placeholder" and tensor.shape.rank is not None}
+        self._dims = [(name, tuple(tensor.shape.as_list())) for name, tensor in self.placeholders.items()]
         self._feeds = [tensor._as_tf_output() for tensor in feeds]   # what Session.run feeds
         self._fetches = [tensor._as_tf_output() for tensor in fetches]
         self.strings = {name for name in self.outputs if definition.outputs[name].dtype == types_pb2.DT_STRING}
@@ -77,9 +78,10 @@ class BoundSignature:
 
     def misfit(self, inputs: Mapping[str, np.ndarray]) -> str | None:
         """TensorFlow's words for the first input whose shape does not fit its placeholder (None when all fit)."""
-        for name, tensor in self.placeholders.items():
+        for name, dims in self._dims:
             shape = np.shape(inputs[name])
-            if not tensor.shape.is_compatible_with(shape):
+            if len(shape) != len(dims) or any(want is not None and want != have for want, have in zip(dims, shape)):
+                tensor = self.placeholders[name]
                 return f"Cannot feed value of shape {shape} for Tensor {tensor.name}, which has shape {tensor.shape}"
         return None
 
