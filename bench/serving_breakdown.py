@@ -161,7 +161,6 @@ def main() -> int:
     from serving.core import ModelServer
     from serving.grpc_service import PredictionService
     from serving.metrics import Metrics
-    from serving.servable import LoadOptions, Servable
 
     work, run_dir = Path(args.work), Path(args.run_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -175,11 +174,11 @@ def main() -> int:
     function = loaded.loaded.signatures["serving_default"]
     feeds = {**{key: tf.constant(value) for key, value in loaded.defaults("serving_default").items()},
              **{key: tf.constant(value) for key, value in inputs.items()}}
-    session_signature = Servable.load(MODEL, version, base / str(version),
-                                      LoadOptions(warm_up=False)).signatures["serving_default"]
-    ready = session_signature.validate({key: np.asarray(value, dtype=object) for key, value in inputs.items()})
     core = ModelServer([ModelConfig(MODEL, str(base), "specific", versions=(version,))], Metrics(), poll_seconds=0)
     core.start()
+    servable = core.manager.acquire(MODEL, version)   # the server's own loaded version, held until the end
+    session_signature = servable.signatures["serving_default"]
+    ready = session_signature.validate({key: np.asarray(value, dtype=object) for key, value in inputs.items()})
     servicer = PredictionService(core)
     request = predict_request(version, inputs)
     answer = work / "predict_response.bin"
@@ -216,6 +215,7 @@ def main() -> int:
                 process.wait()
             else:
                 process.stop()
+        servable.release()
         core.stop()
     p50 = {name: statistics.median(r[0] for r in values) for name, values in rounds.items()}
     cpu = {name: statistics.median(r[1] for r in values) for name, values in rounds.items()}

@@ -5,9 +5,9 @@ tensorflow/cc/saved_model/loader.cc): the MetaGraph is imported once, its variab
 and a Predict feeds the tensors the SignatureDef names and fetches the output tensors it names. Doing the same
 here instead of calling TF2's eager signature functions is what TF Serving does, so any SavedModel it serves is
 served the same way (TF1 exports whose signatures name graph tensors included), and it is faster for small
-graphs: a bound ``Session.make_callable`` skips the eager function-call machinery, and the graph runs less cold
-after the idle gap between two requests (docs/benchmarks.md, "The graph in a Session"). One copy of the weights is
-loaded per version, as before.
+graphs: the Session's C call with feeds and fetches resolved at load skips the eager function-call machinery, and
+the graph runs less cold after the idle gap between two requests (docs/benchmarks.md, "Third pass: the graph in a
+Session"). One copy of the weights is loaded per version, as before.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from tensorflow.python.saved_model import loader_impl
 class GraphSession:
     """One version's MetaGraph imported into its own graph and Session (variables restored, init op run)."""
 
-    def __init__(self, path: Path, tags: Sequence[str], config: tf.compat.v1.ConfigProto | None = None):
+    def __init__(self, path: Path, tags: Sequence[str]):
         self.graph = tf.Graph()
-        # config None: the process's eager context configuration, so the server's thread-count flags apply
-        self.session = tf.compat.v1.Session(graph=self.graph, config=config)
+        # no config: the process's eager context configuration, so the server's thread-count flags apply
+        self.session = tf.compat.v1.Session(graph=self.graph)
         try:
             with self.graph.as_default():
-                self.meta_graph = loader_impl.SavedModelLoader(str(path)).load(self.session, list(tags))
+                loader_impl.SavedModelLoader(str(path)).load(self.session, list(tags))
         except BaseException:
             self.session.close()
             raise

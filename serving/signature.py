@@ -213,7 +213,7 @@ class Signature:
             if culprit:
                 raise invalid(f"{culprit}; the graph failed with: {message}") from err
             raise ServingError(CODES.get(err.error_code, grpc.StatusCode.INTERNAL), message) from err
-        except (TypeError, ValueError) as err:   # the Session's own feed checks
+        except (TypeError, ValueError) as err:   # a placeholder's shape check, or a value the Session cannot feed
             culprit = self.explain_failure(inputs) or f"signature '{self.name}'"
             raise invalid(f"{culprit}: {str(err).strip().splitlines()[0][:MAX_ERROR_CHARS]}") from err
 
