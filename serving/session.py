@@ -22,6 +22,10 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.python.saved_model import loader_impl
 
 
+class ShapeMisfit(ValueError):
+    """An input whose shape its placeholder cannot take (TensorFlow's own words), refused before the graph runs."""
+
+
 class GraphSession:
     """One version's MetaGraph imported into its own graph and Session (variables restored, init op run)."""
 
@@ -87,10 +91,10 @@ class BoundSignature:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every output as numpy (strings as bytes objects, scalars as 0-d arrays). Raises TensorFlow's OpError
-        from the graph, and ValueError for an input whose shape does not fit its placeholder."""
+        from the graph, and ShapeMisfit (a ValueError) for an input whose shape does not fit its placeholder."""
         misfit = self.misfit(inputs)
         if misfit:
-            raise ValueError(misfit)
+            raise ShapeMisfit(misfit)
         values = self.session._call_tf_sessionrun(
             None, {feed: inputs[name] for name, feed in zip(self.names, self._feeds)}, self._fetches, [], None)
         return {name: self._array(name, value) for name, value in zip(self.outputs, values)}

@@ -27,7 +27,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving.errors import ServingError, invalid
-from serving.session import BoundSignature
+from serving.session import BoundSignature, ShapeMisfit
 
 log = logging.getLogger("twotower.serving")
 CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -213,7 +213,9 @@ class Signature:
             if culprit:
                 raise invalid(f"{culprit}; the graph failed with: {message}") from err
             raise ServingError(CODES.get(err.error_code, grpc.StatusCode.INTERNAL), message) from err
-        except (TypeError, ValueError) as err:   # a placeholder's shape check, or a value the Session cannot feed
+        except ShapeMisfit as err:   # the SignatureDef's shape says it in the input's own name where it can
+            raise invalid(self.explain_failure(inputs) or f"signature '{self.name}': {err}") from err
+        except (TypeError, ValueError) as err:   # a value the Session cannot feed
             culprit = self.explain_failure(inputs) or f"signature '{self.name}'"
             raise invalid(f"{culprit}: {str(err).strip().splitlines()[0][:MAX_ERROR_CHARS]}") from err
 
