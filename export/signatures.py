@@ -83,6 +83,11 @@ def _search(search: bool) -> tuple:
     return (SEARCH_SPEC,) if search else ()
 
 
+def _searched(search: bool, search_query: tf.Tensor) -> tuple:
+    """The wrapped function's trailing ``search_query`` argument: there only where the model reads searches."""
+    return (search_query,) if search else ()
+
+
 def recommend_signature(recommend: Callable, search: bool = True) -> tf.function:
     """The serving signature over ``recommend(user_id, history, user_text, diversity, exclude, max_per_category,
     search_query)``: the optional inputs get tensor defaults, which ``tf.saved_model.save`` records in
@@ -99,7 +104,7 @@ def recommend_signature(recommend: Callable, search: bool = True) -> tf.function
                                 ["input tensor 'max_per_category' must be >= 0 (0 = no cap), got", max_per_category])]
         with tf.control_dependencies(checks):
             return recommend(user_id, history, user_text, diversity, exclude, max_per_category,
-                             *((search_query,) if search else ()))
+                             *_searched(search, search_query))
 
     return tf.function(signature, input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS, *_search(search)))
 
@@ -107,7 +112,7 @@ def recommend_signature(recommend: Callable, search: bool = True) -> tf.function
 def embed_query_signature(embed_query: Callable, search: bool = True) -> tf.function:
     """``embed_query(user_id, history, user_text, search_query)`` with ``search_query`` optional."""
     def signature(user_id, history, user_text, search_query=NO_SEARCH):
-        return embed_query(user_id, history, user_text, *((search_query,) if search else ()))
+        return embed_query(user_id, history, user_text, *_searched(search, search_query))
 
     return tf.function(signature, input_signature=(*QUERY_SPECS, *_search(search)))
 
@@ -115,7 +120,7 @@ def embed_query_signature(embed_query: Callable, search: bool = True) -> tf.func
 def score_signature(score: Callable, search: bool = True) -> tf.function:
     """``score(user_id, history, user_text, candidates, search_query)`` with ``search_query`` optional."""
     def signature(user_id, history, user_text, candidates, search_query=NO_SEARCH):
-        return score(user_id, history, user_text, candidates, *((search_query,) if search else ()))
+        return score(user_id, history, user_text, candidates, *_searched(search, search_query))
 
     return tf.function(signature, input_signature=(*QUERY_SPECS, CANDIDATES_SPEC, *_search(search)))
 
