@@ -79,13 +79,10 @@ def takes_search(function) -> bool:
     return any(spec.name == SEARCH_SPEC.name for spec in function.input_signature)
 
 
-def _search(search: bool) -> tuple:
-    return (SEARCH_SPEC,) if search else ()
-
-
-def _searched(search: bool, search_query: tf.Tensor) -> tuple:
-    """The wrapped function's trailing ``search_query`` argument: there only where the model reads searches."""
-    return (search_query,) if search else ()
+def _if_search(search: bool, value) -> tuple:
+    """``(value,)`` where the model reads searches, else ``()``: the trailing ``search_query`` spec of a signature
+    and the argument it passes on."""
+    return (value,) if search else ()
 
 
 def recommend_signature(recommend: Callable, search: bool = True) -> tf.function:
@@ -104,25 +101,25 @@ def recommend_signature(recommend: Callable, search: bool = True) -> tf.function
                                 ["input tensor 'max_per_category' must be >= 0 (0 = no cap), got", max_per_category])]
         with tf.control_dependencies(checks):
             return recommend(user_id, history, user_text, diversity, exclude, max_per_category,
-                             *_searched(search, search_query))
+                             *_if_search(search, search_query))
 
-    return tf.function(signature, input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS, *_search(search)))
+    return tf.function(signature, input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS, *_if_search(search, SEARCH_SPEC)))
 
 
 def embed_query_signature(embed_query: Callable, search: bool = True) -> tf.function:
     """``embed_query(user_id, history, user_text, search_query)`` with ``search_query`` optional."""
     def signature(user_id, history, user_text, search_query=NO_SEARCH):
-        return embed_query(user_id, history, user_text, *_searched(search, search_query))
+        return embed_query(user_id, history, user_text, *_if_search(search, search_query))
 
-    return tf.function(signature, input_signature=(*QUERY_SPECS, *_search(search)))
+    return tf.function(signature, input_signature=(*QUERY_SPECS, *_if_search(search, SEARCH_SPEC)))
 
 
 def score_signature(score: Callable, search: bool = True) -> tf.function:
     """``score(user_id, history, user_text, candidates, search_query)`` with ``search_query`` optional."""
     def signature(user_id, history, user_text, candidates, search_query=NO_SEARCH):
-        return score(user_id, history, user_text, candidates, *_searched(search, search_query))
+        return score(user_id, history, user_text, candidates, *_if_search(search, search_query))
 
-    return tf.function(signature, input_signature=(*QUERY_SPECS, CANDIDATES_SPEC, *_search(search)))
+    return tf.function(signature, input_signature=(*QUERY_SPECS, CANDIDATES_SPEC, *_if_search(search, SEARCH_SPEC)))
 
 
 class Recommender(tf.Module):

@@ -214,7 +214,7 @@ class Signature:
                 raise invalid(f"{culprit}; the graph failed with: {message}") from err
             raise ServingError(CODES.get(err.error_code, grpc.StatusCode.INTERNAL), message) from err
         except ShapeMisfit as err:   # the SignatureDef's shape says it in the input's own name where it can
-            raise invalid(self.explain_failure(inputs) or f"signature '{self.name}': {err}") from err
+            raise invalid(self.shape_misfit(inputs) or f"signature '{self.name}': {err}") from err
         except (TypeError, ValueError) as err:   # a value the Session cannot feed
             culprit = self.explain_failure(inputs) or f"signature '{self.name}'"
             raise invalid(f"{culprit}: {str(err).strip().splitlines()[0][:MAX_ERROR_CHARS]}") from err
@@ -222,6 +222,23 @@ class Signature:
     def explain_failure(self, inputs: Mapping[str, np.ndarray]) -> str | None:
         """Which input a failed graph run is most likely about: one whose shape does not fit the SignatureDef, or
         one with an empty batch or another empty dimension (None when every input fits)."""
+        misfit = self.shape_misfit(inputs)
+        if misfit:
+            return misfit
+        for name in sorted(inputs, key=lambda n: (n in self.defaults, n)):   # the inputs a client must send first
+            if inputs[name] is self._ready_defaults.get(name):
+                continue   # the SignatureDef's own default, not sent: an empty one (no exclusions) is no culprit
+            shape = inputs[name].shape
+            if shape and shape[0] == 0:
+                return f"input tensor '{name}' of signature '{self.name}' has an empty batch (0 rows)"
+            if 0 in shape:
+                return (f"input tensor '{name}' of signature '{self.name}' has an empty dimension "
+                        f"{shape.index(0)} (shape {shape_text(shape)})")
+        return None
+
+    def shape_misfit(self, inputs: Mapping[str, np.ndarray]) -> str | None:
+        """The first input whose shape does not fit the SignatureDef's, in the input's own name (None when all
+        fit or the SignatureDef gives no shape)."""
         for name in sorted(inputs):
             array = inputs[name]
             prefix = f"input tensor '{name}' of signature '{self.name}'"
@@ -235,13 +252,4 @@ class Signature:
                     if want != -1 and want != have:
                         return (f"{prefix}: dimension {axis} must be {want} (shape {shape_text(dims)}) but got "
                                 f"shape {shape_text(array.shape)}")
-        for name in sorted(inputs, key=lambda n: (n in self.defaults, n)):   # the inputs a client must send first
-            if inputs[name] is self._ready_defaults.get(name):
-                continue   # the SignatureDef's own default, not sent: an empty one (no exclusions) is no culprit
-            shape = inputs[name].shape
-            if shape and shape[0] == 0:
-                return f"input tensor '{name}' of signature '{self.name}' has an empty batch (0 rows)"
-            if 0 in shape:
-                return (f"input tensor '{name}' of signature '{self.name}' has an empty dimension "
-                        f"{shape.index(0)} (shape {shape_text(shape)})")
         return None
