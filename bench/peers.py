@@ -6,9 +6,9 @@ the whole catalogue for a batch of evaluation cases. Every peer carries a small 
 benchmark picks the best setting on the validation split and reports the test split with it.
 
 Peers: popularity, implicit's ALS, BPR and item-kNN (BM25-weighted cosine), LightFM WARP (pure, and with item text
-features), the TFRS tutorial's ID-only two tower, and MiniLM text similarity (user = recency-weighted mean of
-their history items' MiniLM vectors). implicit and lightfm are benchmark-only dependencies
-(bench/install_peers.sh), never runtime ones.
+features), the TFRS tutorial's ID-only two tower, and text similarity (user = recency-weighted mean of their history
+items' vectors from our run's text encoder: MiniLM unless the dataset's config names another). implicit and lightfm
+are benchmark-only dependencies (bench/install_peers.sh), never runtime ones.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ class TrainData:
     user_items: sp.csr_matrix           # [users, items] interaction counts in the training split
     interactions: tuple[np.ndarray, np.ndarray]  # (user rows, item columns) of each training interaction
     item_texts: list[str]               # the joined item text the towers read
-    item_text_vectors: np.ndarray       # [items, dim] L2-normalised MiniLM vectors (the run's cache)
+    item_text_vectors: np.ndarray       # [items, dim] L2-normalised vectors of our run's encoder (its cache)
+    encoder: str = "minilm"             # that encoder's model.encoder value
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -243,16 +244,21 @@ class TFRSIdTwoTower(Peer):
         return _factor_scores(self.user_vectors[np.maximum(rows, 0)], self.item_vectors, rows >= 0)
 
 
-class TextSimilarity(Peer):
-    """No training at all: a user is the recency-weighted mean of their last ``recent`` history items' MiniLM
-    vectors, and items rank by cosine to it. What a text encoder alone gives."""
+# model.encoder → how the tables name its text-similarity peer
+ENCODER_LABELS = {"minilm": "MiniLM", "tiny": "tiny BERT"}
 
-    name = "MiniLM text similarity"
+
+class TextSimilarity(Peer):
+    """No training at all: a user is the recency-weighted mean of their last ``recent`` history items' vectors from
+    our run's text encoder, and items rank by cosine to it. What that encoder alone gives; named after it."""
+
+    name = "text similarity"
     grid = tuple({"recent": r, "decay": d} for r in (1, 5, 20) for d in (1.0, 0.7))
 
     def fit(self, data: TrainData, recent: int = 5, decay: float = 1.0) -> None:
         super().fit(data)
         self.recent, self.decay = recent, decay
+        self.name = f"{ENCODER_LABELS.get(data.encoder, data.encoder)} text similarity"
 
     def score(self, part: Examples) -> np.ndarray:
         vectors = self.data.item_text_vectors

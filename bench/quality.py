@@ -94,7 +94,7 @@ def load(dataset: str, quick: bool, runs: Path):
     return config, run, time.time() - started
 
 
-def train_data(prepared) -> TrainData:
+def train_data(prepared, encoder: str) -> TrainData:
     interactions, labels = prepared.dataset.interactions, prepared.labels
     train = interactions[labels.to_numpy() == "train"]
     item_ids = prepared.artifacts.catalog["item_id"].tolist()
@@ -105,7 +105,7 @@ def train_data(prepared) -> TrainData:
     items = train["item_id"].astype(str).map(item_index).to_numpy()
     matrix = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(len(user_ids), len(item_ids)))
     return TrainData(item_ids, user_ids, matrix, (users, items), prepared.artifacts.catalog["text"].tolist(),
-                     prepared.artifacts.item_text_vectors)
+                     prepared.artifacts.item_text_vectors, encoder)
 
 
 def evaluate(scorer, cases, item_index: dict) -> tuple[dict, dict]:
@@ -183,7 +183,7 @@ def bench_dataset(dataset: str, quick: bool, runs: Path) -> list[Result]:
     peer_cases = {s: evaluation_cases(interactions, labels, s, PEER_HISTORY, novel)[0] for s in ("valid", "test")}
     results = [run_ours(config, run, prepared, ours_cases, seconds)]
     results[0].served = served_check(run, dataset, runs, 50 if quick else SERVED_CHECK_USERS)
-    data = train_data(prepared)
+    data = train_data(prepared, config["model"]["encoder"])
     for peer in all_peers(with_text=dataset in TEXT_DATASETS):
         try:
             results.append(run_peer(peer, data, peer_cases, quick))

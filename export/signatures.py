@@ -31,6 +31,7 @@ the graph broadcasts it to the batch, as it does any of these inputs sent with o
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import tensorflow as tf
@@ -44,6 +45,12 @@ from towers.item_tower import ItemTower
 from towers.text_encoder import TextEncoder
 from towers.text_fields import join_text_fields
 from towers.user_tower import UserTower
+
+# Every function of the export is plain graph code (its branches on tensors are written as tf.cond / while_loop),
+# so AutoGraph has nothing to convert; without it, the first export in a process (every `twotower export`) no longer
+# waits while AutoGraph rewrites each Keras layer's and transformer's call it reaches (~15% of a demo export:
+# docs/benchmarks.md), and control flow it would have converted silently fails at trace time instead.
+graph_function = functools.partial(tf.function, autograph=False)
 
 STRING = tf.string
 QUERY_SPECS = (tf.TensorSpec([None], STRING, name="user_id"), tf.TensorSpec([None, None], STRING, name="history"),
@@ -103,7 +110,8 @@ def recommend_signature(recommend: Callable, search: bool = True) -> tf.function
             return recommend(user_id, history, user_text, diversity, exclude, max_per_category,
                              *_if_search(search, search_query))
 
-    return tf.function(signature, input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS, *_if_search(search, SEARCH_SPEC)))
+    return graph_function(signature,
+                          input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS, *_if_search(search, SEARCH_SPEC)))
 
 
 def embed_query_signature(embed_query: Callable, search: bool = True) -> tf.function:
@@ -111,7 +119,7 @@ def embed_query_signature(embed_query: Callable, search: bool = True) -> tf.func
     def signature(user_id, history, user_text, search_query=NO_SEARCH):
         return embed_query(user_id, history, user_text, *_if_search(search, search_query))
 
-    return tf.function(signature, input_signature=(*QUERY_SPECS, *_if_search(search, SEARCH_SPEC)))
+    return graph_function(signature, input_signature=(*QUERY_SPECS, *_if_search(search, SEARCH_SPEC)))
 
 
 def score_signature(score: Callable, search: bool = True) -> tf.function:
@@ -119,7 +127,8 @@ def score_signature(score: Callable, search: bool = True) -> tf.function:
     def signature(user_id, history, user_text, candidates, search_query=NO_SEARCH):
         return score(user_id, history, user_text, candidates, *_if_search(search, search_query))
 
-    return tf.function(signature, input_signature=(*QUERY_SPECS, CANDIDATES_SPEC, *_if_search(search, SEARCH_SPEC)))
+    return graph_function(signature,
+                          input_signature=(*QUERY_SPECS, CANDIDATES_SPEC, *_if_search(search, SEARCH_SPEC)))
 
 
 class Recommender(tf.Module):
@@ -143,11 +152,11 @@ class Recommender(tf.Module):
     # Queries -------------------------------------------------------------------------------------------------
     # The encoder and the query side are tf.functions of their own, traced once and called by every signature:
     # traced inline, BERT and the user tower were built five times per export (half of its time).
-    @tf.function(input_signature=(tf.TensorSpec([None], STRING, name="text"),))
+    @graph_function(input_signature=(tf.TensorSpec([None], STRING, name="text"),))
     def _encode(self, text):
         return self.encoder(text)
 
-    @tf.function(input_signature=(*QUERY_SPECS, SEARCH_SPEC))
+    @graph_function(input_signature=(*QUERY_SPECS, SEARCH_SPEC))
     def _query_and_history(self, user_id, history, user_text, search_query):
         """The query vectors [B, D] and the request's history as ``_history`` gives it."""
         recent = self._history(history)
@@ -194,8 +203,8 @@ class Recommender(tf.Module):
         return self.user_tower(features, training=False)
 
     # Recommendations -----------------------------------------------------------------------------------------
-    @tf.function(input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS, SEARCH_SPEC,
-                                  tf.TensorSpec([], tf.bool, name="exclude_history")))
+    @graph_function(input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS, SEARCH_SPEC,
+                                     tf.TensorSpec([], tf.bool, name="exclude_history")))
     def _recommend(self, user_id, history, user_text, diversity, exclude, max_per_category, search_query,
                    exclude_history):
         """Both recommend signatures (traced once): ``exclude_history`` adds the request's history to ``exclude``."""
@@ -240,23 +249,23 @@ class Recommender(tf.Module):
         outputs = (item_ids, top, because, because_score, because_words)
         return {name: tf.ensure_shape(value, [None, k]) for name, value in zip(RECOMMEND_OUTPUTS, outputs)}
 
-    @tf.function(input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS, SEARCH_SPEC))
+    @graph_function(input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS, SEARCH_SPEC))
     def recommend(self, user_id, history, user_text, diversity, exclude, max_per_category, search_query):
         return self._recommend(user_id, history, user_text, diversity, exclude, max_per_category, search_query,
                                tf.constant(True))
 
-    @tf.function(input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS, SEARCH_SPEC))
+    @graph_function(input_signature=(*QUERY_SPECS, *OPTIONAL_SPECS, SEARCH_SPEC))
     def recommend_including_history(self, user_id, history, user_text, diversity, exclude, max_per_category,
                                     search_query):
         return self._recommend(user_id, history, user_text, diversity, exclude, max_per_category, search_query,
                                tf.constant(False))
 
     # Vectors and scores --------------------------------------------------------------------------------------
-    @tf.function(input_signature=(*QUERY_SPECS, SEARCH_SPEC))
+    @graph_function(input_signature=(*QUERY_SPECS, SEARCH_SPEC))
     def embed_query(self, user_id, history, user_text, search_query):
         return {"embedding": self._query_and_history(user_id, history, user_text, search_query)[0]}  # [B, D]
 
-    @tf.function(input_signature=ITEM_SPECS)
+    @graph_function(input_signature=ITEM_SPECS)
     def embed_items(self, item_id, title, description, category, brand, price):
         given = {"title": title, "description": description, "category": category, "brand": brand}
         text = join_text_fields([given[f] for f in self.item_text_fields])
@@ -264,7 +273,7 @@ class Recommender(tf.Module):
                     "brand": brand, "price": price}
         return {"embedding": self.item_tower(features, training=False)}
 
-    @tf.function(input_signature=(*QUERY_SPECS, CANDIDATES_SPEC, SEARCH_SPEC))
+    @graph_function(input_signature=(*QUERY_SPECS, CANDIDATES_SPEC, SEARCH_SPEC))
     def score(self, user_id, history, user_text, candidates, search_query):
         queries = self._query_and_history(user_id, history, user_text, search_query)[0]
         rows = self.catalog.rows(candidates)
