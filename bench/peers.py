@@ -5,10 +5,10 @@ Why it exists: bench/quality.py must rank every model on the same cases with the
 the whole catalogue for a batch of evaluation cases. Every peer carries a small grid of hyper-parameters; the
 benchmark picks the best setting on the validation split and reports the test split with it.
 
-Peers: popularity, implicit's ALS, BPR and item-kNN (BM25-weighted cosine), LightFM WARP (pure, and with item text
-features), the TFRS tutorial's ID-only two tower, and text similarity (user = recency-weighted mean of their history
-items' vectors from our run's text encoder: MiniLM unless the dataset's config names another). implicit and lightfm
-are benchmark-only dependencies (bench/install_peers.sh), never runtime ones.
+Peers: popularity, implicit's ALS, BPR and item-kNN (BM25-weighted cosine), EASE (numpy), LightFM WARP (pure, and
+with item text features), the TFRS tutorial's ID-only two tower, and text similarity (user = recency-weighted mean
+of their history items' vectors from our run's text encoder: MiniLM unless the dataset's config names another).
+implicit and lightfm are benchmark-only dependencies (bench/install_peers.sh), never runtime ones.
 """
 
 from __future__ import annotations
@@ -149,6 +149,25 @@ class ItemKNN(Peer):
         return np.asarray((self.data.history_matrix(part) @ self.model.similarity).todense())
 
 
+class EASE(Peer):
+    """Embarrassingly shallow autoencoder (Steck, WWW 2019): the closed-form linear item-to-item model, whole (no
+    library ships it; its closed form is four lines of numpy). Our towers carry it factored as the item-to-item
+    channel (towers/item_item.py), so it is the peer that channel must be compared with alone."""
+
+    name = "EASE"
+    grid = tuple({"l2": l2} for l2 in (50.0, 200.0, 500.0))
+
+    def fit(self, data: TrainData, l2: float = 200.0) -> None:
+        super().fit(data)
+        x = (data.user_items > 0).astype(np.float64)
+        p = np.linalg.inv((x.T @ x).toarray() + l2 * np.eye(x.shape[1]))
+        self.weights = (-p / np.diag(p)[None, :]).astype(np.float32)
+        np.fill_diagonal(self.weights, 0.0)
+
+    def score(self, part: Examples) -> np.ndarray:
+        return np.asarray(self.data.history_matrix(part) @ self.weights)
+
+
 def text_tokens(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[\u4e00-\u9fff]", text.lower())
 
@@ -274,7 +293,8 @@ class TextSimilarity(Peer):
 
 
 def all_peers(with_text: bool) -> list[Peer]:
-    peers: list[Peer] = [Popularity(), ImplicitALS(), ImplicitBPR(), ItemKNN(), LightFMWarp(), TFRSIdTwoTower()]
+    peers: list[Peer] = [Popularity(), ImplicitALS(), ImplicitBPR(), ItemKNN(), EASE(), LightFMWarp(),
+                         TFRSIdTwoTower()]
     if with_text:
         peers += [LightFMWarp(text=True), TextSimilarity()]
     return peers

@@ -292,14 +292,26 @@ def export(run_dir: Path, base: Path, k: int) -> None:
 
 
 def user_and_history(run_dir: Path) -> tuple[str, list[str]]:
-    """The first user with at least eight interactions in the run's world, and their last five items."""
+    """The first user with at least eight interactions in the run's world, and their last five items; for a run on
+    data other than a generated world's files (a research dataset), the first of the run's sample test queries
+    with five history items."""
     import yaml
 
-    config = yaml.safe_load(RunDir(run_dir).config.read_text())
+    from training.artifacts import load_sample_queries
+
+    run = RunDir(run_dir)
+    config = yaml.safe_load(run.config.read_text())
     world = Path(config["data"]["path"])
     if not world.is_absolute():   # relative to the checkout that trained the run (this one, or the run's own)
         world = next((root / world for root in (ROOT, *run_dir.resolve().parents) if (root / world).is_dir()),
                      ROOT / world)
+    if not (world / "interactions.csv").exists():
+        users, histories = load_sample_queries(run.artifacts) or ([], [])
+        for user, history in zip(users, histories):
+            items = [h for h in history if h]
+            if len(items) >= 5:
+                return user, items[-5:]
+        raise SystemExit(f"{run_dir}: no sample test query with five history items (artifacts/sample_queries.json)")
     seen: dict[str, list[str]] = {}
     with open(world / "interactions.csv", newline="") as f:
         for row in csv.DictReader(f):

@@ -6,9 +6,10 @@ precomputes item vectors, looks histories up in the served catalogue, searches a
 worth reporting if they agree: the same top-K ids in the same order, and ``embed_query`` the same vectors. The
 tests check it in a fresh process for every tower configuration; bench/quality.py checks the model it reports.
 
-Two rankings are compared: ``recommend_including_history`` with evaluate's own exclusions (every earlier item
-of the user but the target) as ``exclude``, which is exactly the candidate set ``evaluate`` ranks, and plain
-``serving_default``, which excludes the request's history in the graph. Search requests (a few catalogue titles as
+Three rankings are compared: ``recommend_including_history`` with evaluate's own exclusions (every earlier item
+of the user but the target) as ``exclude``, which is exactly the candidate set ``evaluate`` ranks, plain
+``serving_default``, which excludes the request's history in the graph, and ``recommend_including_history`` with
+nothing excluded, which is evaluate's ``history_kept`` protocol. Search requests (a few catalogue titles as
 ``search_query``, nothing else) are compared as vectors: ``embed_query`` against the search path the search-query
 evaluation scores (training/search_queries.py).
 """
@@ -52,6 +53,7 @@ class Evaluated:
                 "search": {"signature": "embed_query", "inputs": search},
                 "evaluated": {"signature": "recommend_including_history",
                               "inputs": {**query, "exclude": padded(self.exclude)}},
+                "kept": {"signature": "recommend_including_history", "inputs": query},
                 "served": {"signature": "serving_default", "inputs": query}}
 
     def ranking(self, excluded: Sequence[Sequence[str]], k: int) -> tuple[list[list[str]], np.ndarray]:
@@ -106,7 +108,8 @@ def differences(expected: Evaluated, outputs: dict, k: int) -> list[str]:
     if gap > SCORE_TOLERANCE:
         found.append(f"embed_query with search_query differs from the evaluated search requests by up to {gap:.2e}")
     index = {item: row for row, item in enumerate(expected.item_ids)}
-    for name, excluded in (("evaluated", expected.exclude), ("served", expected.history)):
+    for name, excluded in (("evaluated", expected.exclude), ("served", expected.history),
+                           ("kept", [[]] * len(expected.user_id))):
         want, want_scores = expected.ranking(excluded, k)
         for case, (row, w, ws) in enumerate(zip(outputs[f"{name}/item_ids"], want, want_scores)):
             got = [i.decode() if isinstance(i, bytes) else str(i) for i in row]

@@ -217,12 +217,14 @@ class Recommender(tf.Module):
         capped = tf.reduce_any(max_per_category > 0)
         rerank_rows = tf.reduce_any(diversity > 0.0) | capped
         size = tf.shape(self.catalog.ids)[0]
+        lowered = exclude_history | (self.user_tower.item_item is not None)   # history items may drop out of the top
         pool = tf.where(capped, max(CAP_POOL * self.k, CAP_POOL_MIN),
                         tf.where(rerank_rows, DIVERSITY_POOL * self.k, self.k)) + tf.shape(exclude)[1] + \
-            tf.where(exclude_history, tf.shape(history)[1], 0)
+            tf.where(lowered, tf.shape(history)[1], 0)
         scores, rows = self.index(queries, tf.minimum(pool, size))
         rows = tf.cast(rows, tf.int64)
         ids = tf.gather(self.catalog.ids, rows)
+        scores = scores - self._own_scores(ids, rows, recent["ids"])
         blocked = tf.reduce_any(tf.equal(ids[:, :, None], blocked_ids[:, None, :]) & (blocked_ids[:, None, :] != ""),
                                 axis=-1)
         relevance = tf.where(blocked, tf.fill(tf.shape(scores), float("-inf")), scores)
@@ -271,14 +273,27 @@ class Recommender(tf.Module):
         text = join_text_fields([given[f] for f in self.item_text_fields])
         features = {"item_id": item_id, "text_vec": self._encode(text), "text": text, "category": category,
                     "brand": brand, "price": price}
+        rank = self.item_tower.config.item_item_rank
+        if rank:   # a catalogue item's item-to-item block is its own; any other item has none (zeros)
+            features["item_item_vec"] = self.catalog.vectors_of(self.catalog.rows(item_id))[:, -rank:]
         return {"embedding": self.item_tower(features, training=False)}
 
     @graph_function(input_signature=(*QUERY_SPECS, CANDIDATES_SPEC, SEARCH_SPEC))
     def score(self, user_id, history, user_text, candidates, search_query):
-        queries = self._query_and_history(user_id, history, user_text, search_query)[0]
+        queries, recent = self._query_and_history(user_id, history, user_text, search_query)
         rows = self.catalog.rows(candidates)
         scores = tf.einsum("bd,bcd->bc", queries, self.catalog.vectors_of(rows))
+        scores = scores - self._own_scores(candidates, rows, recent["ids"])
         return {"scores": tf.where(rows >= 0, scores, float("-inf"))}
+
+    def _own_scores(self, ids: tf.Tensor, rows: tf.Tensor, history: tf.Tensor) -> tf.Tensor | float:
+        """[B, C] what the item-to-item channel gives each candidate with itself, times the number of times it is
+        in the request's history (towers/item_item.py: taken off, as evaluate does); 0 without the channel."""
+        if self.user_tower.item_item is None:
+            return 0.0
+        times = tf.reduce_sum(tf.cast(tf.equal(ids[:, :, None], history[:, None, :]) & (history[:, None, :] != ""),
+                                      tf.float32), axis=-1)
+        return self.user_tower.item_item.own(self.catalog.vectors_of(rows)) * times
 
 def serving_signatures(module) -> dict:
     """The signature map of a Recommender, or of one loaded from a SavedModel (``index add`` saves it again)."""

@@ -9,8 +9,8 @@ from export.parity import Evaluated, differences
 def _outputs(expected: Evaluated, ids: list[str], scores: list[float]) -> dict:
     row = np.array([ids], object)
     return {"query/embedding": expected.user_vectors, "search/embedding": expected.search_vectors,
-            "evaluated/item_ids": row, "served/item_ids": row,
-            "evaluated/scores": np.array([scores]), "served/scores": np.array([scores])}
+            **{f"{name}/item_ids": row for name in ("evaluated", "served", "kept")},
+            **{f"{name}/scores": np.array([scores]) for name in ("evaluated", "served", "kept")}}
 
 
 EXPECTED = Evaluated(user_id=["u"], history=[[]], exclude=[[]], item_ids=["a", "b", "c", "d"],
@@ -26,9 +26,10 @@ def test_a_tie_at_the_kth_place_may_go_either_way():
 
 def test_an_item_that_does_not_tie_is_reported():
     found = differences(EXPECTED, _outputs(EXPECTED, ["a", "d"], [0.9, 0.1]), k=2)
-    assert len(found) == 2 and "returned ['a', 'd'], expected ['a', 'b']" in found[0]
+    assert len(found) == 3 and "returned ['a', 'd'], expected ['a', 'b']" in found[0]
+    assert [f.split(" case")[0] for f in found] == ["evaluated", "served", "kept"]
     found = differences(EXPECTED, _outputs(EXPECTED, ["b", "a"], [0.5, 0.9]), k=2)
-    assert len(found) == 2
+    assert len(found) == 3
 
 
 def test_a_search_request_whose_vector_differs_is_reported():

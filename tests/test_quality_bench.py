@@ -13,7 +13,8 @@ def test_quick_quality_bench_ranks_every_model_on_the_same_cases(quick_quality_b
     models = {r["model"]: r for r in results}
     # ours, and the peers that need no extra library, always run; the others run where bench/install_peers.sh ran;
     # the text-similarity peer is named after the run's encoder (--quick trains with the tiny one)
-    assert {"twotower (ours)", "popularity", "TFRS two tower (ids only)", "tiny BERT text similarity"} <= set(models)
+    assert {"twotower (ours)", "popularity", "EASE", "TFRS two tower (ids only)", "tiny BERT text similarity"} <= \
+        set(models)
     for name in ("ALS (implicit)", "LightFM WARP"):
         assert name in models or f"{name} skipped" in stderr
     users = {r["test"]["users"] for r in results}

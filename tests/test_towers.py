@@ -15,6 +15,7 @@ from towers.user_tower import UserTower
 
 ITEMS = ["a", "b", "c", "d"]
 TEXTS = ["red camping tent", "blue camping stove", "steel travel mug", "green tea leaves"]
+ITEM_ITEM = np.array([[1.0, 0.5], [0.2, -1.0], [0.0, 2.0], [0.0, 0.0]], np.float32)   # per item of ITEMS
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +77,11 @@ def _towers(encoder, item_features=("text", "id", "category", "brand", "price"),
     config = TowerConfig(embedding_dim=8, hidden_units=(16,), id_dim=4, categorical_dim=3,
                          text_projection_dim=8, item_features=item_features, user_features=user_features, **settings)
     vectors = encoder.encode(TEXTS, progress=False)
-    catalog = FeatureTable(ITEMS, {"text_vec": vectors, "category": np.array(["x", "x", "y", "z"], object),
-                                   "brand": np.array(["p", "q", "", "p"], object),
-                                   "price": np.array([10.0, np.nan, 3.0, 0.0], np.float32)})
+    columns = {"text_vec": vectors, "category": np.array(["x", "x", "y", "z"], object),
+               "brand": np.array(["p", "q", "", "p"], object), "price": np.array([10.0, np.nan, 3.0, 0.0], np.float32)}
+    if config.item_item_rank:
+        columns["item_item_vec"] = ITEM_ITEM[:, :config.item_item_rank]
+    catalog = FeatureTable(ITEMS, columns)
     item = ItemTower(config, ITEMS[:3], ["x", "y", "z"], ["p", "q"], price_statistics(np.array([10.0, 3.0])),
                      encoder.dim, encoder)
     user = UserTower(config, ["u1"], item, catalog, encoder.dim, encoder)
@@ -216,3 +219,29 @@ def test_seeded_dropout_is_inverted_and_resume_safe():
     assert abs((a == 0).mean() - 0.25) < 0.03 and np.allclose(a[a != 0], 1 / 0.75)
     np.testing.assert_array_equal(second(x, training=True).numpy(), a)   # same seed, same call count
     np.testing.assert_array_equal(first(x, training=False).numpy(), x.numpy())
+
+
+@pytest.mark.parametrize("settings", [{"semantic_channel": True}, {"history_encoder": "causal", "history_len": 3}])
+def test_item_item_block_adds_the_weighted_sum_of_the_history_blocks(encoder, settings):
+    """model.item_item_rank: the item vector ends with the item's block, the query with weight · the sum of its
+    history's blocks (masked: padding, unknown items), so the dot product adds weight · Σ_h E_h · E_i; at weight 0
+    (training) the rest of the vectors is what they are without the channel. With the causal encoder the last
+    position of training's every_position is the served vector."""
+    item, user, catalog, _ = _towers(encoder, item_item_rank=2, **settings)
+    features = catalog(tf.constant(ITEMS + ["new"]))
+    features["item_id"] = tf.constant(ITEMS + ["new"])
+    items = item(features).numpy()
+    np.testing.assert_array_equal(items[:, -2:], np.concatenate([ITEM_ITEM, [[0.0, 0.0]]]))   # "new": zeros
+    request = {"user_id": tf.constant(["u1", "new"]), "history": tf.constant([["a", "b", "c"], ["", "nope", "b"]]),
+               "user_text": tf.constant(["", "camping tent"])}
+    off = user(request).numpy()
+    assert user.item_item.weight.numpy() == 0.0 and not off[:, -2:].any()
+    user.item_item.set_weight(3.0)
+    on = user(request).numpy()
+    np.testing.assert_allclose(on[:, :-2], off[:, :-2], atol=1e-6)
+    np.testing.assert_allclose(on[:, -2:], 3.0 * np.array([ITEM_ITEM[:3].sum(0), ITEM_ITEM[1]]), atol=1e-6)
+    np.testing.assert_allclose(on @ items.T - off @ items.T, on[:, -2:] @ items[:, -2:].T, atol=1e-5)
+    if settings.get("history_encoder") == "causal":
+        every = user(request, every_position=True).numpy()
+        np.testing.assert_allclose(every[:, -1], on, atol=1e-5)
+        np.testing.assert_allclose(every[0, 0, -2:], 3.0 * ITEM_ITEM[0], atol=1e-6)

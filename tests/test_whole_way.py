@@ -3,12 +3,13 @@ raw-string requests, and the served model ranks exactly as ``evaluate`` scored i
 
 The matrix covers the user features (history, text, id and their unions), item feature subsets, the three history
 encoders (the causal one trained on sequence windows), frozen and both fine-tune modes, mixed negatives and
-streaming logQ, the semantic channel with history, text or both on the query side, a TF Hub encoder and two
-multilingual ones from the registry, each trained for one short epoch with the tiny encoder on one small generated
-world. The shipped configs run on a slice of their own data (the shared datasets; skipped with a message where
-../shared is absent). Training and export run in-process, in one module fixture; then the exports of a group are
-asked in ONE fresh process (one TensorFlow import per group), which is the boundary that matters: a SavedModel that
-loads without the project's code. Each test asserts its own case.
+streaming logQ, the semantic channel with history, text or both on the query side, the item-to-item channel (beside
+the semantic channel, and under the causal encoder), a TF Hub encoder and two multilingual ones from the registry,
+each trained for one short epoch with the tiny encoder on one small generated world. The shipped configs run on a
+slice of their own data (the shared datasets; skipped with a message where ../shared is absent). Training and export
+run in-process, in one module fixture; then the exports of a group are asked in ONE fresh process (one TensorFlow
+import per group), which is the boundary that matters: a SavedModel that loads without the project's code. Each test
+asserts its own case.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ MATRIX = {
     "semantic-text-only-users-finetune": ["model.semantic_channel=true", "model.user_features=[text]",
                                           "model.item_features=[text,id]", "model.encoder_mode=finetune_top_n",
                                           "model.finetune_top_n=1"],
+    "item-item-semantic": ["model.semantic_channel=true", "model.item_item_rank=16"],
+    "item-item-causal-history-only": ["model.user_features=[history]", "model.item_features=[text,category]",
+                                      "model.history_encoder=causal", "model.item_item_rank=16"],
 }
 # shipped config → the shared dataset folder it reads (None: the generated world)
 SHIPPED = {"default": None, "smoke": None, "amazon_scientific": "amazon-scientific",
@@ -211,9 +215,10 @@ class WholeWay:
                                 extra=() if data is None else ("--set", "data.max_users=300"))
 
     def extra(self, group: list[str]) -> dict[str, dict]:
-        """More requests for some cases: raw item text through a TF Hub encoder's export."""
-        hubs = [case for case in group if case.startswith("hub-")]
-        if not hubs:
+        """More requests for some cases: raw item text through a TF Hub encoder's export, catalogue items through
+        an export with the item-to-item channel."""
+        embedded = [case for case in group if case.startswith(("hub-", "item-item"))]
+        if not embedded:
             return {}
         import pandas as pd
 
@@ -221,7 +226,7 @@ class WholeWay:
         fields = {f: items[f].astype(str).tolist() for f in ("item_id", "title", "description", "category", "brand")}
         embed = {"items": {"signature": "embed_items",
                            "inputs": {**fields, "price": items["price"].astype(float).tolist()}}}
-        return {case: embed for case in hubs}
+        return {case: embed for case in embedded}
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +262,46 @@ def test_semantic_weights_fitted_on_the_validation_split_are_the_served_ones(cas
     assert card["semantic_channel"] == weights
     for name, kind in fitted.items():
         assert weights[f"weight_{name}"] == pytest.approx(max(kind["fitted"], 1e-4), rel=1e-4)
+
+
+@pytest.mark.parametrize("case", [grouped(case, case) for case in sorted(MATRIX) if case.startswith("item-item")])
+def test_item_item_weight_fitted_on_the_validation_split_is_served(case, whole_way, small_world):
+    """model.item_item_rank: `train` fits the channel's weight after the towers (0 while they trained) and keeps it
+    in the best checkpoint; metrics.json and the model card record it, the export ranks with it (served =
+    evaluated) and `embed_items` of a catalogue item ends with that item's own block (what evaluate scored); `score`
+    takes a history item's score with itself off, as evaluate does."""
+    import numpy as np
+    import pandas as pd
+    import tensorflow as tf
+
+    from export.parity import in_process, padded
+    from training.evaluate import model_scorer
+    from training.run import RunDir
+    from training.trainer import evaluated_model, evaluation_split
+
+    run, version, outputs = check_whole_way(whole_way[case])
+    fitted = json.loads((run / "state.json").read_text())["item_item_weight"]
+    channel = json.loads((run / "metrics.json").read_text())["item_item"]
+    card = json.loads((version / "assets" / "model_card.json").read_text())["item_item"]
+    assert channel["weight"] == card["weight"] == fitted["fitted"] > 0 and card["rank"] == 16
+    assert fitted["recall@10"]["0.0"] < fitted["recall@10"][str(fitted["fitted"])]
+    items = pd.read_csv(small_world / "items.csv", keep_default_na=False).head(20)
+    config, prepared, model = evaluated_model(RunDir(str(run)))
+    expected = model.embed_items(tf.constant(items["item_id"].astype(str).tolist())).numpy()
+    assert np.abs(expected[:, -16:]).sum() > 0
+    np.testing.assert_allclose(outputs["items/embedding"], expected, atol=1e-5)
+    # `score` of a user's own history items (and a few others): without their score with themselves, as evaluated
+    cases = evaluation_split(config, prepared, "test")
+    cases = cases.subset(np.flatnonzero((cases.history != "").sum(axis=1) >= 2)[:5])
+    catalog = prepared.artifacts.catalog["item_id"].tolist()
+    candidates = [[h for h in history if h] + catalog[:3] for history in cases.history.astype(str)]
+    served = in_process(version)({"s": {"signature": "score", "inputs": {
+        "user_id": cases.user_id.astype(str).tolist(), "history": cases.history.astype(str).tolist(),
+        "user_text": [""] * len(cases), "candidates": padded(candidates)}}})["s/scores"]
+    evaluated = model_scorer(model, catalog)(cases)
+    index = {item: row for row, item in enumerate(catalog)}
+    for row, ids in enumerate(candidates):
+        np.testing.assert_allclose(served[row, :len(ids)], evaluated[row, [index[i] for i in ids]], atol=1e-5)
 
 
 @grouped("scann")

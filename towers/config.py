@@ -107,6 +107,14 @@ class ModelConfig(Section):
                                         "CJK characters and pairs, sketched; towers/lexical.py) that a request's "
                                         "`search_query` is matched against word for word, with its own weight; "
                                         "0: none (a search is matched by the BERT vectors alone)")
+    item_item_rank: NonNegativeInt = Field(0, description="the item-to-item channel: EASE's closed-form item "
+                                           "weights, fitted on the training interactions and factored to this "
+                                           "many dimensions, join the score (each item's block in its vector, the "
+                                           "sum of the history's blocks times a weight fitted on the validation "
+                                           "split in the query; towers/item_item.py); needs `history` in "
+                                           "user_features; 0: none")
+    item_item_l2: Float = Field(100.0, gt=0.0, description="EASE's L2 penalty λ for the item-to-item channel: "
+                                "larger trusts rare co-occurrences less")
 
     @field_validator("hidden_units", "item_features", "user_features", mode="before")
     @classmethod
@@ -133,6 +141,9 @@ class ModelConfig(Section):
         if self.lexical_dim and not self.semantic_channel:
             raise ValueError("model.lexical_dim needs model.semantic_channel: true (the words' block is part of the "
                              "semantic channel's search)")
+        if self.item_item_rank and "history" not in self.user_features:
+            raise ValueError("model.item_item_rank needs 'history' in model.user_features (the channel scores an "
+                             "item by the history items it is bought with)")
         if self.history_encoder == "causal" and "history" not in self.user_features:
             raise ValueError("model.history_encoder 'causal' needs 'history' in model.user_features (it encodes "
                              "the history)")

@@ -25,7 +25,8 @@ class ItemTower(tf_keras.Model):
     """features {item_id, text_vec | text, category, brand, price} [B] → [B, embedding_dim], or with
     ``semantic_channel`` [B, embedding_dim + text dim]: the learned vector, then the item's unit text vector; with
     ``lexical_dim`` too, then the item's lexical vector (towers/lexical.py: ``words_vec`` [B, W] where given, else
-    computed from the raw ``text``)."""
+    computed from the raw ``text``); with ``item_item_rank`` last the item's item-to-item block
+    (``item_item_vec`` [B, r] where given, else zeros: an item without training interactions)."""
 
     def __init__(self, config: TowerConfig, id_vocabulary: Sequence[str], category_vocabulary: Sequence[str],
                  brand_vocabulary: Sequence[str], price_log_mean_std: tuple[float, float],
@@ -80,13 +81,16 @@ class ItemTower(tf_keras.Model):
             parts.append(tf.stack([tf.where(missing, tf.zeros_like(scaled), scaled),
                                    tf.cast(missing, tf.float32)], axis=-1))
         learned = self.head(tf.concat(parts, axis=-1))
-        if not self.config.semantic_channel:
-            return learned
-        # [learned, text]: the user tower's [u, β·q_text] dotted with it adds β·cos(q_text, item text)
-        parts = [learned, tf.math.l2_normalize(text, axis=-1)]
-        if self.lexical is not None:   # [.., words]: a search's [.., β_words·s_words] adds its words' match
-            parts.append(features["words_vec"] if "words_vec" in features else self.lexical(features["text"]))
-        return tf.concat(parts, axis=-1)
+        parts = [learned]
+        if self.config.semantic_channel:
+            # [learned, text]: the user tower's [u, β·q_text] dotted with it adds β·cos(q_text, item text)
+            parts.append(tf.math.l2_normalize(text, axis=-1))
+            if self.lexical is not None:   # [.., words]: a search's [.., β_words·s_words] adds its words' match
+                parts.append(features["words_vec"] if "words_vec" in features else self.lexical(features["text"]))
+        if self.config.item_item_rank:   # [.., block]: the query's weighted sum of its history's blocks (item_item.py)
+            parts.append(features["item_item_vec"] if "item_item_vec" in features else
+                         tf.zeros([tf.shape(learned)[0], self.config.item_item_rank]))
+        return tf.concat(parts, axis=-1) if len(parts) > 1 else learned
 
 
 def price_statistics(prices: np.ndarray) -> tuple[float, float]:

@@ -22,6 +22,7 @@ from towers.history_attention import HistoryAttention
 from towers.history_causal import CausalHistory
 from towers.history_pooling import HistoryPooling
 from towers.id_embedding import IdEmbedding
+from towers.item_item import ItemItemQuery
 from towers.item_tower import ItemTower
 from towers.mlp import ProjectionHead
 from towers.seeded_mask import SeededMask
@@ -34,7 +35,9 @@ class UserTower(tf_keras.Model):
     user_text [B]} → [B, embedding_dim], or with ``semantic_channel`` [B, embedding_dim + T] (semantic_channel.py),
     where a search request may add ``search_text_vec`` [B, T] | ``search_text`` [B] (the channel's search part).
     With ``lexical_dim`` the output ends with the search's words block [B, lexical_dim] (zeros without a search),
-    which needs the raw ``search_text`` (beside ``search_text_vec`` where that is given).
+    which needs the raw ``search_text`` (beside ``search_text_vec`` where that is given). With ``item_item_rank``
+    the output ends with the weighted sum of the history items' item-to-item blocks [B, item_item_rank]
+    (towers/item_item.py).
 
     Instead of ``history``, a caller that already holds the history items' vectors (the exported model keeps every
     catalogue item's vector) passes ``history_vec`` [B, H, D] and ``history_known`` [B, H]; the catalogue table and
@@ -68,6 +71,7 @@ class UserTower(tf_keras.Model):
         self.semantic = (SemanticQuery(words=bool(config.lexical_dim), name="semantic_channel")
                          if config.semantic_channel else None)
         self.lexical = item_tower.lexical   # the items' own: the same idf, the same sketch
+        self.item_item = ItemItemQuery(config.item_item_rank, name="item_item") if config.item_item_rank else None
 
     def drop_catalog(self) -> None:
         """Forgets the catalogue table, for a caller that always passes ``history_vec`` (the exported model), so
@@ -95,9 +99,9 @@ class UserTower(tf_keras.Model):
     @property
     def item_dim(self) -> int:
         """The item tower's output width: the learned vector, then (semantic channel) the item's text vector, then
-        (``lexical_dim``) its words."""
+        (``lexical_dim``) its words, then (``item_item_rank``) its item-to-item block."""
         return self.config.embedding_dim + (self.text_dim if self.semantic is not None else 0) + \
-            self.config.lexical_dim
+            self.config.lexical_dim + self.config.item_item_rank
 
     def text_vector(self, features: Mapping[str, tf.Tensor], name: str = "user_text") -> tuple[tf.Tensor, tf.Tensor]:
         """([B, T] text vector, [B, 1] has-text flag) of feature ``name`` (``NAME_vec``: the encoder's vectors, or
@@ -124,7 +128,7 @@ class UserTower(tf_keras.Model):
         of the history, what a request with that prefix as its history gets."""
         if every_position and not self.causal:
             raise ValueError("user tower: every_position needs model.history_encoder 'causal'")
-        parts, residual, history_text, has_history = [], None, None, None
+        parts, residual, history_text, has_history, item_item = [], None, None, None, None
         user_id = features["user_id"]
         text = self.text_vector(features) if self.text_projection is not None else None
         # Only a user with text can be shown as a text-only newcomer: without text nothing would be left.
@@ -136,6 +140,10 @@ class UserTower(tf_keras.Model):
             else:
                 vectors, mask = self.history_vectors(features["history"], training=training)
             mask = mask & ~cold[:, None]
+            if self.item_item is not None:   # [.., block] per item (ItemTower): summed apart, last in the query
+                rank = self.config.item_item_rank
+                vectors, blocks = vectors[..., :-rank], vectors[..., -rank:]
+                item_item = (self.item_item.prefixes if every_position else self.item_item)(blocks, mask)
             if self.semantic is not None:    # [learned, text] per item (ItemTower): each part pooled on its own
                 dim = self.config.embedding_dim
                 vectors, history_text = vectors[..., :dim], vectors[..., dim:dim + self.text_dim]
@@ -153,6 +161,7 @@ class UserTower(tf_keras.Model):
                 length = tf.shape(vectors)[1]
                 residual, count = _rows(residual), _rows(count)
                 history_text = None if history_text is None else _rows(history_text)
+                item_item = None if item_item is None else _rows(item_item)
                 has_history = None if has_history is None else _rows(has_history)
             parts += [residual, count]
         # per-user parts, repeated for every prefix of the history under every_position
@@ -179,6 +188,8 @@ class UserTower(tf_keras.Model):
                          tf.zeros([tf.shape(out)[0], self.config.lexical_dim]))
                 parts.append(words)
             out = tf.concat(parts, axis=-1)
+        if self.item_item is not None:
+            out = tf.concat([out, item_item], axis=-1)
         return tf.reshape(out, [-1, length, out.shape[-1]]) if every_position else out
 
 

@@ -29,6 +29,8 @@ USERS = "users.parquet"
 ITEM_COUNTS = "item_counts.npy"
 VOCAB = "vocab.json"             # vocabularies, price statistics, encoder, user-id hash; written last
 TEXT_VECTORS = ("item_text_vectors", "user_text_vectors")   # frozen mode: NAME.npy
+ITEM_ITEM_VECTORS = "item_item_vectors"   # model.item_item_rank: NAME.npy
+VECTORS = (*TEXT_VECTORS, ITEM_ITEM_VECTORS)
 DATA_FILES = (CATALOG, USERS, VOCAB, ITEM_COUNTS)   # what the run derived from its data (its fingerprint)
 SAMPLE_QUERIES = "sample_queries.json"   # test users and histories: export tunes and measures its index on them
 SAMPLE_QUERIES_LIMIT = 5000
@@ -46,6 +48,7 @@ class Artifacts:
     item_text_vectors: np.ndarray | None = None  # frozen mode: [len(catalog), dim]
     user_text_vectors: np.ndarray | None = None  # frozen mode: [len(users), dim]
     user_id_hash: str | None = None  # fingerprint of the key user ids were hashed with (data.hash_user_ids)
+    item_item_vectors: np.ndarray | None = None  # model.item_item_rank: [len(catalog), rank] (towers/item_item.py)
 
     @property
     def categories(self) -> list[str]:
@@ -107,7 +110,7 @@ def save(artifacts: Artifacts, directory: Path) -> None:
         artifacts.catalog.to_parquet(tmp / CATALOG, index=False)
         artifacts.users.to_parquet(tmp / USERS, index=False)
         np.save(tmp / ITEM_COUNTS, artifacts.item_counts)
-        for name in TEXT_VECTORS:
+        for name in VECTORS:
             value = getattr(artifacts, name)
             if value is not None:
                 np.save(tmp / f"{name}.npy", value)
@@ -162,7 +165,7 @@ def saved(directory: Path) -> bool:
 def load(directory: Path) -> Artifacts:
     meta = json.loads((directory / VOCAB).read_text(encoding="utf-8"))
     vectors = {name: np.load(directory / f"{name}.npy") if (directory / f"{name}.npy").exists() else None
-               for name in TEXT_VECTORS}
+               for name in VECTORS}
     catalog = pd.read_parquet(directory / CATALOG)
     users = pd.read_parquet(directory / USERS)
     return Artifacts(catalog=catalog, users=users, train_item_ids=meta["train_item_ids"],

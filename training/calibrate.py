@@ -1,4 +1,5 @@
-"""Fitting the semantic channel's per-kind weights on the validation split, with the towers frozen.
+"""Fitting the semantic channel's per-kind weights (and the item-to-item channel's) on the validation split, the
+towers frozen.
 
 Why it exists: the channel's weights (towers/semantic_channel.py) are learned with the towers by the in-batch
 softmax, which hardly moves them from where they start and, given a larger step, pushes them below what the
@@ -19,6 +20,9 @@ The search weight (a request's ``search_query``) is fitted the same way where th
 ground truth (a generated world's: training/search_queries.py): the validation users' queries, each asked alone,
 ranked by precision@10 against the items of the queried product type, and with it the weight of the search's words
 (``model.lexical_dim``). Elsewhere they keep their defaults.
+
+The item-to-item channel's weight (towers/item_item.py, ``model.item_item_rank``) is fitted the same way, last:
+it is 0 while the towers train, and the score is linear in it too.
 """
 
 from __future__ import annotations
@@ -44,9 +48,27 @@ SEARCH_GRID = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0)   # a search query wan
 WORDS_RATIOS = (0.0, 0.5, 1.0, 2.0, 4.0)
 SEARCH_METRIC = f"precision@{sq.PRECISION_K}"
 MIN_CASES = 200
+# The item-to-item channel's weights tried (0: the channel off), and the one it gets without enough validation
+# cases to fit on: what Amazon Scientific's validation split picks at rank 256 (docs/quality.md).
+ITEM_ITEM_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+DEFAULT_ITEM_ITEM_WEIGHT = 1.0
 # Probing weights: with these, the norm of a query's semantic part names its kind (the part is a unit vector
 # times its kind's weight, or zeros for a request with neither text nor history).
 _PROBE = (1.0, 2.0, 4.0)
+
+
+def user_vectors(model, cases: Examples, batch_size: int) -> np.ndarray:
+    """[N, query width] the towers' query vectors of ``cases``, in batches."""
+    width = model.user_tower.item_dim
+    return np.concatenate([model.embed_users(
+        tf.constant(cases.user_id[s:s + batch_size].astype(str).tolist(), tf.string),
+        tf.constant(cases.history[s:s + batch_size].astype(str).tolist(), tf.string)).numpy()
+        for s in range(0, len(cases), batch_size)]) if len(cases) else np.zeros((0, width), np.float32)
+
+
+def _semantic_end(model) -> int:
+    """Where a vector's semantic part (the text, then any words) ends: the item-to-item block follows it."""
+    return model.user_tower.item_dim - model.user_tower.config.item_item_rank
 
 
 def query_parts(model, cases: Examples, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -57,13 +79,10 @@ def query_parts(model, cases: Examples, batch_size: int) -> tuple[np.ndarray, np
     trained = semantic.kind_weights().numpy()
     semantic.set_kind_weights(_PROBE)
     try:
-        vectors = np.concatenate([model.embed_users(
-            tf.constant(cases.user_id[s:s + batch_size].astype(str).tolist(), tf.string),
-            tf.constant(cases.history[s:s + batch_size].astype(str).tolist(), tf.string)).numpy()
-            for s in range(0, len(cases), batch_size)]) if len(cases) else np.zeros((0, dim), np.float32)
+        vectors = user_vectors(model, cases, batch_size)
     finally:
         semantic.set_kind_weights(trained)
-    learned, text = vectors[:, :dim], vectors[:, dim:]
+    learned, text = vectors[:, :dim], vectors[:, dim:_semantic_end(model)]
     norm = np.linalg.norm(text, axis=1)
     kind = np.full(len(norm), -1, np.int64)
     for index, probe in enumerate(_PROBE):
@@ -103,7 +122,8 @@ def calibrate(model, cases: Examples, catalog_ids: Sequence[str], metric: str, b
     trained = [float(w) for w in semantic.kind_weights().numpy()]
     items = ev.item_vectors(model, catalog_ids, batch_size)
     dim = model.user_tower.config.embedding_dim
-    items_learned, items_text = items[:, :dim].astype(np.float64), items[:, dim:].astype(np.float64)
+    end = _semantic_end(model)
+    items_learned, items_text = items[:, :dim].astype(np.float64), items[:, dim:end].astype(np.float64)
     item_index = {item: row for row, item in enumerate(catalog_ids)}
     learned, text, kind = query_parts(model, cases, batch_size)
     fitted, report = list(trained), {}
@@ -165,7 +185,7 @@ def fit_search_weight(model, prepared, valid: Examples, config: dict) -> dict | 
     meaning = slice(dim, dim + text_dim)
     collaborative = queries[:, :dim] @ items[:, :dim].T
     text = queries[:, meaning] @ items[:, meaning].T
-    words = queries[:, dim + text_dim:] @ items[:, dim + text_dim:].T
+    words = queries[:, dim + text_dim:_semantic_end(model)] @ items[:, dim + text_dim:_semantic_end(model)].T
     k = min(sq.RECALL_K, len(catalog_ids))
     pairs = [(w, r) for w in SEARCH_GRID for r in (WORDS_RATIOS if has_words else (0.0,))]
     values = [sq.summarize(sq.top_rows(collaborative + w * (text + r * words), k, np.random.default_rng(0)),
@@ -185,3 +205,35 @@ def fit_search_weight(model, prepared, valid: Examples, config: dict) -> dict | 
         report.update({"default_words": round(default_words, 6), "fitted_words": round(fitted * ratio, 6)})
     grid = {(f"{w}, words {r}x" if has_words else str(w)): round(v, 6) for (w, r), v in zip(pairs, values)}
     return {**report, SEARCH_METRIC: grid}
+
+
+def fit_item_item_weight(model, cases: Examples, catalog_ids: Sequence[str], metric: str,
+                         batch_size: int = 1024) -> dict:
+    """Sets the item-to-item channel's weight (towers/item_item.py; 0 while the towers trained) to the one of
+    ITEM_ITEM_GRID that ranks the validation ``cases`` best by ``metric``, the rest of the score as it stands (the
+    semantic weights already fitted; ties: the smaller weight), or to DEFAULT_ITEM_ITEM_WEIGHT with fewer than
+    MIN_CASES cases. Returns what it did and the metric at every weight tried."""
+    layer = model.user_tower.item_item
+    rank = model.user_tower.config.item_item_rank
+    report: dict = {"metric": metric, "cases": len(cases)}
+    if len(cases) < MIN_CASES:
+        layer.set_weight(DEFAULT_ITEM_ITEM_WEIGHT)
+        report.update(kept=f"fewer than {MIN_CASES} validation cases", fitted=DEFAULT_ITEM_ITEM_WEIGHT)
+        log.info("item-to-item channel: weight %.3f (fewer than %d validation cases to fit it on)",
+                 DEFAULT_ITEM_ITEM_WEIGHT, MIN_CASES)
+        return report
+    items = ev.item_vectors(model, catalog_ids, batch_size).astype(np.float64)
+    layer.set_weight(1.0)   # the query's block is then the plain sum of its history's blocks
+    try:
+        queries = user_vectors(model, cases, batch_size).astype(np.float64)
+    finally:
+        layer.set_weight(0.0)
+    item_index = {item: row for row, item in enumerate(catalog_ids)}
+    values = curve(queries[:, :-rank], queries[:, -rank:], items[:, :-rank], items[:, -rank:], cases, item_index,
+                   metric, ITEM_ITEM_GRID, batch_size)
+    best = max(values)
+    fitted = min(w for w, v in zip(ITEM_ITEM_GRID, values) if v == best)
+    layer.set_weight(fitted)
+    log.info("item-to-item channel, weight fitted on the validation split (%s): %.3f (%.4f; %.4f without it)",
+             metric, fitted, best, values[0])
+    return {**report, "fitted": fitted, metric: {str(w): round(v, 6) for w, v in zip(ITEM_ITEM_GRID, values)}}

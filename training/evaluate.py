@@ -128,13 +128,24 @@ def item_vectors(model, catalog_ids: Sequence[str], batch_size: int = 1024) -> n
 
 
 def model_scorer(model, catalog_ids: Sequence[str], batch_size: int = 1024) -> Scorer:
-    """Scores from the trained towers: item vectors are computed once, user vectors per batch of cases."""
+    """Scores from the trained towers: item vectors are computed once, user vectors per batch of cases. With the
+    item-to-item channel a history item's score with itself is taken off, once per time it is in the history
+    (towers/item_item.py; only the history_kept protocol ranks those items)."""
     items = item_vectors(model, catalog_ids, batch_size)
+    channel = model.user_tower.item_item
+    own = channel.own(items).numpy() if channel is not None else None
+    index = {item: row for row, item in enumerate(catalog_ids)}
 
     def score(part: Examples) -> np.ndarray:
         users = model.embed_users(tf.constant(part.user_id.astype(str).tolist(), tf.string),
                                   tf.constant(part.history.astype(str).tolist(), tf.string)).numpy()
-        return users @ items.T
+        scores = users @ items.T
+        if own is not None:
+            for row, history in enumerate(part.history):
+                for item in history:
+                    if item in index:
+                        scores[row, index[item]] -= own[index[item]]
+        return scores
 
     return score
 

@@ -173,6 +173,8 @@ def build_model(config: dict, artifacts: Artifacts, encoder: TextEncoder | None 
         columns["words_vec"] = np.concatenate([lexical(tf.constant(texts[s:s + 4096])).numpy()
                                                for s in range(0, len(texts), 4096)]) if texts else \
             np.zeros((0, tower_cfg.lexical_dim), np.float32)
+    if tower_cfg.item_item_rank:   # the item-to-item channel's blocks (towers/item_item.py), from prepare
+        columns["item_item_vec"] = np.asarray(artifacts.item_item_vectors, np.float32)
     catalog_table = FeatureTable(catalog["item_id"].tolist(), columns, name="catalog")
     user_table = FeatureTable(artifacts.users["user_id"].tolist(), user_columns, name="user_table")
     text_dim = int(artifacts.encoder["dim"])

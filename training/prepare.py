@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ import pandas as pd
 from ingest.load import load_dataset
 from ingest.schema import Dataset
 from ingest.split import assign_split
+from towers.item_item import item_item_factors
 from towers.text_cache import TextVectorCache
 from towers.text_encoder import (
     BertSource,
@@ -78,8 +80,13 @@ def prepare(config: dict, run: RunDir, progress: bool = True) -> Prepared:
         derived = artifacts_io.load(run.artifacts)
         check_same_user_hash(derived, dataset.user_id_hash, str(run.path))
         return Prepared(dataset, labels, derived, encoder_source(config, run, None), stream)
+    if stream and config["model"]["item_item_rank"]:
+        raise ConfigError("model.item_item_rank needs the training interactions in memory, and data.format "
+                          "'prepared' streams them from shards: set it to 0, or train from the source files")
     derived = stream.artifacts(data["item_text_columns"], data["user_text_columns"]) if stream else \
         artifacts_io.derive(dataset, labels, data["item_text_columns"], data["user_text_columns"])
+    if config["model"]["item_item_rank"]:
+        derived.item_item_vectors = item_item_vectors(dataset, labels, derived.catalog, config["model"])
     corpus = derived.catalog["text"].tolist() + derived.users["text"].tolist()
     source = encoder_source(config, run, corpus)
     model = config["model"]
@@ -105,6 +112,19 @@ def prepare(config: dict, run: RunDir, progress: bool = True) -> Prepared:
         derived.user_text_vectors = vectors
     artifacts_io.save(derived, run.artifacts)
     return Prepared(dataset, labels, derived, source, stream)
+
+
+def item_item_vectors(dataset: Dataset, labels: pd.Series, catalog: pd.DataFrame, model: dict) -> np.ndarray:
+    """[len(catalog), model.item_item_rank]: the item-to-item channel's blocks (towers/item_item.py) from the
+    training interactions."""
+    started = time.time()
+    train = dataset.interactions[labels.to_numpy() == "train"]
+    rows = pd.Index(catalog["item_id"].astype(str)).get_indexer(train["item_id"].astype(str))
+    users = pd.factorize(train["user_id"].astype(str).to_numpy()[rows >= 0])[0]
+    vectors = item_item_factors(users, rows[rows >= 0], len(catalog), model["item_item_rank"], model["item_item_l2"])
+    log.info("item-to-item channel: EASE (l2 %g) over %d interactions, factored to %d dimensions (%.1fs)",
+             model["item_item_l2"], len(users), model["item_item_rank"], time.time() - started)
+    return vectors
 
 
 def check_same_user_hash(artifacts: Artifacts, fingerprint: str | None, where: str) -> None:

@@ -22,7 +22,7 @@ from towers.text_encoder import TextEncoder
 from training import artifacts as artifacts_io
 from training import evaluate as ev
 from training import search_queries
-from training.calibrate import calibrate, fit_search_weight
+from training.calibrate import calibrate, fit_item_item_weight, fit_search_weight
 from training.config import ConfigError, check, dump_config
 from training.distributed import Cluster, replica_rows
 from training.examples import Examples, evaluation_cases, training_examples, training_sequences
@@ -330,14 +330,21 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
     if not chief:
         cluster.close()
         return {}
-    if fits_semantic_weights(config, model, state) and len(valid):
+    fit_semantic = fits_semantic_weights(config, model, state) and len(valid)
+    fit_item_item = model.user_tower.item_item is not None and "item_item_weight" not in state
+    if fit_semantic or fit_item_item:
         checkpoint.read(str(run.best)).expect_partial()
+        catalog_ids = prepared.artifacts.catalog["item_id"].tolist()
         with native_stderr_to_debug():
-            state["semantic_weights"] = calibrate(model, valid, prepared.artifacts.catalog["item_id"].tolist(),
-                                                  metric, config["evaluation"]["batch_size"])
-            search = fit_search_weight(model, prepared, valid, config)
-            if search is not None:
-                state["semantic_weights"]["search"] = search
+            if fit_semantic:
+                state["semantic_weights"] = calibrate(model, valid, catalog_ids, metric,
+                                                      config["evaluation"]["batch_size"])
+                search = fit_search_weight(model, prepared, valid, config)
+                if search is not None:
+                    state["semantic_weights"]["search"] = search
+            if fit_item_item:   # after the semantic weights: it is fitted against the rest of the score
+                state["item_item_weight"] = fit_item_item_weight(model, valid, catalog_ids, metric,
+                                                                 config["evaluation"]["batch_size"])
         checkpoint.write(str(run.best))
         run.write_json(run.state, state)
     return finish(config, run, prepared, model, checkpoint, progress)
@@ -367,6 +374,11 @@ def finish(config: dict, run: RunDir, prepared: Prepared, model: TwoTowerModel,
         log.info("semantic channel, weights: %s", weights)
         metrics["semantic_channel"] = {"weights": weights, **({"fitted_on_valid": state["semantic_weights"]}
                                                               if "semantic_weights" in state else {})}
+    if model.user_tower.item_item is not None:
+        metrics["item_item"] = {"rank": config["model"]["item_item_rank"], "l2": config["model"]["item_item_l2"],
+                                "weight": round(float(model.user_tower.item_item.weight.numpy()), 6),
+                                **({"fitted_on_valid": state["item_item_weight"]}
+                                   if "item_item_weight" in state else {})}
     for split in splits:
         cases = _cases(config, prepared, split)
         if split == "test":   # what export embeds to tune and measure its index (it does not re-read the data)
