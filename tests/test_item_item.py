@@ -66,6 +66,15 @@ def test_truncated_svd_path_keeps_the_weights_that_matter(monkeypatch):
     assert not factors[~seen].any()
 
 
+def test_the_svd_path_asks_no_more_components_than_the_data_has(monkeypatch):
+    """A large catalogue with fewer users than the rank: the truncated SVD finds at most min(users, items) - 1
+    components; the rest of the block is zeros."""
+    monkeypatch.setattr(item_item, "DENSE_LIMIT", 10)
+    user, item = np.repeat(np.arange(4), 3), np.array([0, 1, 2, 2, 3, 4, 5, 6, 7, 20, 25, 29])   # 11 items, 4 users
+    factors = item_item.item_item_factors(user, item, 30, rank=8, l2=1.0)
+    assert factors.shape == (30, 8) and not factors[:, 3:].any() and np.abs(factors[np.unique(item), :3]).sum(1).all()
+
+
 def test_no_interactions_give_zero_factors_and_bad_settings_are_refused():
     assert not item_item.item_item_factors(np.array([], int), np.array([], int), 5, rank=3, l2=1.0).any()
     with pytest.raises(ValueError, match="rank"):

@@ -56,7 +56,8 @@ def item_item_factors(users: np.ndarray, items: np.ndarray, num_items: int, rank
         order = np.argsort(-sigma)[:rank]
         sigma, q = np.maximum(sigma[order], 0.0), q[:, order]
     else:
-        _, singular, vt = scipy.sparse.linalg.svds(x.astype(np.float64), k=rank, random_state=0)
+        k = min(rank, min(x.shape) - 1)   # svds finds fewer components than the matrix's smaller side
+        _, singular, vt = scipy.sparse.linalg.svds(x.astype(np.float64), k=k, random_state=0)
         order = np.argsort(-singular)
         sigma, q = singular[order] ** 2, vt[order].T
         diag_p = (1.0 - (q ** 2) @ (sigma / (sigma + l2))) / l2
