@@ -48,6 +48,18 @@ def test_curve_ranks_by_the_learned_score_plus_the_weighted_text_score():
     assert values == [0.0, 0.0, 1.0]    # 1 + 2 > 2 + 0 only at weight 2; i2 (history) excluded throughout
 
 
+def test_curve_takes_a_history_targets_own_score_off_its_weighted_part():
+    """The item-to-item channel's self-score (``own``) is taken off a history item's weighted part, once per time
+    it is in the history, as evaluate does: a target the user had before (a re-view) loses it."""
+    items_learned, items_text = np.array([[2.0], [1.0]]), np.array([[0.0], [1.0]])
+    cases = Examples(np.array(["u"], object), np.array([["i1", "i1"]], object), np.array(["i1"], object),
+                     np.ones(1, np.float32), exclude=[np.array([], object)])
+    index = {"i0": 0, "i1": 1}
+    ranked = [cal.curve(np.array([[1.0]]), np.array([[2.0]]), items_learned, items_text, cases, index, "recall@1",
+                        weights=(2.0,), own=own)[0] for own in (None, np.array([0.0, 0.5]), np.array([0.0, 1.5]))]
+    assert ranked == [1.0, 1.0, 0.0]    # 1 + 2·2 = 5 > 2; 1 + 2·(2 - 2·0.5) = 3 > 2; 1 + 2·(2 - 2·1.5) = -1 < 2
+
+
 def test_calibrate_sets_each_kind_to_its_best_weight_and_that_is_the_models_own_ranking(monkeypatch):
     monkeypatch.setattr(cal, "MIN_CASES", 20)
     model = _model()

@@ -92,9 +92,11 @@ def query_parts(model, cases: Examples, batch_size: int) -> tuple[np.ndarray, np
 
 def curve(learned: np.ndarray, text: np.ndarray, items_learned: np.ndarray, items_text: np.ndarray,
           cases: Examples, item_index: dict[str, int], metric: str, weights: Sequence[float] = GRID,
-          batch_size: int = 1024) -> list[float]:
+          batch_size: int = 1024, own: np.ndarray | None = None) -> list[float]:
     """``metric`` (recall@K or ndcg@K, history excluded as everywhere) of ``cases`` ranked by
-    ``learned · items_learned + w · text · items_text``, for each w of ``weights``."""
+    ``learned · items_learned + w · text · items_text``, for each w of ``weights``; with ``own`` (per catalogue
+    row) that is taken off an item's ``text · items_text`` for each time it is in the case's history, as evaluate
+    takes the item-to-item channel's self-score off (a target the user had before is still ranked)."""
     name, k = metric.split("@")
     k = int(k)
     ranks = np.zeros((len(weights), len(cases)), np.int64)
@@ -103,6 +105,8 @@ def curve(learned: np.ndarray, text: np.ndarray, items_learned: np.ndarray, item
         stop = start + len(part)
         collaborative = learned[start:stop].astype(np.float64) @ items_learned.T
         words = text[start:stop].astype(np.float64) @ items_text.T
+        if own is not None:
+            ev.take_own_scores(words, part, item_index, own)
         targets = np.array([item_index[t] for t in part.target])
         for row, weight in enumerate(weights):
             scores = collaborative + weight * words
@@ -226,11 +230,12 @@ def fit_item_item_weight(model, cases: Examples, catalog_ids: Sequence[str], met
     layer.set_weight(1.0)   # the query's block is then the plain sum of its history's blocks
     try:
         queries = user_vectors(model, cases, batch_size).astype(np.float64)
+        own = layer.own(tf.constant(items, tf.float32)).numpy().astype(np.float64)
     finally:
         layer.set_weight(0.0)
     item_index = {item: row for row, item in enumerate(catalog_ids)}
     values = curve(queries[:, :-rank], queries[:, -rank:], items[:, :-rank], items[:, -rank:], cases, item_index,
-                   metric, ITEM_ITEM_GRID, batch_size)
+                   metric, ITEM_ITEM_GRID, batch_size, own=own)
     best = max(values)
     fitted = min(w for w, v in zip(ITEM_ITEM_GRID, values) if v == best)
     layer.set_weight(fitted)

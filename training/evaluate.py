@@ -141,13 +141,19 @@ def model_scorer(model, catalog_ids: Sequence[str], batch_size: int = 1024) -> S
                                   tf.constant(part.history.astype(str).tolist(), tf.string)).numpy()
         scores = users @ items.T
         if own is not None:
-            for row, history in enumerate(part.history):
-                for item in history:
-                    if item in index:
-                        scores[row, index[item]] -= own[index[item]]
+            take_own_scores(scores, part, index, own)
         return scores
 
     return score
+
+
+def take_own_scores(scores: np.ndarray, part: Examples, item_index: dict[str, int], own: np.ndarray) -> None:
+    """Takes each history item's score with itself (``own``, per catalogue row) off its score, once for each time
+    it is in the case's history, in place: the item-to-item channel's self-score (towers/item_item.py)."""
+    for row, history in enumerate(part.history):
+        for item in history:
+            if item in item_index:
+                scores[row, item_index[item]] -= own[item_index[item]]
 
 
 def format_table(split: str, block: dict, ks: Sequence[int]) -> str:
