@@ -136,8 +136,7 @@ def model_card(trained: TrainedRun, index_report, k: int, dim: int) -> dict:
         "history_len": trained.config["model"]["history_len"],
         "semantic_channel": (trained.model.user_tower.semantic.describe()
                              if trained.model.user_tower.semantic is not None else None),
-        "item_item": ({"rank": trained.config["model"]["item_item_rank"],
-                       "weight": round(float(trained.model.user_tower.item_item.weight.numpy()), 6)}
+        "item_item": (trained.model.user_tower.item_item.describe()
                       if trained.model.user_tower.item_item is not None else None),
         "user_ids_hashed": trained.artifacts.user_id_hash,
         "signatures": ["serving_default", "recommend_including_history", "embed_query", "embed_items", "score"],

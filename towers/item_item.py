@@ -13,11 +13,11 @@ and factored: with G = Q Σ Qᵀ, -P = Q diag(s/λ) Qᵀ - I/λ where s = σ / (
 
     S ≈ E Eᵀ,    E = diag(P)^-½ · Q_r · diag(√(s_r / λ))      (the r components of largest σ)
 
-Every catalogue item gets its row of E as a block of its vector; a query gets the recency-weighted mean of its
-history items' blocks times a weight fitted on the validation split (training/calibrate.py), so
-``query · item`` adds ``weight · Σ_h w_h S_hi``. An item without training interactions (a new listing, ``index
-add``) has zeros there: it is found by the towers and the text alone. The diagonal of E Eᵀ (an item with itself)
-only touches the history's own items, which ``serving_default`` excludes.
+Every catalogue item gets its row of E as a block of its vector; a query gets the sum of its history items' blocks
+times a weight fitted on the validation split (training/calibrate.py), so ``query · item`` adds
+``weight · Σ_h S_hi``. An item without training interactions (a new listing, ``index add``) has zeros there: it is
+found by the towers and the text alone. The diagonal of E Eᵀ (an item with itself) only touches the history's own
+items: ``serving_default`` excludes them, and wherever they stay candidates it is taken off (``ItemItemQuery.own``).
 
 Up to ``DENSE_LIMIT`` items G is decomposed whole (numpy); above, the r largest components come from a truncated
 SVD of the sparse X (scipy) and diag(P) from those components only.
@@ -85,6 +85,10 @@ class ItemItemQuery(tf_keras.layers.Layer):
 
     def set_weight(self, weight: float) -> None:
         self.weight.assign(float(weight))
+
+    def describe(self) -> dict:
+        """The channel as metrics.json and the model card record it: its rank and its weight."""
+        return {"rank": self.rank, "weight": round(float(self.weight.numpy()), 6)}
 
     def call(self, blocks: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
         return self.weight * tf.reduce_sum(blocks * tf.cast(mask, blocks.dtype)[..., None], axis=1)

@@ -375,8 +375,7 @@ def finish(config: dict, run: RunDir, prepared: Prepared, model: TwoTowerModel,
         metrics["semantic_channel"] = {"weights": weights, **({"fitted_on_valid": state["semantic_weights"]}
                                                               if "semantic_weights" in state else {})}
     if model.user_tower.item_item is not None:
-        metrics["item_item"] = {"rank": config["model"]["item_item_rank"], "l2": config["model"]["item_item_l2"],
-                                "weight": round(float(model.user_tower.item_item.weight.numpy()), 6),
+        metrics["item_item"] = {**model.user_tower.item_item.describe(), "l2": config["model"]["item_item_l2"],
                                 **({"fitted_on_valid": state["item_item_weight"]}
                                    if "item_item_weight" in state else {})}
     for split in splits:
