@@ -41,6 +41,7 @@ from export.diversity import group_ids, rerank
 from export.explain import matching_words, strongest_history_item
 from ingest.privacy import HashKey, hash_ids
 from towers.feature_table import FeatureTable
+from towers.item_item import borrowed_blocks
 from towers.item_tower import ItemTower
 from towers.text_encoder import TextEncoder
 from towers.text_fields import join_text_fields
@@ -273,10 +274,20 @@ class Recommender(tf.Module):
         text = join_text_fields([given[f] for f in self.item_text_fields])
         features = {"item_id": item_id, "text_vec": self._encode(text), "text": text, "category": category,
                     "brand": brand, "price": price}
-        rank = self.item_tower.config.item_item_rank
-        if rank:   # a catalogue item's item-to-item block is its own; any other item has none (zeros)
-            features["item_item_vec"] = self.catalog.vectors_of(self.catalog.rows(item_id))[:, -rank:]
-        return {"embedding": self.item_tower(features, training=False)}
+        config = self.item_tower.config
+        rank = config.item_item_rank
+        if not rank:
+            return {"embedding": self.item_tower(features, training=False)}
+        # a catalogue item's item-to-item block is its own; any other item borrows its nearest items' (item_item.py)
+        rows = self.catalog.rows(item_id)
+        features["item_item_vec"] = self.catalog.vectors_of(rows)[:, -rank:]
+        vectors = self.item_tower(features, training=False)
+        if not config.item_item_neighbours:
+            return {"embedding": vectors}
+        borrowed = borrowed_blocks(vectors, self.catalog.vectors, rank, config.embedding_dim,
+                                   config.item_item_neighbours)
+        block = tf.where((rows >= 0)[:, None], vectors[:, -rank:], borrowed)
+        return {"embedding": tf.concat([vectors[:, :-rank], block], axis=-1)}
 
     @graph_function(input_signature=(*QUERY_SPECS, CANDIDATES_SPEC, SEARCH_SPEC))
     def score(self, user_id, history, user_text, candidates, search_query):

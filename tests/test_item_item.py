@@ -81,3 +81,29 @@ def test_no_interactions_give_zero_factors_and_bad_settings_are_refused():
         item_item.item_item_factors(np.array([0]), np.array([0]), 5, rank=0, l2=1.0)
     with pytest.raises(ValueError, match="model.item_item_rank needs 'history'"):
         TowerConfig(item_item_rank=8, user_features=["text", "id"])
+
+
+def test_an_item_without_a_block_borrows_the_mean_block_of_its_nearest_items_that_have_one():
+    """borrowed_blocks: nearness is the cosine of the learned part (the first dimensions), only items with a
+    non-zero block lend, fewer of them than asked means all of them, none means zeros."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    learned, blocks = rng.normal(size=(30, 6)), rng.normal(size=(30, 4))
+    blocks[[3, 7]] = 0.0   # two catalogue items without training interactions
+    middle = rng.normal(size=(30, 5))   # e.g. the semantic channel's text: not used for nearness
+    catalogue = np.concatenate([learned, middle, blocks], axis=1).astype(np.float32)
+    queries = np.concatenate([rng.normal(size=(5, 6)), rng.normal(size=(5, 5)), np.zeros((5, 4))], 1)
+    queries[0, :6] = learned[3] * 7.0   # nearest to an item without a block: it lends nothing
+    got = item_item.borrowed_blocks(tf.constant(queries, tf.float32), tf.constant(catalogue), rank=4,
+                                    learned_dim=6, neighbours=3).numpy()
+    unit = learned / np.linalg.norm(learned, axis=1, keepdims=True)
+    lenders = np.setdiff1d(np.arange(30), [3, 7])
+    for row, query in enumerate(queries):
+        cosine = unit[lenders] @ (query[:6] / np.linalg.norm(query[:6]))
+        np.testing.assert_allclose(got[row], blocks[lenders[np.argsort(-cosine)[:3]]].mean(0), atol=1e-5)
+    everyone = item_item.borrowed_blocks(tf.constant(queries, tf.float32), tf.constant(catalogue), 4, 6, 100)
+    np.testing.assert_allclose(everyone.numpy(), np.broadcast_to(blocks[lenders].mean(0), (5, 4)), atol=1e-5)
+    catalogue[:, -4:] = 0.0
+    nobody = item_item.borrowed_blocks(tf.constant(queries, tf.float32), tf.constant(catalogue), 4, 6, 3)
+    assert nobody.shape == (5, 4) and not nobody.numpy().any()

@@ -268,8 +268,9 @@ def test_semantic_weights_fitted_on_the_validation_split_are_the_served_ones(cas
 def test_item_item_weight_fitted_on_the_validation_split_is_served(case, whole_way, small_world):
     """model.item_item_rank: `train` fits the channel's weight after the towers (0 while they trained) and keeps it
     in the best checkpoint; metrics.json and the model card record it, the export ranks with it (served =
-    evaluated) and `embed_items` of a catalogue item ends with that item's own block (what evaluate scored); `score`
-    takes a history item's score with itself off, as evaluate does."""
+    evaluated) and `embed_items` of a catalogue item ends with that item's own block (what evaluate scored), of an
+    item without training interactions with the mean block of its nearest items, in the catalogue and served;
+    `score` takes a history item's score with itself off, as evaluate does."""
     import numpy as np
     import pandas as pd
     import tensorflow as tf
@@ -284,16 +285,33 @@ def test_item_item_weight_fitted_on_the_validation_split_is_served(case, whole_w
     channel = json.loads((run / "metrics.json").read_text())["item_item"]
     card = json.loads((version / "assets" / "model_card.json").read_text())["item_item"]
     assert channel["weight"] == card["weight"] == fitted["fitted"] > 0 and card["rank"] == 16
+    assert card["neighbours"] == channel["neighbours"] == 20
     assert fitted["recall@10"]["0.0"] < fitted["recall@10"][str(fitted["fitted"])]
     items = pd.read_csv(small_world / "items.csv", keep_default_na=False).head(20)
     config, prepared, model = evaluated_model(RunDir(str(run)))
     expected = model.embed_items(tf.constant(items["item_id"].astype(str).tolist())).numpy()
     assert np.abs(expected[:, -16:]).sum() > 0
     np.testing.assert_allclose(outputs["items/embedding"], expected, atol=1e-5)
+    # catalogue items without training interactions borrowed their nearest items' blocks: every item has one
+    catalog = prepared.artifacts.catalog["item_id"].tolist()
+    cold = int((prepared.artifacts.item_counts == 0).sum())
+    assert cold > 0 and json.loads((run / "state.json").read_text())["item_item_borrowed"] == cold
+    assert channel["borrowed_blocks"] == cold
+    everything = model.embed_items(tf.constant(catalog)).numpy()
+    assert np.abs(everything[:, -16:]).sum(axis=1).min() > 0
+    # and so does an item the model has never seen, served: the mean block of its 20 nearest catalogue items
+    fresh = {**{f: [f"{v} (new)" for v in items[f].astype(str).head(3)] for f in ("item_id", "title", "description")},
+             **{f: items[f].astype(str).head(3).tolist() for f in ("category", "brand")},
+             "price": items["price"].astype(float).head(3).tolist()}
+    served = in_process(version)({"n": {"signature": "embed_items", "inputs": fresh}})["n/embedding"]
+    dim = config["model"]["embedding_dim"]
+    unit = everything[:, :dim] / np.linalg.norm(everything[:, :dim], axis=1, keepdims=True)
+    for vector in served:
+        nearest = np.argsort(-(unit @ (vector[:dim] / np.linalg.norm(vector[:dim]))))[:20]
+        np.testing.assert_allclose(vector[-16:], everything[nearest, -16:].mean(axis=0), atol=1e-5)
     # `score` of a user's own history items (and a few others): without their score with themselves, as evaluated
     cases = evaluation_split(config, prepared, "test")
     cases = cases.subset(np.flatnonzero((cases.history != "").sum(axis=1) >= 2)[:5])
-    catalog = prepared.artifacts.catalog["item_id"].tolist()
     candidates = [[h for h in history if h] + catalog[:3] for history in cases.history.astype(str)]
     served = in_process(version)({"s": {"signature": "score", "inputs": {
         "user_id": cases.user_id.astype(str).tolist(), "history": cases.history.astype(str).tolist(),

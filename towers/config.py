@@ -115,6 +115,10 @@ class ModelConfig(Section):
                                            "user_features; 0: none")
     item_item_l2: Float = Field(100.0, gt=0.0, description="EASE's L2 penalty λ for the item-to-item channel: "
                                 "larger trusts rare co-occurrences less")
+    item_item_neighbours: NonNegativeInt = Field(20, description="the item-to-item channel: an item without "
+                                                 "training interactions (a new listing, `index add`) takes the mean "
+                                                 "block of this many items nearest it in the item tower's learned "
+                                                 "space (towers/item_item.py); 0: it keeps a zero block")
 
     @field_validator("hidden_units", "item_features", "user_features", mode="before")
     @classmethod

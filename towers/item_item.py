@@ -15,9 +15,13 @@ and factored: with G = Q Σ Qᵀ, -P = Q diag(s/λ) Qᵀ - I/λ where s = σ / (
 
 Every catalogue item gets its row of E as a block of its vector; a query gets the sum of its history items' blocks
 times a weight fitted on the validation split (training/calibrate.py), so ``query · item`` adds
-``weight · Σ_h S_hi``. An item without training interactions (a new listing, ``index add``) has zeros there: it is
-found by the towers and the text alone. The diagonal of E Eᵀ (an item with itself) only touches the history's own
-items: ``serving_default`` excludes them, and wherever they stay candidates it is taken off (``ItemItemQuery.own``).
+``weight · Σ_h S_hi``. An item without training interactions (a cold listing, an ``index add`` item) has no row
+of E; a zero block would bury it under every item that has one, so it borrows: the mean block of the
+``item_item_neighbours`` items nearest it in the item tower's learned space (``borrowed_blocks``; the trainer
+fills the catalogue's cold rows before the weight is fitted, the export's ``embed_items`` an unknown item's), and is
+then scored by the histories its look-alikes are bought with. The diagonal of E Eᵀ (an item with itself) only
+touches the history's own items: ``serving_default`` excludes them, and wherever they stay candidates it is taken
+off (``ItemItemQuery.own``).
 
 Up to ``DENSE_LIMIT`` items G is decomposed whole (numpy); above, the r largest components come from a truncated
 SVD of the sparse X (scipy) and diag(P) from those components only.
@@ -67,6 +71,22 @@ def item_item_factors(users: np.ndarray, items: np.ndarray, num_items: int, rank
     return factors
 
 
+def borrowed_blocks(vectors: tf.Tensor, catalogue: tf.Tensor, rank: int, learned_dim: int,
+                    neighbours: int) -> tf.Tensor:
+    """[B, rank]: for item vectors [B, D], the mean item-to-item block of their ``neighbours`` nearest items among
+    the ``catalogue`` [N, D] items that have a block (a non-zero one), nearest by the cosine of the learned part
+    (the first ``learned_dim`` dimensions; both vectors end with their block). Zeros where there is none to borrow
+    from. On the generated world a plain mean of 20 ranked cold items best (docs/cold_start.md)."""
+    blocks = catalogue[:, -rank:]
+    has_block = tf.reduce_any(tf.not_equal(blocks, 0.0), axis=-1)
+    keys = tf.math.l2_normalize(tf.boolean_mask(catalogue[:, :learned_dim], has_block), axis=-1)
+    blocks = tf.boolean_mask(blocks, has_block)
+    queries = tf.math.l2_normalize(vectors[:, :learned_dim], axis=-1)
+    k = tf.minimum(neighbours, tf.shape(keys)[0])
+    _, nearest = tf.math.top_k(tf.matmul(queries, keys, transpose_b=True), k=k)
+    return tf.reduce_sum(tf.gather(blocks, nearest), axis=1) / tf.cast(tf.maximum(k, 1), blocks.dtype)
+
+
 class ItemItemQuery(tf_keras.layers.Layer):
     """The query's block: history items' blocks [B, H, r] and mask [B, H] → weight · their sum [B, r] (EASE sums
     over the history, unweighted: a recency-weighted mean ranked lower on Amazon Scientific). The weight is not
@@ -78,17 +98,18 @@ class ItemItemQuery(tf_keras.layers.Layer):
     ``recommend_including_history``, ``score``), that is taken off their scores, so the channel never pushes what
     the user already has."""
 
-    def __init__(self, rank: int, **kwargs):
+    def __init__(self, rank: int, neighbours: int = 0, **kwargs):
         super().__init__(**kwargs)
-        self.rank = int(rank)
+        self.rank, self.neighbours = int(rank), int(neighbours)   # neighbours: see borrowed_blocks (recorded only)
         self.weight = self.add_weight(name="weight", shape=[], initializer="zeros", trainable=False)
 
     def set_weight(self, weight: float) -> None:
         self.weight.assign(float(weight))
 
     def describe(self) -> dict:
-        """The channel as metrics.json and the model card record it: its rank and its weight."""
-        return {"rank": self.rank, "weight": round(float(self.weight.numpy()), 6)}
+        """The channel as metrics.json and the model card record it: its rank, its weight, and how many nearest
+        items an item without a block of its own borrows from."""
+        return {"rank": self.rank, "weight": round(float(self.weight.numpy()), 6), "neighbours": self.neighbours}
 
     def call(self, blocks: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
         return self.weight * tf.reduce_sum(blocks * tf.cast(mask, blocks.dtype)[..., None], axis=1)

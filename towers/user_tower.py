@@ -71,7 +71,8 @@ class UserTower(tf_keras.Model):
         self.semantic = (SemanticQuery(words=bool(config.lexical_dim), name="semantic_channel")
                          if config.semantic_channel else None)
         self.lexical = item_tower.lexical   # the items' own: the same idf, the same sketch
-        self.item_item = ItemItemQuery(config.item_item_rank, name="item_item") if config.item_item_rank else None
+        self.item_item = (ItemItemQuery(config.item_item_rank, config.item_item_neighbours, name="item_item")
+                          if config.item_item_rank else None)
 
     def drop_catalog(self) -> None:
         """Forgets the catalogue table, for a caller that always passes ``history_vec`` (the exported model), so

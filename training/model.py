@@ -17,6 +17,7 @@ import tensorflow_recommenders as tfrs
 
 from towers.config import TowerConfig
 from towers.feature_table import FeatureTable
+from towers.item_item import borrowed_blocks
 from towers.item_tower import ItemTower
 from towers.lexical import LexicalVectors, fit_idf
 from towers.text_encoder import TextEncoder
@@ -86,6 +87,27 @@ class TwoTowerModel(tfrs.models.Model):
     def embed_items(self, item_ids: tf.Tensor) -> tf.Tensor:
         """Inference-mode item vectors for catalogue ids, traced once per model."""
         return self.item_embeddings(item_ids)
+
+    def borrow_item_item_blocks(self, batch_size: int = 256) -> int:
+        """Gives each catalogue item without an item-to-item block (no training interactions) the mean block of its
+        ``item_item_neighbours`` nearest items that have one (towers/item_item.py ``borrowed_blocks``), in the
+        catalogue table (so checkpoints, evaluate and the export carry it); returns how many items borrowed. Run
+        once the towers are trained: nearness is in their learned space."""
+        config = self.item_tower.config
+        if not config.item_item_rank or not config.item_item_neighbours:
+            return 0
+        size = self.catalog.size
+        ids = self.catalog_ids(tf.range(1, size + 1))
+        vectors = tf.concat([self.embed_items(ids[s:s + batch_size]) for s in range(0, size, batch_size)] or
+                            [tf.zeros([0, self.user_tower.item_dim])], axis=0)
+        rank = config.item_item_rank
+        cold = tf.where(~tf.reduce_any(tf.not_equal(vectors[:, -rank:], 0.0), axis=-1))[:, 0]
+        for start in range(0, int(tf.size(cold)), batch_size):
+            rows = cold[start:start + batch_size]
+            blocks = borrowed_blocks(tf.gather(vectors, rows), vectors, rank, config.embedding_dim,
+                                     config.item_item_neighbours)
+            self.catalog.column_item_item_vec.scatter_nd_update(rows[:, None] + 1, blocks)   # row 0: unknown ids
+        return int(tf.size(cold))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None, None], tf.string)])
     def embed_users(self, user_id: tf.Tensor, history: tf.Tensor) -> tf.Tensor:

@@ -343,6 +343,10 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
                 if search is not None:
                     state["semantic_weights"]["search"] = search
             if fit_item_item:   # after the semantic weights: it is fitted against the rest of the score
+                state["item_item_borrowed"] = model.borrow_item_item_blocks()
+                log.info("item-to-item channel: %d catalogue item(s) without training interactions borrow the "
+                         "blocks of their %d nearest items", state["item_item_borrowed"],
+                         config["model"]["item_item_neighbours"])
                 state["item_item_weight"] = fit_item_item_weight(model, valid, catalog_ids, metric,
                                                                  config["evaluation"]["batch_size"])
         checkpoint.write(str(run.best))
@@ -377,7 +381,9 @@ def finish(config: dict, run: RunDir, prepared: Prepared, model: TwoTowerModel,
     if model.user_tower.item_item is not None:
         metrics["item_item"] = {**model.user_tower.item_item.describe(), "l2": config["model"]["item_item_l2"],
                                 **({"fitted_on_valid": state["item_item_weight"]}
-                                   if "item_item_weight" in state else {})}
+                                   if "item_item_weight" in state else {}),
+                                **({"borrowed_blocks": state["item_item_borrowed"]}
+                                   if "item_item_borrowed" in state else {})}
     for split in splits:
         cases = _cases(config, prepared, split)
         if split == "test":   # what export embeds to tune and measure its index (it does not re-read the data)
