@@ -179,8 +179,8 @@ class Recommender(tf.Module):
                           lambda: tf.zeros([0, dim], tf.float32))
         return tf.scatter_nd(rows[:, None], encoded, tf.stack([tf.size(text, tf.int64), dim])), has_text
 
-    def _user_text_vectors(self, user_id: tf.Tensor, user_text: tf.Tensor) -> tf.Tensor:
-        from_request, has_text = self._text_vectors(user_text)
+    def _user_text_vectors(self, user_id: tf.Tensor, from_request: tf.Tensor, has_text: tf.Tensor) -> tf.Tensor:
+        """The request's user_text vectors where it has text, else the user table's."""
         stored = self.user_table(user_id)["text_vec"]
         return tf.where(has_text[:, None], from_request, stored)
 
@@ -195,12 +195,17 @@ class Recommender(tf.Module):
         features = {"user_id": user_id, "history": history["ids"], "history_vec": history["vectors"],
                     "history_known": history["known"]}
         if self.user_tower.semantic is not None:
-            features["search_text_vec"] = self._text_vectors(search_query)[0]
+            # Both texts through one `_text_vectors`: one branch that holds BERT, whose ~100 captured weights cost a
+            # request that has neither text a forwarding node each (docs/benchmarks.md).
+            batch = tf.shape(user_text)[0]
+            vectors, has_text = self._text_vectors(tf.concat([user_text, search_query], axis=0))
+            features["search_text_vec"] = vectors[batch:]
             if self.user_tower.lexical is not None:   # its words too (towers/lexical.py)
                 features["search_text"] = search_query
+            vectors, has_text = vectors[:batch], has_text[:batch]
         else:   # no search part to give it to: the search query is request text like user_text
-            user_text = request_text(user_text, search_query)
-        features["user_text_vec"] = self._user_text_vectors(user_id, user_text)
+            vectors, has_text = self._text_vectors(request_text(user_text, search_query))
+        features["user_text_vec"] = self._user_text_vectors(user_id, vectors, has_text)
         return self.user_tower(features, training=False)
 
     # Recommendations -----------------------------------------------------------------------------------------

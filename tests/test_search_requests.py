@@ -79,7 +79,8 @@ def test_search_words_are_named_and_the_model_card_records_the_fitted_search_wei
     # the index was tuned on search requests too (their semantic part is the unit query times the search weight)
     samples = np.load(Path(version) / "assets" / "sample_queries.npy")
     learned, text = card["training_config"]["model"]["embedding_dim"], card["encoder"]["dim"]
-    assert card["embedding_dim"] == learned + text + card["training_config"]["model"]["lexical_dim"]
+    model = card["training_config"]["model"]
+    assert card["embedding_dim"] == learned + text + model["lexical_dim"] + model["item_item_rank"]
     semantic = np.linalg.norm(samples[:, learned:learned + text], axis=1)
     assert np.isclose(semantic, fitted["fitted"], rtol=1e-3).sum() >= 100
 
