@@ -87,7 +87,9 @@ class ItemTower(tf_keras.Model):
             parts.append(tf.math.l2_normalize(text, axis=-1))
             if self.lexical is not None:   # [.., words]: a search's [.., β_words·s_words] adds its words' match
                 parts.append(features["words_vec"] if "words_vec" in features else self.lexical(features["text"]))
-        if self.config.item_item_rank:   # [.., block]: the query's weighted sum of its history's blocks (item_item.py)
+        # [.., block]: the query's weighted sum of its history's blocks (item_item.py). Not while training: the
+        # channel's weight is 0 then, and the block only doubled a step's time (docs/benchmarks.md).
+        if self.config.item_item_rank and not training:
             parts.append(features["item_item_vec"] if "item_item_vec" in features else
                          tf.zeros([tf.shape(learned)[0], self.config.item_item_rank]))
         return tf.concat(parts, axis=-1) if len(parts) > 1 else learned

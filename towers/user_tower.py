@@ -93,7 +93,7 @@ class UserTower(tf_keras.Model):
         features["item_id"] = unique
         vectors = tf.gather(self.item_tower(features, training=training), position)
         shape = tf.shape(history)
-        vectors = tf.reshape(vectors, [shape[0], shape[1], self.item_dim])
+        vectors = tf.reshape(vectors, [shape[0], shape[1], vectors.shape[-1]])   # item_dim; less the block in training
         mask = tf.gather(features["known"], position)
         return vectors, tf.reshape(mask, tf.shape(history))
 
@@ -141,7 +141,7 @@ class UserTower(tf_keras.Model):
             else:
                 vectors, mask = self.history_vectors(features["history"], training=training)
             mask = mask & ~cold[:, None]
-            if self.item_item is not None:   # [.., block] per item (ItemTower): summed apart, last in the query
+            if self.item_item is not None and not training:   # [.., block] per item (ItemTower; not in training)
                 rank = self.config.item_item_rank
                 vectors, blocks = vectors[..., :-rank], vectors[..., -rank:]
                 item_item = (self.item_item.prefixes if every_position else self.item_item)(blocks, mask)
@@ -189,7 +189,7 @@ class UserTower(tf_keras.Model):
                          tf.zeros([tf.shape(out)[0], self.config.lexical_dim]))
                 parts.append(words)
             out = tf.concat(parts, axis=-1)
-        if self.item_item is not None:
+        if item_item is not None:   # summed apart above, last in the query
             out = tf.concat([out, item_item], axis=-1)
         return tf.reshape(out, [-1, length, out.shape[-1]]) if every_position else out
 

@@ -136,8 +136,9 @@ class TwoTowerModel(tfrs.models.Model):
             sampled = self.draw_negatives()
             sampled_ids = self.catalog_ids(sampled)
             # Without id dropout: these items are only ever negatives, and dropping their ids would teach the OOV row
-            # (the row every cold item has) to score low.
-            candidates = tf.concat([candidates, self.item_embeddings(sampled_ids, training=False)], axis=0)
+            # (the row every cold item has) to score low. Cut to the training width: no item-to-item block.
+            negatives = self.item_embeddings(sampled_ids, training=False)[:, :candidates.shape[-1]]
+            candidates = tf.concat([candidates, negatives], axis=0)
             rows = tf.concat([rows, sampled], axis=0)
             uniform = tf.fill([self.uniform_negatives],
                               float(self.uniform_negatives) / float(self.negative_pool.shape[0]))
