@@ -76,7 +76,8 @@ def borrowed_blocks(vectors: tf.Tensor, catalogue: tf.Tensor, rank: int, learned
     """[B, rank]: for item vectors [B, D], the mean item-to-item block of their ``neighbours`` nearest items among
     the ``catalogue`` [N, D] items that have a block (a non-zero one), nearest by the cosine of the learned part
     (the first ``learned_dim`` dimensions; both vectors end with their block). Zeros where there is none to borrow
-    from. On the generated world a plain mean of 20 ranked cold items best (docs/cold_start.md)."""
+    from. On the generated world a plain mean of 20 ranked cold items best (docs/quality.md, "Cold items borrow
+    their look-alikes' blocks")."""
     blocks = catalogue[:, -rank:]
     has_block = tf.reduce_any(tf.not_equal(blocks, 0.0), axis=-1)
     keys = tf.math.l2_normalize(tf.boolean_mask(catalogue[:, :learned_dim], has_block), axis=-1)

@@ -26,7 +26,8 @@ class ItemTower(tf_keras.Model):
     ``semantic_channel`` [B, embedding_dim + text dim]: the learned vector, then the item's unit text vector; with
     ``lexical_dim`` too, then the item's lexical vector (towers/lexical.py: ``words_vec`` [B, W] where given, else
     computed from the raw ``text``); with ``item_item_rank`` last the item's item-to-item block
-    (``item_item_vec`` [B, r] where given, else zeros: an item without training interactions)."""
+    (``item_item_vec`` [B, r] where given, else zeros: an item without training interactions), except in training
+    (the channel's weight is 0 then)."""
 
     def __init__(self, config: TowerConfig, id_vocabulary: Sequence[str], category_vocabulary: Sequence[str],
                  brand_vocabulary: Sequence[str], price_log_mean_std: tuple[float, float],

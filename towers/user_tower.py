@@ -37,7 +37,7 @@ class UserTower(tf_keras.Model):
     With ``lexical_dim`` the output ends with the search's words block [B, lexical_dim] (zeros without a search),
     which needs the raw ``search_text`` (beside ``search_text_vec`` where that is given). With ``item_item_rank``
     the output ends with the weighted sum of the history items' item-to-item blocks [B, item_item_rank]
-    (towers/item_item.py).
+    (towers/item_item.py), except in training, where neither tower carries the blocks (their weight is 0 then).
 
     Instead of ``history``, a caller that already holds the history items' vectors (the exported model keeps every
     catalogue item's vector) passes ``history_vec`` [B, H, D] and ``history_known`` [B, H]; the catalogue table and
@@ -100,7 +100,7 @@ class UserTower(tf_keras.Model):
     @property
     def item_dim(self) -> int:
         """The item tower's output width: the learned vector, then (semantic channel) the item's text vector, then
-        (``lexical_dim``) its words, then (``item_item_rank``) its item-to-item block."""
+        (``lexical_dim``) its words, then (``item_item_rank``, not in training) its item-to-item block."""
         return self.config.embedding_dim + (self.text_dim if self.semantic is not None else 0) + \
             self.config.lexical_dim + self.config.item_item_rank
 
