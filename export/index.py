@@ -1,9 +1,10 @@
 """The retrieval index stored in the SavedModel: ScaNN tuned to a recall target, or brute force.
 
-Why it exists: ScaNN's speed comes from parameters (leaves, leaves searched, reordering) that depend on the
-catalogue; picked by hand they either waste time or lose recall. ``tune_scann`` tries configurations from the
-fastest up and keeps the first whose recall@K against exact brute force, on a sample of real query vectors,
-reaches the target; the measured figure goes into the model card. Brute force (a matmul and top-k) uses core ops
+Why it exists: ScaNN's speed comes from parameters (partitioning, leaves searched, reordering) that depend on the
+catalogue and on the vectors' width; picked by hand they either waste time or lose recall. ``tune_scann`` finds,
+for each partitioning it tries, the smallest reordering pool whose recall@K against exact brute force, on a sample
+of real query vectors, reaches the target, and ships the one whose one-query search it measured fastest; the
+measured figures go into the model card. Brute force (a matmul and top-k) uses core ops
 only, so stock TF Serving loads it; it is also the fallback below ScaNN's minimum catalogue size (asymmetric
 hashing needs at least 16 items).
 
@@ -31,6 +32,11 @@ log = logging.getLogger("twotower.export")
 INDEX_TYPES = ("scann", "brute-force")
 SCANN_MIN_ITEMS = 16
 TUNE_MARGIN = 0.02   # ScaNN is tuned a little above the target, so that queries it was not tuned on still see it
+# ScaNN's own advice (scann/docs/algorithms.md): below ~100k points, score every item with asymmetric hashing and
+# rescore, without partitioning. Below this size the tuner tries that too, beside the trees, and measures which is
+# faster (the demo's 832-number vectors: no tree 121 us a query at recall 0.98, the best tree 250 us).
+NO_TREE_MAX_ITEMS = 100_000
+LATENCY_QUERIES = 100   # one-query searches timed per configuration that reaches the target
 # scann_to_tensors' outputs in order; tensors_to_scann takes the last one (the dataset) first.
 SCANN_TENSORS = ("scann_config", "serialized_partitioner", "datapoint_to_token", "ah_codebook", "hashed_dataset",
                  "int8_dataset", "int8_multipliers", "dp_norms", "dataset")
@@ -94,14 +100,17 @@ class BruteForceIndex(tf.Module):
 
 
 def scann_tensors(items: np.ndarray, k: int, num_leaves: int, leaves_to_search: int, reorder: int | None,
-                  training_iterations: int = 12) -> dict[str, tf.Tensor]:
-    """Builds a ScaNN searcher over ``items`` (dot product; tree + asymmetric hashing + optional reordering, the
-    configuration TFRS's ScaNN layer uses) and returns its serialised tensors."""
+                  training_iterations: int = 12, dims_per_block: int = 2) -> dict[str, tf.Tensor]:
+    """Builds a ScaNN searcher over ``items`` (dot product; a tree unless ``num_leaves`` is 0, asymmetric hashing,
+    ``dims_per_block`` numbers to a hashing block, optional reordering: the configuration TFRS's ScaNN layer uses)
+    and returns its serialised tensors."""
     from scann.scann_ops.py import scann_ops
 
-    builder = scann_ops.builder(tf.constant(items), k, "dot_product").tree(
-        num_leaves=num_leaves, num_leaves_to_search=leaves_to_search, training_iterations=training_iterations)
-    builder = builder.score_ah(2)
+    builder = scann_ops.builder(tf.constant(items), k, "dot_product")
+    if num_leaves:     # 0: no partitioning, every item scored
+        builder = builder.tree(num_leaves=num_leaves, num_leaves_to_search=leaves_to_search,
+                               training_iterations=training_iterations)
+    builder = builder.score_ah(dims_per_block)
     if reorder is not None:
         builder = builder.reorder(reorder)
     with native_stderr_to_debug():     # ScaNN's partitioner logs a dozen C++ lines per build
@@ -149,22 +158,39 @@ def brute_force(items: np.ndarray) -> BruteForceIndex:
     return BruteForceIndex(growable(items.astype(np.float32), "vectors"))
 
 
-def scann(items: np.ndarray, k: int, num_leaves: int, leaves_to_search: int, reorder: int | None) -> ScannIndex:
-    return ScannIndex(scann_tensors(items, k, num_leaves, leaves_to_search, reorder), reorder, len(items))
+def scann(items: np.ndarray, k: int, num_leaves: int, leaves_to_search: int, reorder: int | None,
+          dims_per_block: int = 2) -> ScannIndex:
+    return ScannIndex(scann_tensors(items, k, num_leaves, leaves_to_search, reorder, dims_per_block=dims_per_block),
+                      reorder, len(items))
+
+
+def describe(config: dict) -> str:
+    """A tuned ScaNN configuration in words, e.g. ``no tree, 4 numbers a block, reordering 120``."""
+    tree = f"{config['leaves_to_search']} of {config['num_leaves']} leaves" if config["num_leaves"] else "no tree"
+    return f"{tree}, {config.get('dims_per_block', 2)} numbers a block, reordering {config['reorder']}"
+
+
+def reorder_pools(n_items: int, k: int) -> list[int]:
+    """Reordering pools (candidates rescored exactly) from small to large: 1.5, 2, 4 and 16 times ``k`` (the
+    4x at least 100), capped at the catalogue."""
+    return sorted({min(n_items, max(k, pool)) for pool in (k + k // 2, 2 * k, max(4 * k, 100), 16 * k)})
 
 
 def scann_candidates(n_items: int, k: int) -> list[dict]:
-    """Configurations from fastest to most exhaustive for a catalogue of ``n_items``."""
+    """Configurations in families, one partitioning and hashing each (``num_leaves`` 0: none), each family's
+    reordering pools from small to large: below ``NO_TREE_MAX_ITEMS`` no partitioning first, hashing 4 and then
+    2 numbers to a block; then a tree of about sqrt(n) leaves, 2 numbers to a block (ScaNN's advice), searching
+    from few of its leaves to all. Scoring every item costs in proportion to the blocks: for wide vectors (the
+    channels make the demo's 832 numbers) 4 to a block halves it and a larger pool recovers the recall (no tree,
+    recall@30 0.99 in 70 us a query against 107 us with 2 to a block)."""
     leaves = max(2, min(n_items // 8, int(round(math.sqrt(n_items)))))
-    reorder = min(n_items, max(4 * k, 100))
-    out = []
+    families = [(0, 0, 4), (0, 0, 2)] if n_items < NO_TREE_MAX_ITEMS else []
     for fraction in (0.02, 0.05, 0.1, 0.2, 0.35, 0.6, 1.0):
-        search = max(1, min(leaves, int(math.ceil(leaves * fraction))))
-        for rerank in (reorder, min(n_items, 4 * reorder)):
-            config = {"num_leaves": leaves, "leaves_to_search": search, "reorder": rerank}
-            if config not in out:
-                out.append(config)
-    return out
+        family = (leaves, max(1, min(leaves, int(math.ceil(leaves * fraction)))), 2)
+        if family not in families:
+            families.append(family)
+    return [{"num_leaves": tree, "leaves_to_search": search, "dims_per_block": block, "reorder": pool}
+            for tree, search, block in families for pool in reorder_pools(n_items, k)]
 
 
 def search_positions(index, queries: np.ndarray, k: int) -> np.ndarray:
@@ -172,26 +198,80 @@ def search_positions(index, queries: np.ndarray, k: int) -> np.ndarray:
     return index(tf.constant(queries), k=min(k, index.size))[1].numpy().astype(np.int64)
 
 
+def search_latency(index, queries: np.ndarray, k: int, repeats: int = 5) -> float:
+    """Seconds one query takes through ``index``: each of ``queries`` searched alone, as a served request asks,
+    in one graph loop (so Python's call overhead is not counted); the best of ``repeats`` passes, the least noisy
+    figure on a shared machine."""
+    batch = tf.constant(queries)
+
+    @tf.function
+    def one_at_a_time(batch):
+        return tf.map_fn(lambda query: tf.reduce_sum(tf.cast(index(query[None], k)[1], tf.int32)), batch,
+                         fn_output_signature=tf.int32, parallel_iterations=1)
+    one_at_a_time(batch).numpy()
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        one_at_a_time(batch).numpy()
+        best = min(best, time.perf_counter() - started)
+    return best / max(len(queries), 1)
+
+
 def tune_scann(items: np.ndarray, queries: np.ndarray, k: int, target: float = 0.95,
                candidates: list[dict] | None = None):
-    """The first (fastest) configuration whose recall@k vs brute force on ``queries`` reaches ``target``.
+    """The configuration whose one-query search is fastest among those whose recall@k vs brute force on
+    ``queries`` reaches ``target``.
 
-    Returns (configuration, its recall, every try, the index that was measured). ScaNN's clustering is random, so
-    a rebuild of the same configuration can land a few points lower: ship the measured index, not a rebuild.
-    ``candidates`` (default ``scann_candidates(len(items), k)``) lets a caller try fewer configurations.
+    Each family of ``candidates`` (default ``scann_candidates(len(items), k)``; a caller may pass fewer) is built
+    once, the reordering pool being a search-time setting, and stops at its first pool that reaches the target.
+    The tree families go from the fewest leaves searched and stop at the first that reaches it (more leaves only
+    cost more); the families without a tree compete with that one on measured latency. Returns (configuration, its
+    recall, every try, the index that was measured). ScaNN's clustering is random, so a rebuild of the same
+    configuration can land a few points lower: ship the measured index, not a rebuild.
     """
     exact = exact_top_k(queries, items, k)
-    tried, best = [], None
+    families: list[tuple[dict, list[int]]] = []     # (configuration less the pool, its pools), in order
     for config in scann_candidates(len(items), k) if candidates is None else candidates:
-        index = scann(items, k, config["num_leaves"], config["leaves_to_search"], config["reorder"])
-        recall = recall_against_exact(search_positions(index, queries, k), exact)
-        tried.append({**config, "recall": recall})
-        log.info("ScaNN %s: recall@%d %.4f", config, k, recall)
-        if best is None or recall > best[1]:
-            best = (config, recall, index)
-        if recall >= target:
-            return config, recall, tried, index
-    return best[0], best[1], tried, best[2]
+        family = {key: value for key, value in config.items() if key != "reorder"}
+        if not families or families[-1][0] != family:
+            families.append((family, []))
+        families[-1][1].append(config["reorder"])
+    tried, best, reached = [], None, []
+    for family, pools in families:
+        if family["num_leaves"] and any(config["num_leaves"] for config, *_ in reached):
+            break
+        index = scann(items, k, reorder=max(pools), **family)
+        # the largest pool first: when it misses the target, so do the smaller ones (they rescore a subset of it)
+        widest = _pool_recall(index, family, max(pools), queries, exact, k, tried)
+        if best is None or widest[1] > best[1]:
+            best = (*widest, index)
+        if widest[1] < target:
+            continue
+        smaller = (_pool_recall(index, family, pool, queries, exact, k, tried)
+                   for pool in sorted(pools) if pool < max(pools))
+        config, recall = next((hit for hit in smaller if hit[1] >= target), widest)
+        index.reorder.assign(config["reorder"])
+        seconds = search_latency(index, queries[:LATENCY_QUERIES], k)
+        next(entry for entry in tried if entry.items() >= config.items())["latency_us"] = round(seconds * 1e6, 1)
+        log.info("ScaNN %s: %.0f us a query", config, seconds * 1e6)
+        reached.append((config, recall, index, seconds))
+    if not reached:
+        return best[0], best[1], tried, best[2]
+    config, recall, index, _ = min(reached, key=lambda entry: entry[3])
+    index.reorder.assign(config["reorder"])
+    return config, recall, tried, index
+
+
+def _pool_recall(index, family: dict, pool: int, queries: np.ndarray, exact: np.ndarray, k: int,
+                 tried: list) -> tuple[dict, float]:
+    """(configuration, recall@k) of ``index`` (built as ``family``) searched with a reordering pool of ``pool``;
+    appended to ``tried``."""
+    index.reorder.assign(pool)
+    config = {**family, "reorder": pool}
+    recall = recall_against_exact(search_positions(index, queries, k), exact)
+    tried.append({**config, "recall": recall})
+    log.info("ScaNN %s: recall@%d %.4f", config, k, recall)
+    return config, recall
 
 
 def check_target_recall(target: float) -> float:

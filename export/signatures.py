@@ -168,16 +168,27 @@ class Recommender(tf.Module):
         """Raw ids as clients send them → the ids the model was trained with (hashed: ``data.hash_user_ids``)."""
         return user_id if self.user_id_key is None else hash_ids(user_id, HashKey(self.user_id_key))
 
-    def _text_vectors(self, text: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _text_vectors(self, text: tf.Tensor, words: tf.Tensor | None = None) -> tuple[tf.Tensor, ...]:
         """The encoder's vectors [B, T] of the rows with text (BERT runs for those only; zeros elsewhere), and
-        which rows have text [B]."""
+        which rows have text [B]; given ``words`` (strings), also their lexical vectors (towers/lexical.py),
+        computed in the same branch: a request without any text computes neither."""
         text = tf.strings.strip(text)
         has_text = tf.strings.length(text) > 0
         rows = tf.where(has_text)[:, 0]
         dim = self.encoder.dim
-        encoded = tf.cond(tf.size(rows) > 0, lambda: self._encode(tf.gather(text, rows)),
-                          lambda: tf.zeros([0, dim], tf.float32))
-        return tf.scatter_nd(rows[:, None], encoded, tf.stack([tf.size(text, tf.int64), dim])), has_text
+        lexical = self.user_tower.lexical
+
+        def encoded():
+            vectors = self._encode(tf.gather(text, rows))
+            return vectors if words is None else (vectors, lexical(words))
+
+        def nothing():
+            vectors = tf.zeros([0, dim], tf.float32)
+            return vectors if words is None else (vectors, tf.zeros([tf.size(words), lexical.dim], tf.float32))
+        branch = tf.cond(tf.size(rows) > 0, encoded, nothing)
+        found, words_vectors = branch if words is not None else (branch, None)
+        vectors = tf.scatter_nd(rows[:, None], found, tf.stack([tf.size(text, tf.int64), dim]))
+        return (vectors, has_text) if words is None else (vectors, has_text, words_vectors)
 
     def _user_text_vectors(self, user_id: tf.Tensor, from_request: tf.Tensor, has_text: tf.Tensor) -> tf.Tensor:
         """The request's user_text vectors where it has text, else the user table's."""
@@ -188,7 +199,7 @@ class Recommender(tf.Module):
         """The last ``history_len`` items: ids, their catalogue vectors and which of them the catalogue knows."""
         recent = history[:, -self.history_len:]
         rows = self.catalog.rows(recent)
-        return {"ids": recent, "vectors": self.catalog.vectors_of(rows), "known": rows >= 0}
+        return {"ids": recent, "rows": rows, "vectors": self.catalog.vectors_of(rows), "known": rows >= 0}
 
     def _query(self, user_id: tf.Tensor, history: dict, user_text: tf.Tensor, search_query: tf.Tensor) -> tf.Tensor:
         user_id = self._user_ids(user_id)
@@ -198,10 +209,12 @@ class Recommender(tf.Module):
             # Both texts through one `_text_vectors`: one branch that holds BERT, whose ~100 captured weights cost a
             # request that has neither text a forwarding node each (docs/benchmarks.md).
             batch = tf.shape(user_text)[0]
-            vectors, has_text = self._text_vectors(tf.concat([user_text, search_query], axis=0))
+            if self.user_tower.lexical is not None:   # its words too (towers/lexical.py), in the same branch
+                vectors, has_text, features["search_words"] = self._text_vectors(
+                    tf.concat([user_text, search_query], axis=0), words=search_query)
+            else:
+                vectors, has_text = self._text_vectors(tf.concat([user_text, search_query], axis=0))
             features["search_text_vec"] = vectors[batch:]
-            if self.user_tower.lexical is not None:   # its words too (towers/lexical.py)
-                features["search_text"] = search_query
             vectors, has_text = vectors[:batch], has_text[:batch]
         else:   # no search part to give it to: the search query is request text like user_text
             vectors, has_text = self._text_vectors(request_text(user_text, search_query))
@@ -230,7 +243,7 @@ class Recommender(tf.Module):
         scores, rows = self.index(queries, tf.minimum(pool, size))
         rows = tf.cast(rows, tf.int64)
         ids = tf.gather(self.catalog.ids, rows)
-        scores = scores - self._own_scores(ids, rows, recent["ids"])
+        scores = scores - self._own_scores(rows, recent)
         blocked = tf.reduce_any(tf.equal(ids[:, :, None], blocked_ids[:, None, :]) & (blocked_ids[:, None, :] != ""),
                                 axis=-1)
         relevance = tf.where(blocked, tf.fill(tf.shape(scores), float("-inf")), scores)
@@ -299,17 +312,20 @@ class Recommender(tf.Module):
         queries, recent = self._query_and_history(user_id, history, user_text, search_query)
         rows = self.catalog.rows(candidates)
         scores = tf.einsum("bd,bcd->bc", queries, self.catalog.vectors_of(rows))
-        scores = scores - self._own_scores(candidates, rows, recent["ids"])
+        scores = scores - self._own_scores(rows, recent)
         return {"scores": tf.where(rows >= 0, scores, float("-inf"))}
 
-    def _own_scores(self, ids: tf.Tensor, rows: tf.Tensor, history: tf.Tensor) -> tf.Tensor | float:
-        """[B, C] what the item-to-item channel gives each candidate with itself, times the number of times it is
-        in the request's history (towers/item_item.py: taken off, as evaluate does); 0 without the channel."""
+    def _own_scores(self, rows: tf.Tensor, history: dict) -> tf.Tensor | float:
+        """[B, C] what the item-to-item channel gives each candidate (catalogue ``rows``) with itself, once for
+        each time it is in the request's ``history`` (``_history``; towers/item_item.py: taken off, as evaluate
+        does); 0 without the channel. Read from the history's own vectors, which the query has already gathered:
+        a candidate scored this way is one of them, so the candidates' own vectors are never fetched."""
         if self.user_tower.item_item is None:
             return 0.0
-        times = tf.reduce_sum(tf.cast(tf.equal(ids[:, :, None], history[:, None, :]) & (history[:, None, :] != ""),
-                                      tf.float32), axis=-1)
-        return self.user_tower.item_item.own(self.catalog.vectors_of(rows)) * times
+        own = self.user_tower.item_item.own(history["vectors"])                                   # [B, H]
+        same = tf.equal(rows[:, :, None], history["rows"][:, None, :]) & history["known"][:, None, :]
+        return tf.einsum("bch,bh->bc", tf.cast(same, tf.float32), own)
+
 
 def serving_signatures(module) -> dict:
     """The signature map of a Recommender, or of one loaded from a SavedModel (``index add`` saves it again)."""

@@ -74,30 +74,50 @@ class SemanticQuery(tf_keras.layers.Layer):
         self.words_logit = (self.add_weight(name="words_weight", shape=[], trainable=False,
                                             initializer=tf_keras.initializers.Constant(
                                                 _inverse_softplus(DEFAULT_WORDS_WEIGHT))) if words else None)
+        self._frozen: tuple[float, ...] | None = None
+
+    def freeze(self) -> None:
+        """Traces from now on take the weights as constants (kinds, text share, search, words): the export calls
+        it, so that a served request computes no softplus or sigmoid and reads no variable for them; the graph
+        folds them into the arithmetic (docs/benchmarks.md). Setting a weight thaws them again."""
+        self._frozen = None
+        self._frozen = (*self.kind_weights().numpy().tolist(), float(self.text_share().numpy()),
+                        float(self.search_weight().numpy()),
+                        float(self.words_weight().numpy()) if self.words_logit is not None else 0.0)
+
+    def _weights(self, variable_form, *position: int):
+        """The frozen constant(s) at ``position``, or ``variable_form()`` when not frozen."""
+        if self._frozen is None:
+            return variable_form()
+        values = [self._frozen[p] for p in position]
+        return tf.constant(values if len(values) > 1 else values[0], tf.float32)
 
     def kind_weights(self) -> tf.Tensor:
-        return tf.math.softplus(self.kind_logits)
+        return self._weights(lambda: tf.math.softplus(self.kind_logits), 0, 1, 2)
 
     def set_kind_weights(self, weights) -> None:
         """Sets the per-kind weights (in KINDS order; each at least SMALLEST_WEIGHT), e.g. to values fitted after
         training (training/calibrate.py)."""
+        self._frozen = None
         self.kind_logits.assign([_inverse_softplus(max(float(w), SMALLEST_WEIGHT)) for w in weights])
 
     def search_weight(self) -> tf.Tensor:
-        return tf.math.softplus(self.search_logit)
+        return self._weights(lambda: tf.math.softplus(self.search_logit), 4)
 
     def set_search_weight(self, weight: float) -> None:
+        self._frozen = None
         self.search_logit.assign(_inverse_softplus(max(float(weight), SMALLEST_WEIGHT)))
 
     def search(self, search_text: tf.Tensor, has_search: tf.Tensor) -> tf.Tensor:
         """The search query's part [B, T] (``search_text`` [B, T], ``has_search`` [B, 1]), to add to the
         :meth:`call` part."""
-        return tf.math.l2_normalize(search_text, axis=-1) * has_search * self.search_weight()
+        return tf.math.l2_normalize(search_text, axis=-1) * self.search_weight()   # zeros where none
 
     def words_weight(self) -> tf.Tensor:
-        return tf.math.softplus(self.words_logit)
+        return self._weights(lambda: tf.math.softplus(self.words_logit), 5)
 
     def set_words_weight(self, weight: float) -> None:
+        self._frozen = None
         self.words_logit.assign(_inverse_softplus(max(float(weight), SMALLEST_WEIGHT)))
 
     def words(self, search_words: tf.Tensor) -> tf.Tensor:
@@ -105,7 +125,7 @@ class SemanticQuery(tf_keras.layers.Layer):
         return search_words * self.words_weight()
 
     def text_share(self) -> tf.Tensor:
-        return tf.math.sigmoid(self.text_share_logit)
+        return self._weights(lambda: tf.math.sigmoid(self.text_share_logit), 3)
 
     def describe(self) -> dict:
         """The learned weights, for the run's log and the model card."""
@@ -120,19 +140,22 @@ class SemanticQuery(tf_keras.layers.Layer):
              has_history: tf.Tensor | None) -> tf.Tensor:
         """``user_text`` [B, T] and ``history_text`` [B, T] (the history items' pooled text vectors) may be None
         where the tower has no such input (``has_history`` then too); ``has_text`` and ``has_history`` [B, 1] are
-        1.0 where a row has it."""
-        text = None if user_text is None else tf.math.l2_normalize(user_text, axis=-1) * has_text
-        history = None if history_text is None else tf.math.l2_normalize(history_text, axis=-1) * has_history
-        has_text = has_text if text is not None else tf.zeros_like(has_text)
-        has_history = has_history if history is not None else tf.zeros_like(has_text)
-        both = has_text * has_history
+        1.0 where a row has it, and a row without it has a zero vector there.
+
+        One mix serves every kind: ``normalise(share · text + (1 - share) · history)`` is the mix where a row has
+        both and the one it has where it has one (the other is zero), so the kinds differ only in their weight
+        (fewer ops for a served request than a mix per kind)."""
+        text = None if user_text is None else tf.math.l2_normalize(user_text, axis=-1)
+        history = None if history_text is None else tf.math.l2_normalize(history_text, axis=-1)
+        weights = self.kind_weights()
         if text is not None and history is not None:
             share = self.text_share()
-            mixed = tf.math.l2_normalize(share * text + (1.0 - share) * history, axis=-1)
-            query = both * mixed + (1.0 - both) * (text + history)   # at most one of them is non-zero there
+            query = tf.math.l2_normalize(share * text + (1.0 - share) * history, axis=-1)
+            # text only: w0; history only: w1; both: w0 + w1 + (w2 - w0 - w1) = w2
+            scale = has_text * weights[0] + has_history * weights[1] + \
+                has_text * has_history * (weights[2] - weights[0] - weights[1])
+        elif text is not None:
+            query, scale = text, has_text * weights[0]
         else:
-            query = text if text is not None else history
-        weights = self.kind_weights()
-        scale = (has_text * (1.0 - both) * weights[0] + has_history * (1.0 - both) * weights[1]
-                 + both * weights[2])                                                    # [B, 1]
+            query, scale = history, has_history * weights[1]
         return query * scale

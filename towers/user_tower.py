@@ -142,17 +142,16 @@ class UserTower(tf_keras.Model):
                 vectors, mask = self.history_vectors(features["history"], training=training)
             mask = mask & ~cold[:, None]
             if self.item_item is not None and not training:   # [.., block] per item (ItemTower; not in training)
-                rank = self.config.item_item_rank
-                vectors, blocks = vectors[..., :-rank], vectors[..., -rank:]
+                blocks = vectors[..., -self.config.item_item_rank:]   # the parts before it are sliced below
                 item_item = (self.item_item.prefixes if every_position else self.item_item)(blocks, mask)
-            if self.semantic is not None:    # [learned, text] per item (ItemTower): each part pooled on its own
-                dim = self.config.embedding_dim
-                vectors, history_text = vectors[..., :dim], vectors[..., dim:dim + self.text_dim]
+            # [learned, text] per item (ItemTower; text with the semantic channel): both get the same
+            # recency-weighted mean, which is taken number by number, so one pooling serves both parts
+            dim = self.config.embedding_dim
             pool = self.pooling.prefixes if every_position else self.pooling
-            residual, count = pool(vectors, mask)
-            if history_text is not None:     # the same recency-weighted mean over the items' text vectors
-                history_text, _ = pool(history_text, mask)
-                has_history = tf.cast(count > 0, tf.float32)
+            pooled, count = pool(vectors[..., :dim + (self.text_dim if self.semantic is not None else 0)], mask)
+            residual, vectors = pooled[..., :dim], vectors[..., :dim]
+            if self.semantic is not None:
+                history_text, has_history = pooled[..., dim:], tf.cast(count > 0, tf.float32)
             if self.causal:   # the blocks correct each prefix's recency-weighted mean: untrained, they answer it
                 change = self.attention(vectors, mask, training=training, change=True)
                 residual = residual + (change if every_position else change[:, -1])
@@ -180,17 +179,22 @@ class UserTower(tf_keras.Model):
             searched = "search_text_vec" in features or "search_text" in features   # a search (serving only)
             if searched:
                 semantic = semantic + steps(self.semantic.search(*self.text_vector(features, "search_text")))
-            parts = [out, semantic]
+            tail = [semantic]
             if self.lexical is not None:
-                if searched and "search_text" not in features:
+                if searched and "search_text" not in features and "search_words" not in features:
                     raise ValueError("user tower: a search request to a model with model.lexical_dim needs the raw "
-                                     "'search_text' (its words) beside 'search_text_vec'")
-                words = (self.semantic.words(steps(self.lexical(features["search_text"]))) if searched else
-                         tf.zeros([tf.shape(out)[0], self.config.lexical_dim]))
-                parts.append(words)
-            out = tf.concat(parts, axis=-1)
+                                     "'search_text' (its words) or their 'search_words' beside 'search_text_vec'")
+                if not searched:
+                    words = tf.zeros([tf.shape(out)[0], self.config.lexical_dim])
+                else:   # search_words: the lexical vectors, computed by the caller (the export, with the text's)
+                    words = self.semantic.words(steps(features["search_words"] if "search_words" in features else
+                                                      self.lexical(features["search_text"])))
+                tail.append(words)
+        else:
+            tail = []
         if item_item is not None:   # summed apart above, last in the query
-            out = tf.concat([out, item_item], axis=-1)
+            tail.append(item_item)
+        out = tf.concat([out, *tail], axis=-1) if tail else out
         return tf.reshape(out, [-1, length, out.shape[-1]]) if every_position else out
 
 
