@@ -256,6 +256,7 @@ def tune_scann(items: np.ndarray, queries: np.ndarray, k: int, target: float = 0
         log.info("ScaNN %s: %.0f us a query", config, seconds * 1e6)
         reached.append((config, recall, index, seconds))
     if not reached:
+        best[2].reorder.assign(best[0]["reorder"])   # the pool it was measured with
         return best[0], best[1], tried, best[2]
     config, recall, index, _ = min(reached, key=lambda entry: entry[3])
     index.reorder.assign(config["reorder"])

@@ -67,3 +67,15 @@ def test_a_caller_can_restrict_the_tuner_to_tree_configurations():
     config, recall, tried, _ = tune_scann(items, queries, 20, target=0.9, candidates=trees)
     assert config["num_leaves"] and recall >= 0.9
     assert all(entry["num_leaves"] for entry in tried)
+
+
+def test_an_unreachable_target_ships_the_best_configuration_it_measured():
+    items, queries = clustered(600, 32, seed=5), clustered(100, 32, seed=6)
+    trees = [c for c in scann_candidates(len(items), 20) if c["num_leaves"]][:8]   # two families, few leaves
+    config, recall, tried, index = tune_scann(items, queries, 20, target=1.01, candidates=trees)
+    assert len(tried) == 2   # each family's widest pool only: it misses, so the smaller ones are not tried
+    assert recall == max(entry["recall"] for entry in tried) < 1.01
+    assert not any("latency_us" in entry for entry in tried)
+    assert int(index.reorder.numpy()) == config["reorder"]
+    exact = exact_top_k(queries, items, 20)
+    assert recall_against_exact(search_positions(index, queries, 20), exact) == pytest.approx(recall)
