@@ -145,3 +145,17 @@ def test_hashed_user_ids_still_find_their_queries(small_world, monkeypatch):
     assert seen["texts"] == [q for q, r, u in zip(truth["query"], truth["relevant"], truth["user_id"])
                              if u in set(users) and r]
     assert block["users"] == 5
+
+
+@pytest.mark.parametrize("values", ["few", "normal", "blocked"])
+def test_top_rows_ranks_as_a_whole_sort_with_the_same_ties(values):
+    """top_rows sorts only each row's best and the ties at its k-th; a whole sort of every row (score, then the
+    same random draws) is the reference, on scores with many ties, none, and rows mostly -inf."""
+    rng = np.random.default_rng(3)
+    scores = {"few": rng.integers(0, 4, (40, 120)).astype(np.float32),
+              "normal": rng.normal(size=(40, 120)),
+              "blocked": np.where(rng.random((40, 120)) < 0.9, -np.inf, rng.integers(0, 3, (40, 120)))}[values]
+    for k in (1, 7, 50, 120, 130):
+        whole = np.lexsort((np.random.default_rng(5).random(scores.shape), -scores.astype(np.float64)),
+                           axis=-1)[:, :k]
+        np.testing.assert_array_equal(sq.top_rows(scores, k, np.random.default_rng(5)), whole)
