@@ -168,10 +168,11 @@ class Recommender(tf.Module):
         """Raw ids as clients send them → the ids the model was trained with (hashed: ``data.hash_user_ids``)."""
         return user_id if self.user_id_key is None else hash_ids(user_id, HashKey(self.user_id_key))
 
-    def _text_vectors(self, text: tf.Tensor, words: tf.Tensor | None = None) -> tuple[tf.Tensor, ...]:
-        """The encoder's vectors [B, T] of the rows with text (BERT runs for those only; zeros elsewhere), and
-        which rows have text [B]; given ``words`` (strings), also their lexical vectors (towers/lexical.py),
-        computed in the same branch: a request without any text computes neither."""
+    def _text_vectors(self, text: tf.Tensor, words: tf.Tensor | None = None
+                      ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
+        """The encoder's vectors [B, T] of the rows with text (BERT runs for those only; zeros elsewhere), which
+        rows have text [B], and, given ``words`` (strings), their lexical vectors (towers/lexical.py), computed in
+        the same branch (a request without any text computes neither); None without ``words``."""
         text = tf.strings.strip(text)
         has_text = tf.strings.length(text) > 0
         rows = tf.where(has_text)[:, 0]
@@ -188,7 +189,7 @@ class Recommender(tf.Module):
         branch = tf.cond(tf.size(rows) > 0, encoded, nothing)
         found, words_vectors = branch if words is not None else (branch, None)
         vectors = tf.scatter_nd(rows[:, None], found, tf.stack([tf.size(text, tf.int64), dim]))
-        return (vectors, has_text) if words is None else (vectors, has_text, words_vectors)
+        return vectors, has_text, words_vectors
 
     def _user_text_vectors(self, user_id: tf.Tensor, from_request: tf.Tensor, has_text: tf.Tensor) -> tf.Tensor:
         """The request's user_text vectors where it has text, else the user table's."""
@@ -209,15 +210,14 @@ class Recommender(tf.Module):
             # Both texts through one `_text_vectors`: one branch that holds BERT, whose ~100 captured weights cost a
             # request that has neither text a forwarding node each (docs/benchmarks.md).
             batch = tf.shape(user_text)[0]
-            if self.user_tower.lexical is not None:   # its words too (towers/lexical.py), in the same branch
-                vectors, has_text, features["search_words"] = self._text_vectors(
-                    tf.concat([user_text, search_query], axis=0), words=search_query)
-            else:
-                vectors, has_text = self._text_vectors(tf.concat([user_text, search_query], axis=0))
+            words = search_query if self.user_tower.lexical is not None else None   # its words (towers/lexical.py)
+            vectors, has_text, words = self._text_vectors(tf.concat([user_text, search_query], axis=0), words)
+            if words is not None:
+                features["search_words"] = words
             features["search_text_vec"] = vectors[batch:]
             vectors, has_text = vectors[:batch], has_text[:batch]
         else:   # no search part to give it to: the search query is request text like user_text
-            vectors, has_text = self._text_vectors(request_text(user_text, search_query))
+            vectors, has_text, _ = self._text_vectors(request_text(user_text, search_query))
         features["user_text_vec"] = self._user_text_vectors(user_id, vectors, has_text)
         return self.user_tower(features, training=False)
 

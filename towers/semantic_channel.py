@@ -108,10 +108,10 @@ class SemanticQuery(tf_keras.layers.Layer):
         self._frozen = None
         self.search_logit.assign(_inverse_softplus(max(float(weight), SMALLEST_WEIGHT)))
 
-    def search(self, search_text: tf.Tensor, has_search: tf.Tensor) -> tf.Tensor:
-        """The search query's part [B, T] (``search_text`` [B, T], ``has_search`` [B, 1]), to add to the
-        :meth:`call` part."""
-        return tf.math.l2_normalize(search_text, axis=-1) * self.search_weight()   # zeros where none
+    def search(self, search_text: tf.Tensor) -> tf.Tensor:
+        """The search query's part [B, T] from its text vectors ``search_text`` [B, T] (zeros where a row has no
+        search, which stay zeros), to add to the :meth:`call` part."""
+        return tf.math.l2_normalize(search_text, axis=-1) * self.search_weight()
 
     def words_weight(self) -> tf.Tensor:
         return self._weights(lambda: tf.math.softplus(self.words_logit), 5)

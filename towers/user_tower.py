@@ -178,7 +178,7 @@ class UserTower(tf_keras.Model):
             semantic = self.semantic(text[0] if text is not None else None, has_text, history_text, has_history)
             searched = "search_text_vec" in features or "search_text" in features   # a search (serving only)
             if searched:
-                semantic = semantic + steps(self.semantic.search(*self.text_vector(features, "search_text")))
+                semantic = semantic + steps(self.semantic.search(self.text_vector(features, "search_text")[0]))
             tail = [semantic]
             if self.lexical is not None:
                 if searched and "search_text" not in features and "search_words" not in features:

@@ -78,16 +78,16 @@ def top_rows(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray
     Only each row's k best and the items tied with its k-th are sorted (the same rows as sorting every row whole,
     which took 0.3 s a call on the demo world, ~19 s of its training's search-weight fit); the tie-breaking draws
     are made for the whole matrix either way, so the same ``rng`` breaks the same ties."""
-    scores = np.asarray(scores, np.float64)
-    noise = rng.random(scores.shape)
-    width = scores.shape[1]
+    negative = -np.asarray(scores, np.float64)    # ascending order of it is best first
+    noise = rng.random(negative.shape)
+    width = negative.shape[1]
     if 0 < k < width:
-        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]          # [Q, 1] each row's k-th best score
-        width = max(k, int((scores >= kth).sum(axis=1).max()))           # k plus the most ties at the k-th
-    if width >= scores.shape[1]:
-        return np.lexsort((noise, -scores), axis=-1)[:, :k]
-    pick = np.argpartition(-scores, width - 1, axis=1)[:, :width]       # every row's items at or above its k-th
-    order = np.lexsort((np.take_along_axis(noise, pick, axis=1), -np.take_along_axis(scores, pick, axis=1)),
+        kth = np.partition(negative, k - 1, axis=1)[:, k - 1:k]         # [Q, 1] each row's k-th best, negated
+        width = max(k, int((negative <= kth).sum(axis=1).max()))        # k plus the most ties at the k-th
+    if width >= negative.shape[1]:
+        return np.lexsort((noise, negative), axis=-1)[:, :k]
+    pick = np.argpartition(negative, width - 1, axis=1)[:, :width]     # every row's items at or above its k-th
+    order = np.lexsort((np.take_along_axis(noise, pick, axis=1), np.take_along_axis(negative, pick, axis=1)),
                        axis=-1)
     return np.take_along_axis(pick, order, axis=1)[:, :k]
 
