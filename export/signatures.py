@@ -148,6 +148,7 @@ class Recommender(tf.Module):
         self.k = int(k)
         self.history_len = int(history_len)
         self.item_text_fields = [f for f in item_text_columns if f in ITEM_FIELDS]
+        self.repeat_offset = user_tower.repeat.value()   # a constant of the served graph (towers/repeat.py)
         self.user_id_key = None if user_id_key is None else tuple(int(w) for w in user_id_key)
 
     # Queries -------------------------------------------------------------------------------------------------
@@ -236,14 +237,18 @@ class Recommender(tf.Module):
         capped = tf.reduce_any(max_per_category > 0)
         rerank_rows = tf.reduce_any(diversity > 0.0) | capped
         size = tf.shape(self.catalog.ids)[0]
-        lowered = exclude_history | (self.user_tower.item_item is not None)   # history items may drop out of the top
+        # history items may drop out of the top: excluded, or lowered by their own item-to-item score or the offset
+        lowered = exclude_history | (self.user_tower.item_item is not None or self.repeat_offset < 0.0)
         pool = tf.where(capped, max(CAP_POOL * self.k, CAP_POOL_MIN),
                         tf.where(rerank_rows, DIVERSITY_POOL * self.k, self.k)) + tf.shape(exclude)[1] + \
             tf.where(lowered, tf.shape(history)[1], 0)
         scores, rows = self.index(queries, tf.minimum(pool, size))
         rows = tf.cast(rows, tf.int64)
+        if self.repeat_offset > 0.0:   # a history item may rise into the top from outside the index's answer
+            scores, rows = tf.cond(exclude_history, lambda: (scores, rows),
+                                   lambda: self._with_history(queries, scores, rows, recent))
         ids = tf.gather(self.catalog.ids, rows)
-        scores = scores - self._own_scores(rows, recent)
+        scores = scores + self._history_scores(rows, recent)
         blocked = tf.reduce_any(tf.equal(ids[:, :, None], blocked_ids[:, None, :]) & (blocked_ids[:, None, :] != ""),
                                 axis=-1)
         relevance = tf.where(blocked, tf.fill(tf.shape(scores), float("-inf")), scores)
@@ -312,19 +317,41 @@ class Recommender(tf.Module):
         queries, recent = self._query_and_history(user_id, history, user_text, search_query)
         rows = self.catalog.rows(candidates)
         scores = tf.einsum("bd,bcd->bc", queries, self.catalog.vectors_of(rows))
-        scores = scores - self._own_scores(rows, recent)
+        scores = scores + self._history_scores(rows, recent)
         return {"scores": tf.where(rows >= 0, scores, float("-inf"))}
 
-    def _own_scores(self, rows: tf.Tensor, history: dict) -> tf.Tensor | float:
-        """[B, C] what the item-to-item channel gives each candidate (catalogue ``rows``) with itself, once for
-        each time it is in the request's ``history`` (``_history``; towers/item_item.py: taken off, as evaluate
-        does); 0 without the channel. Read from the history's own vectors, which the query has already gathered:
-        a candidate scored this way is one of them, so the candidates' own vectors are never fetched."""
-        if self.user_tower.item_item is None:
+    def _history_scores(self, rows: tf.Tensor, history: dict) -> tf.Tensor | float:
+        """[B, C] what the candidates (catalogue ``rows``) that are in the request's ``history`` (``_history``) get
+        beyond the dot product, as evaluate scores them: the repeat offset once (towers/repeat.py), less the
+        item-to-item channel's score of the item with itself for each time it is there (towers/item_item.py); 0
+        with neither. The self-scores are read from the history's own vectors, which the query has already
+        gathered: a candidate scored this way is one of them, so the candidates' own vectors are never fetched."""
+        if self.user_tower.item_item is None and self.repeat_offset == 0.0:
             return 0.0
-        own = self.user_tower.item_item.own(history["vectors"])                                   # [B, H]
-        same = tf.equal(rows[:, :, None], history["rows"][:, None, :]) & history["known"][:, None, :]
-        return tf.einsum("bch,bh->bc", tf.cast(same, tf.float32), own)
+        same = tf.equal(rows[:, :, None], history["rows"][:, None, :]) & history["known"][:, None, :]   # [B, C, H]
+        extra = 0.0
+        if self.user_tower.item_item is not None:
+            own = self.user_tower.item_item.own(history["vectors"])                               # [B, H]
+            extra = -tf.einsum("bch,bh->bc", tf.cast(same, tf.float32), own)
+        if self.repeat_offset != 0.0:
+            extra += self.repeat_offset * tf.cast(tf.reduce_any(same, axis=-1), tf.float32)
+        return extra
+
+    def _with_history(self, queries: tf.Tensor, scores: tf.Tensor, rows: tf.Tensor,
+                      history: dict) -> tuple[tf.Tensor, tf.Tensor]:
+        """The index's candidates (``scores``, ``rows`` [B, C]) followed by the request's history items [B, H]
+        scored exactly by the queries: each known one once, if the index did not already answer it; -inf (row 0)
+        in the places of the others. With a positive repeat offset a history item outside the index's answer may
+        still belong in the top."""
+        own_rows = history["rows"]
+        position = tf.range(tf.shape(own_rows)[1])
+        earlier = tf.reduce_any(tf.equal(own_rows[:, :, None], own_rows[:, None, :])
+                                & (position[None, :] < position[:, None])[None], axis=-1)
+        answered = tf.reduce_any(tf.equal(own_rows[:, :, None], rows[:, None, :]), axis=-1)
+        fresh = history["known"] & ~earlier & ~answered
+        own_scores = tf.einsum("bd,bhd->bh", queries, history["vectors"])
+        return (tf.concat([scores, tf.where(fresh, own_scores, float("-inf"))], axis=1),
+                tf.concat([rows, tf.where(fresh, tf.cast(own_rows, rows.dtype), tf.zeros_like(rows[:, :1]))], axis=1))
 
 
 def serving_signatures(module) -> dict:

@@ -138,6 +138,7 @@ def model_card(trained: TrainedRun, index_report, k: int, dim: int) -> dict:
                              if trained.model.user_tower.semantic is not None else None),
         "item_item": (trained.model.user_tower.item_item.describe()
                       if trained.model.user_tower.item_item is not None else None),
+        "repeat": trained.model.user_tower.repeat.describe(),
         "user_ids_hashed": trained.artifacts.user_id_hash,
         "signatures": ["serving_default", "recommend_including_history", "embed_query", "embed_items", "score"],
         "libraries": versions,

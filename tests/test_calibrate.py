@@ -93,3 +93,87 @@ def test_a_kind_below_the_minimum_is_reported_as_kept(monkeypatch):
     report = cal.calibrate(model, _cases(["u1"] * 10), ITEMS, "ndcg@3")
     assert "kept" in report["kinds"]["history_only"] and "ndcg@3" not in report["kinds"]["history_only"]
     np.testing.assert_allclose(model.user_tower.semantic.kind_weights().numpy(), before, rtol=1e-6)
+
+
+def _history_cases(rng: np.random.Generator, users: int, items: int, repeat_share: float) -> tuple[Examples, dict]:
+    """Cases over ``items`` ids whose histories hold 1-4 items (a repeat now and then), a ``repeat_share`` of them
+    with a history item as the target."""
+    ids = [f"i{n}" for n in range(items)]
+    history, target = [], []
+    for _ in range(users):
+        own = list(rng.choice(ids, rng.integers(1, 5)))
+        own += [own[0]] if rng.random() < 0.3 else []
+        history.append([""] * (6 - len(own)) + own)
+        target.append(rng.choice(own) if rng.random() < repeat_share else rng.choice([i for i in ids if i not in own]))
+    cases = Examples(np.array([f"u{n}" for n in range(users)], object), np.array(history, object),
+                     np.array(target, object), np.ones(users, np.float32), exclude=[np.array([], object)] * users)
+    return cases, {item: row for row, item in enumerate(ids)}
+
+
+def test_repeat_ranks_are_the_kept_ranks_of_the_scores_with_the_offset_on_each_history_item_once():
+    rng = np.random.default_rng(3)
+    cases, index = _history_cases(rng, 60, 30, repeat_share=0.3)
+    scores = rng.normal(size=(60, 30))
+    offsets = (-2.0, -0.3, 0.0, 0.4, 3.0)
+    ranks, repeats = cal._repeat_ranks(scores, cases, index, offsets)
+    assert repeats == sum(t in set(h) for t, h in zip(cases.target, cases.history)) > 0
+    plain, _ = ev.both_ranks(lambda part: scores[[int(u[1:]) for u in part.user_id]], cases, index)
+    for offset, found in zip(offsets, ranks):
+        excluded, kept = ev.both_ranks(lambda part: scores[[int(u[1:]) for u in part.user_id]], cases, index,
+                                       repeat_offset=offset)
+        np.testing.assert_array_equal(found, kept)   # continuous scores: no ties to break
+        np.testing.assert_array_equal(excluded, plain)   # serving_default's protocol never reaches the offset
+    assert len({tuple(r) for r in ranks}) == len(offsets)   # every offset moved some target
+
+
+class _Scored:
+    """A model stand-in for fit_repeat_offset: its scorer returns fixed scores (the repeat layer is the real one)."""
+
+    def __init__(self, scores: np.ndarray):
+        from towers.repeat import RepeatOffset
+        self.scores, self.user_tower = scores, type("Tower", (), {"repeat": RepeatOffset(), "item_item": None})()
+
+
+@pytest.mark.parametrize("repeat_share, sign", [(0.0, -1), (0.9, 1)])
+def test_the_repeat_offset_fitted_lowers_history_items_where_nobody_repeats_and_lifts_them_where_most_do(
+        monkeypatch, repeat_share, sign):
+    """The scores rank history items high (as a query built from them does): where no target is a history item
+    the fit pushes them down, where most are it lifts them; the model's scorer then ranks with it."""
+    rng = np.random.default_rng(5)
+    cases, index = _history_cases(rng, 300, 40, repeat_share)
+    scores = rng.normal(size=(300, 40))
+    rows, cols = zip(*[(r, index[i]) for r, h in enumerate(cases.history) for i in h if i])
+    scores[rows, cols] += 1.0 if sign < 0 else -1.0   # the towers' habit (sign < 0) or the opposite
+    model = _Scored(scores)
+    monkeypatch.setattr(ev, "model_scorer", lambda model, ids, batch: (
+        lambda part: model.scores[[int(u[1:]) for u in part.user_id]]))
+    report = cal.fit_repeat_offset(model, cases, list(index), "recall@5", batch_size=128)
+    grid = report["recall@5"]
+    assert np.sign(report["fitted"]) == sign
+    assert report["fitted"] == pytest.approx(model.user_tower.repeat.value(), abs=1e-5)
+    assert grid[str(report["fitted_multiple"])] == max(grid.values()) > grid["0.0"]
+    assert report["targets_in_history"] == sum(t in set(h) for t, h in zip(cases.target, cases.history))
+
+
+def test_the_repeat_offset_stays_0_with_too_few_cases():
+    cases, index = _history_cases(np.random.default_rng(0), cal.MIN_CASES - 1, 10, 0.0)
+    model = _Scored(np.zeros((len(cases), 10)))
+    model.user_tower.repeat.set_offset(3.0)
+    report = cal.fit_repeat_offset(model, cases, list(index), "recall@5")
+    assert report["fitted"] == 0.0 and model.user_tower.repeat.value() == 0.0 and "kept" in report
+
+
+def test_tied_offsets_give_the_middle_of_the_plateau(monkeypatch):
+    """Where every history item is far above the targets' scores, any offset from -4 spreads down puts them all
+    below: the tie goes to the middle of the tied offsets (by distance from 0), not to the plateau's edge."""
+    cases, index = _history_cases(np.random.default_rng(2), 300, 40, 0.0)
+    scores = np.random.default_rng(3).normal(size=(300, 40)) * 0.01
+    rows, cols = zip(*[(r, index[i]) for r, h in enumerate(cases.history) for i in h if i])
+    scores[rows, cols] += 0.025     # above every other item; the spread is ~0.01
+    model = _Scored(scores)
+    monkeypatch.setattr(ev, "model_scorer", lambda model, ids, batch: (
+        lambda part: model.scores[[int(u[1:]) for u in part.user_id]]))
+    report = cal.fit_repeat_offset(model, cases, list(index), "recall@5", batch_size=128)
+    grid = report["recall@5"]
+    tied = sorted((float(m) for m, v in grid.items() if v == max(grid.values())), key=abs)
+    assert len(tied) >= 3 and report["fitted_multiple"] == tied[(len(tied) - 1) // 2] != tied[0]

@@ -25,7 +25,7 @@ def clustered(n: int, dim: int, seed: int) -> np.ndarray:
 
 
 def test_reorder_pools_grow_from_one_and_a_half_k_and_stay_within_the_catalogue():
-    assert reorder_pools(1500, 120) == [180, 240, 480, 1500]
+    assert reorder_pools(1500, 120) == [180, 240, 480, 960, 1500]
     assert reorder_pools(50, 10) == [15, 20, 50]
     assert all(10 <= pool <= 12 for pool in reorder_pools(12, 10))
 

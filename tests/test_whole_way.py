@@ -276,7 +276,7 @@ def test_item_item_weight_fitted_on_the_validation_split_is_served(case, whole_w
     import tensorflow as tf
 
     from export.parity import in_process, padded
-    from training.evaluate import model_scorer
+    from training.evaluate import add_repeat_offset, model_scorer
     from training.run import RunDir
     from training.trainer import evaluated_model, evaluation_split
 
@@ -318,6 +318,7 @@ def test_item_item_weight_fitted_on_the_validation_split_is_served(case, whole_w
         "user_text": [""] * len(cases), "candidates": padded(candidates)}}})["s/scores"]
     evaluated = model_scorer(model, catalog)(cases)
     index = {item: row for row, item in enumerate(catalog)}
+    add_repeat_offset(evaluated, cases, index, model.user_tower.repeat.value())   # `score` adds it (towers/repeat.py)
     for row, ids in enumerate(candidates):
         np.testing.assert_allclose(served[row, :len(ids)], evaluated[row, [index[i] for i in ids]], atol=1e-5)
 

@@ -25,6 +25,7 @@ from towers.id_embedding import IdEmbedding
 from towers.item_item import ItemItemQuery
 from towers.item_tower import ItemTower
 from towers.mlp import ProjectionHead
+from towers.repeat import RepeatOffset
 from towers.seeded_mask import SeededMask
 from towers.semantic_channel import SemanticQuery
 from towers.text_encoder import TextEncoder
@@ -73,6 +74,7 @@ class UserTower(tf_keras.Model):
         self.lexical = item_tower.lexical   # the items' own: the same idf, the same sketch
         self.item_item = (ItemItemQuery(config.item_item_rank, config.item_item_neighbours, name="item_item")
                           if config.item_item_rank else None)
+        self.repeat = RepeatOffset(name="repeat")   # applied to scores, not to the vector (towers/repeat.py)
 
     def drop_catalog(self) -> None:
         """Forgets the catalogue table, for a caller that always passes ``history_vec`` (the exported model), so

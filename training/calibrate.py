@@ -21,8 +21,9 @@ ground truth (a generated world's: training/search_queries.py): the validation u
 ranked by precision@10 against the items of the queried product type, and with it the weight of the search's words
 (``model.lexical_dim``). Elsewhere they keep their defaults.
 
-The item-to-item channel's weight (towers/item_item.py, ``model.item_item_rank``) is fitted the same way, last:
-it is 0 while the towers train, and the score is linear in it too.
+The item-to-item channel's weight (towers/item_item.py, ``model.item_item_rank``) is fitted the same way: it is 0
+while the towers train, and the score is linear in it too. Last, the repeat offset (towers/repeat.py), which only
+moves the history's own items, on the protocol that ranks them: the history kept among the candidates.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ MIN_CASES = 200
 # cases to fit on: what Amazon Scientific's validation split picks at rank 256 (docs/quality.md).
 ITEM_ITEM_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 DEFAULT_ITEM_ITEM_WEIGHT = 1.0
+# The repeat offsets tried (towers/repeat.py), as multiples of the spread of the validation scores (their standard
+# deviation over the first batch of cases × the catalogue): from never again (16 spreads under: below every other
+# item) through 0 (history items scored like any other) to re-bought first.
+REPEAT_GRID = (-16.0, -8.0, -4.0, -2.0, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 # Probing weights: with these, the norm of a query's semantic part names its kind (the part is a unit vector
 # times its kind's weight, or zeros for a request with neither text nor history).
 _PROBE = (1.0, 2.0, 4.0)
@@ -242,3 +247,72 @@ def fit_item_item_weight(model, cases: Examples, catalog_ids: Sequence[str], met
     log.info("item-to-item channel, weight fitted on the validation split (%s): %.3f (%.4f; %.4f without it)",
              metric, fitted, best, values[0])
     return {**report, "fitted": fitted, metric: {str(w): round(v, 6) for w, v in zip(ITEM_ITEM_GRID, values)}}
+
+
+def fit_repeat_offset(model, cases: Examples, catalog_ids: Sequence[str], metric: str,
+                      batch_size: int = 1024) -> dict:
+    """Sets the repeat offset (towers/repeat.py) to the one of REPEAT_GRID (times the scores' spread) that ranks the
+    validation ``cases`` best by ``metric`` with their history items kept among the candidates, the rest of the
+    score as it stands; leaves it 0 with fewer than MIN_CASES cases. Where several offsets tie (once every history
+    item is below the targets, any lower one ranks the same: MovieLens ties from -0.5 to -16 spreads), the middle
+    of them, by distance from 0 (nearer 0 of two middles), so that the choice is not the plateau's edge. Returns what it
+    did, the spread, and the metric at every offset tried (keyed by the multiple of the spread)."""
+    layer = model.user_tower.repeat
+    layer.set_offset(0.0)
+    report: dict = {"metric": metric, "cases": len(cases), "protocol": "history_kept"}
+    if len(cases) < MIN_CASES:
+        report.update(kept=f"fewer than {MIN_CASES} validation cases", fitted=0.0)
+        log.info("repeat offset: 0 (fewer than %d validation cases to fit it on)", MIN_CASES)
+        return report
+    name, k = metric.split("@")
+    k = int(k)
+    scorer = ev.model_scorer(model, catalog_ids, batch_size)
+    item_index = {item: row for row, item in enumerate(catalog_ids)}
+    spread, ranks, repeats = None, np.zeros((len(REPEAT_GRID), len(cases)), np.int64), 0
+    for start in range(0, len(cases), batch_size):
+        part = ev.slice_cases(cases, start, batch_size)
+        scores = np.asarray(scorer(part), np.float64)
+        if spread is None:
+            spread = float(scores.std()) or 1.0
+        ranks[:, start:start + len(part)], found = _repeat_ranks(scores, part, item_index,
+                                                                 [m * spread for m in REPEAT_GRID])
+        repeats += found
+    hit = ranks < k
+    gain = hit / np.log2(ranks + 2.0) if name == "ndcg" else hit
+    values = [float(x) for x in gain.mean(axis=1)]
+    best = max(values)
+    tied = sorted((m for m, v in zip(REPEAT_GRID, values) if v == best), key=abs)
+    multiple = tied[(len(tied) - 1) // 2]   # a plateau's middle (nearer 0 of two): its edge may not hold on test
+    layer.set_offset(multiple * spread)
+    log.info("repeat offset fitted on the validation split, history kept (%s): %.4f = %g x the scores' spread "
+             "(%.4f; %.4f at 0); %d of %d targets were in their history", metric, multiple * spread, multiple,
+             best, values[REPEAT_GRID.index(0.0)], repeats, len(cases))
+    return {**report, "spread": round(spread, 6), "fitted_multiple": multiple, "fitted": round(multiple * spread, 6),
+            "targets_in_history": repeats, metric: {str(m): round(v, 6) for m, v in zip(REPEAT_GRID, values)}}
+
+
+def _repeat_ranks(scores: np.ndarray, part: Examples, item_index: dict[str, int],
+                  offsets: Sequence[float]) -> tuple[np.ndarray, int]:
+    """([offsets, cases] each target's 0-based rank among the whole catalogue when ``offset`` is added to the
+    scores of the case's history items, counting the items strictly above it; how many targets are history items).
+    The items outside the history are counted once; only a target that is itself a history item moves with the
+    offset, and those rows are recounted for each."""
+    cases = len(part)
+    history = np.zeros(scores.shape, bool)
+    for row, items in enumerate(part.history):
+        history[row, [item_index[i] for i in items if i in item_index]] = True
+    targets = np.array([item_index[t] for t in part.target])
+    target = scores[np.arange(cases), targets]
+    repeat = history[np.arange(cases), targets]
+    others_above = ((scores > target[:, None]) & ~history).sum(axis=1)
+    rows, cols = np.nonzero(history)
+    out = np.zeros((len(offsets), cases), np.int64)
+    for i, offset in enumerate(offsets):
+        threshold = target + offset * repeat
+        above = others_above.copy()
+        if repeat.any():
+            moved = scores[repeat] > threshold[repeat][:, None]
+            above[repeat] = (moved & ~history[repeat]).sum(axis=1)
+        np.add.at(above, rows, scores[rows, cols] + offset > threshold[rows])
+        out[i] = above
+    return out, int(repeat.sum())

@@ -34,9 +34,13 @@ def ranks(scorer: Scorer, cases: Examples, item_index: dict[str, int], batch_siz
 
 
 def both_ranks(scorer: Scorer, cases: Examples, item_index: dict[str, int], batch_size: int = 1024,
-               progress: bool = False, keep: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+               progress: bool = False, keep: bool = True,
+               repeat_offset: float = 0.0) -> tuple[np.ndarray, np.ndarray | None]:
     """(ranks with the history items excluded, ranks with them kept as candidates) from one scoring pass; the
-    second is None unless ``keep``. Each protocol breaks ties with its own seeded stream."""
+    second is None unless ``keep``. Each protocol breaks ties with its own seeded stream. ``repeat_offset`` (the
+    model's: towers/repeat.py) is added to the history items' scores where they are kept, as
+    ``recommend_including_history`` does; the first protocol is ``serving_default``'s, which never reaches it (a
+    target that repeats a history item stays its candidate, scored without it)."""
     out = np.zeros(len(cases), np.int64)
     kept = np.zeros(len(cases), np.int64) if keep else None
     tie_break, kept_tie_break = np.random.default_rng(0), np.random.default_rng(1)
@@ -46,7 +50,10 @@ def both_ranks(scorer: Scorer, cases: Examples, item_index: dict[str, int], batc
         scores = np.array(scorer(part), np.float64, copy=True)
         target_scores = scores[np.arange(len(part)), [item_index[t] for t in part.target]]
         if kept is not None:
-            kept[start:start + len(part)] = rank_targets(scores, target_scores, kept_tie_break)
+            shifted = scores.copy() if repeat_offset else scores
+            add_repeat_offset(shifted, part, item_index, repeat_offset)
+            kept[start:start + len(part)] = rank_targets(
+                shifted, shifted[np.arange(len(part)), [item_index[t] for t in part.target]], kept_tie_break)
         exclude(scores, part, item_index)
         out[start:start + len(part)] = rank_targets(scores, target_scores, tie_break)
         if bar is not None:
@@ -130,7 +137,8 @@ def item_vectors(model, catalog_ids: Sequence[str], batch_size: int = 1024) -> n
 def model_scorer(model, catalog_ids: Sequence[str], batch_size: int = 1024) -> Scorer:
     """Scores from the trained towers: item vectors are computed once, user vectors per batch of cases. With the
     item-to-item channel a history item's score with itself is taken off, once per time it is in the history
-    (towers/item_item.py; only the history_kept protocol ranks those items)."""
+    (towers/item_item.py; only the history_kept protocol ranks those items, and a repeated target). The repeat
+    offset is not in them: ``both_ranks`` adds it where history items are kept (towers/repeat.py)."""
     items = item_vectors(model, catalog_ids, batch_size)
     channel = model.user_tower.item_item
     own = channel.own(items).numpy() if channel is not None else None
@@ -154,6 +162,15 @@ def take_own_scores(scores: np.ndarray, part: Examples, item_index: dict[str, in
         for item in history:
             if item in item_index:
                 scores[row, item_index[item]] -= own[item_index[item]]
+
+
+def add_repeat_offset(scores: np.ndarray, part: Examples, item_index: dict[str, int], offset: float) -> None:
+    """Adds ``offset`` (towers/repeat.py) to the score of each item in the case's history, once however often it
+    is there, in place."""
+    if offset == 0.0:
+        return
+    for row, history in enumerate(part.history):
+        scores[row, sorted({item_index[item] for item in history if item in item_index})] += offset
 
 
 def format_table(split: str, block: dict, ks: Sequence[int]) -> str:

@@ -22,7 +22,7 @@ from towers.text_encoder import TextEncoder
 from training import artifacts as artifacts_io
 from training import evaluate as ev
 from training import search_queries
-from training.calibrate import calibrate, fit_item_item_weight, fit_search_weight
+from training.calibrate import calibrate, fit_item_item_weight, fit_repeat_offset, fit_search_weight
 from training.config import ConfigError, check, dump_config
 from training.distributed import Cluster, replica_rows
 from training.examples import Examples, evaluation_cases, training_examples, training_sequences
@@ -159,7 +159,8 @@ def evaluate_model(model: TwoTowerModel, prepared: Prepared, cases: Examples, co
     candidates (one scoring pass for both)."""
     catalog_ids = prepared.artifacts.catalog["item_id"].tolist()
     batch = config["evaluation"]["batch_size"]
-    return _block(ev.model_scorer(model, catalog_ids, batch), prepared, cases, config, progress, history_kept)
+    return _block(ev.model_scorer(model, catalog_ids, batch), prepared, cases, config, progress, history_kept,
+                  model.user_tower.repeat.value())
 
 
 def evaluate_popularity(prepared: Prepared, cases: Examples, config: dict, history_kept: bool = False) -> dict:
@@ -168,10 +169,10 @@ def evaluate_popularity(prepared: Prepared, cases: Examples, config: dict, histo
 
 
 def _block(scorer: ev.Scorer, prepared: Prepared, cases: Examples, config: dict, progress: bool,
-           history_kept: bool) -> dict:
+           history_kept: bool, repeat_offset: float = 0.0) -> dict:
     index = {item: row for row, item in enumerate(prepared.artifacts.catalog["item_id"].tolist())}
     excluded, kept = ev.both_ranks(scorer, cases, index, config["evaluation"]["batch_size"], progress,
-                                   keep=history_kept)
+                                   keep=history_kept, repeat_offset=repeat_offset)
     return ev.report(excluded, cases, config["evaluation"]["ks"], kept)
 
 
@@ -332,7 +333,8 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
         return {}
     fit_semantic = fits_semantic_weights(config, model, state) and len(valid)
     fit_item_item = model.user_tower.item_item is not None and "item_item_weight" not in state
-    if fit_semantic or fit_item_item:
+    fit_repeat = "repeat_offset" not in state and len(valid)
+    if fit_semantic or fit_item_item or fit_repeat:
         checkpoint.read(str(run.best)).expect_partial()
         catalog_ids = prepared.artifacts.catalog["item_id"].tolist()
         with native_stderr_to_debug():
@@ -349,6 +351,9 @@ def train(config: dict | None, run: RunDir, progress: bool = True, created: bool
                          config["model"]["item_item_neighbours"])
                 state["item_item_weight"] = fit_item_item_weight(model, valid, catalog_ids, metric,
                                                                  config["evaluation"]["batch_size"])
+            if fit_repeat:   # last: it moves only the history's own items, against everything else in the score
+                state["repeat_offset"] = fit_repeat_offset(model, valid, catalog_ids, metric,
+                                                           config["evaluation"]["batch_size"])
         checkpoint.write(str(run.best))
         run.write_json(run.state, state)
     return finish(config, run, prepared, model, checkpoint, progress)
@@ -384,6 +389,8 @@ def finish(config: dict, run: RunDir, prepared: Prepared, model: TwoTowerModel,
                                    if "item_item_weight" in state else {}),
                                 **({"borrowed_blocks": state["item_item_borrowed"]}
                                    if "item_item_borrowed" in state else {})}
+    metrics["repeat"] = {**model.user_tower.repeat.describe(),
+                         **({"fitted_on_valid": state["repeat_offset"]} if "repeat_offset" in state else {})}
     for split in splits:
         cases = _cases(config, prepared, split)
         if split == "test":   # what export embeds to tune and measure its index (it does not re-read the data)
