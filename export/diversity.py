@@ -37,7 +37,8 @@ def rerank(relevance: tf.Tensor, vectors: tf.Tensor, groups: tf.Tensor, diversit
         ok = tf.reduce_any(eligible, axis=1)
         chosen = tf.equal(tf.range(pool)[None, :], pick[:, None]) & ok[:, None]
         picked = tf.gather(vectors, pick, batch_dims=1)                                # [B, D]
-        closest = tf.maximum(closest, tf.where(ok[:, None], tf.einsum("bcd,bd->bc", vectors, picked), neg_inf))
+        similarity = tf.reduce_sum(vectors * picked[:, None, :], axis=-1)             # [B, C]
+        closest = tf.maximum(closest, tf.where(ok[:, None], similarity, neg_inf))
         counts += tf.reduce_sum(members * tf.cast(chosen, tf.int32)[:, :, None], axis=1)
         rank2 = [None, None]
         return (i + 1, tf.ensure_shape(taken | chosen, rank2), tf.ensure_shape(closest, rank2),

@@ -64,7 +64,7 @@ def strongest_history_item(item_ids: tf.Tensor, item_vectors: tf.Tensor, history
                            history_vectors: tf.Tensor, history_known: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """item_ids [B, K], item_vectors [B, K, D], history [B, H], history_vectors [B, H, D], history_known [B, H]
     → (history item id [B, K], "" where none; its similarity [B, K], 0 where none)."""
-    similarity = tf.einsum("bkd,bhd->bkh", item_vectors, history_vectors)
+    similarity = tf.matmul(item_vectors, history_vectors, transpose_b=True)   # [B, K, H]; oneDNN's einsum is slower
     usable = history_known[:, None, :] & tf.not_equal(history[:, None, :], item_ids[:, :, None])
     similarity = tf.where(usable, similarity, tf.fill(tf.shape(similarity), float("-inf")))
     best = tf.argmax(similarity, axis=-1, output_type=tf.int32)

@@ -316,7 +316,7 @@ class Recommender(tf.Module):
     def score(self, user_id, history, user_text, candidates, search_query):
         queries, recent = self._query_and_history(user_id, history, user_text, search_query)
         rows = self.catalog.rows(candidates)
-        scores = tf.einsum("bd,bcd->bc", queries, self.catalog.vectors_of(rows))
+        scores = tf.reduce_sum(self.catalog.vectors_of(rows) * queries[:, None, :], axis=-1)   # no einsum: item_item.py
         scores = scores + self._history_scores(rows, recent)
         return {"scores": tf.where(rows >= 0, scores, float("-inf"))}
 
@@ -332,7 +332,7 @@ class Recommender(tf.Module):
         extra = 0.0
         if self.user_tower.item_item is not None:
             own = self.user_tower.item_item.own(history["vectors"])                               # [B, H]
-            extra = -tf.einsum("bch,bh->bc", tf.cast(same, tf.float32), own)
+            extra = -tf.reduce_sum(tf.cast(same, tf.float32) * own[:, None, :], axis=-1)
         if self.repeat_offset != 0.0:
             extra += self.repeat_offset * tf.cast(tf.reduce_any(same, axis=-1), tf.float32)
         return extra
@@ -349,7 +349,7 @@ class Recommender(tf.Module):
                                 & (position[None, :] < position[:, None])[None], axis=-1)
         answered = tf.reduce_any(tf.equal(own_rows[:, :, None], rows[:, None, :]), axis=-1)
         fresh = history["known"] & ~earlier & ~answered
-        own_scores = tf.einsum("bd,bhd->bh", queries, history["vectors"])
+        own_scores = tf.reduce_sum(history["vectors"] * queries[:, None, :], axis=-1)
         return (tf.concat([scores, tf.where(fresh, own_scores, float("-inf"))], axis=1),
                 tf.concat([rows, tf.where(fresh, tf.cast(own_rows, rows.dtype), tf.zeros_like(rows[:, :1]))], axis=1))
 

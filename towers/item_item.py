@@ -113,7 +113,9 @@ class ItemItemQuery(tf_keras.layers.Layer):
         return {"rank": self.rank, "weight": round(float(self.weight.numpy()), 6), "neighbours": self.neighbours}
 
     def call(self, blocks: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-        return self.weight * tf.einsum("bh,bhr->br", tf.cast(mask, blocks.dtype), blocks)   # one op for the sum
+        # a product and a sum, not an einsum: oneDNN's einsum costs a served request ~0.1-0.2 ms on these small
+        # shapes (docs/benchmarks.md)
+        return self.weight * tf.reduce_sum(blocks * tf.cast(mask, blocks.dtype)[..., None], axis=1)
 
     def prefixes(self, blocks: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
         """[B, H, r]: at each position, ``call`` of the history up to and including it."""
