@@ -245,15 +245,15 @@ def tune_scann(items: np.ndarray, queries: np.ndarray, k: int, target: float = 0
         # the largest pool first: when it misses the target, so do the smaller ones (they rescore a subset of it)
         widest = _pool_recall(index, family, max(pools), queries, exact, k, tried)
         if best is None or widest[1] > best[1]:
-            best = (*widest, index)
+            best = (*widest[:2], index)
         if widest[1] < target:
             continue
         smaller = (_pool_recall(index, family, pool, queries, exact, k, tried)
                    for pool in sorted(pools) if pool < max(pools))
-        config, recall = next((hit for hit in smaller if hit[1] >= target), widest)
+        config, recall, entry = next((hit for hit in smaller if hit[1] >= target), widest)
         index.reorder.assign(config["reorder"])
         seconds = search_latency(index, queries[:LATENCY_QUERIES], k)
-        next(entry for entry in tried if entry.items() >= config.items())["latency_us"] = round(seconds * 1e6, 1)
+        entry["latency_us"] = round(seconds * 1e6, 1)
         log.info("ScaNN %s: %.0f us a query", config, seconds * 1e6)
         reached.append((config, recall, index, seconds))
     if not reached:
@@ -265,15 +265,15 @@ def tune_scann(items: np.ndarray, queries: np.ndarray, k: int, target: float = 0
 
 
 def _pool_recall(index, family: dict, pool: int, queries: np.ndarray, exact: np.ndarray, k: int,
-                 tried: list) -> tuple[dict, float]:
-    """(configuration, recall@k) of ``index`` (built as ``family``) searched with a reordering pool of ``pool``;
-    appended to ``tried``."""
+                 tried: list) -> tuple[dict, float, dict]:
+    """(configuration, recall@k, its record) of ``index`` (built as ``family``) searched with a reordering pool of
+    ``pool``; the record (the configuration and its recall) is appended to ``tried``."""
     index.reorder.assign(pool)
     config = {**family, "reorder": pool}
     recall = recall_against_exact(search_positions(index, queries, k), exact)
     tried.append({**config, "recall": recall})
     log.info("ScaNN %s: recall@%d %.4f", config, k, recall)
-    return config, recall
+    return config, recall, tried[-1]
 
 
 def check_target_recall(target: float) -> float:

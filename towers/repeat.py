@@ -15,13 +15,12 @@ a candidate there, scored without the offset).
 
 from __future__ import annotations
 
-import tensorflow as tf
 import tf_keras
 
 
 class RepeatOffset(tf_keras.layers.Layer):
-    """Holds the offset (a non-trainable scalar, so the checkpoint carries it) and adds it to history items'
-    scores."""
+    """Holds the offset: a non-trainable scalar, so the checkpoint carries it. The scorers add it themselves (numpy
+    in training/evaluate.py ``add_repeat_offset``, a constant of the graph in export/signatures.py)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -36,7 +35,3 @@ class RepeatOffset(tf_keras.layers.Layer):
     def describe(self) -> dict:
         """The offset as metrics.json and the model card record it."""
         return {"offset": round(self.value(), 6)}
-
-    def call(self, scores: tf.Tensor, in_history: tf.Tensor) -> tf.Tensor:
-        """[B, C] scores, [B, C] bool (the candidate is in the request's history) → the scores with the offset."""
-        return scores + self.offset * tf.cast(in_history, scores.dtype)

@@ -298,9 +298,7 @@ def _repeat_ranks(scores: np.ndarray, part: Examples, item_index: dict[str, int]
     The items outside the history are counted once; only a target that is itself a history item moves with the
     offset, and those rows are recounted for each."""
     cases = len(part)
-    history = np.zeros(scores.shape, bool)
-    for row, items in enumerate(part.history):
-        history[row, [item_index[i] for i in items if i in item_index]] = True
+    history = ev.history_mask(part, item_index, scores.shape[1])
     targets = np.array([item_index[t] for t in part.target])
     target = scores[np.arange(cases), targets]
     repeat = history[np.arange(cases), targets]

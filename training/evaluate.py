@@ -48,12 +48,12 @@ def both_ranks(scorer: Scorer, cases: Examples, item_index: dict[str, int], batc
     for start in range(0, len(cases), batch_size):
         part = slice_cases(cases, start, batch_size)
         scores = np.array(scorer(part), np.float64, copy=True)
-        target_scores = scores[np.arange(len(part)), [item_index[t] for t in part.target]]
+        targets = (np.arange(len(part)), [item_index[t] for t in part.target])
+        target_scores = scores[targets]
         if kept is not None:
             shifted = scores.copy() if repeat_offset else scores
             add_repeat_offset(shifted, part, item_index, repeat_offset)
-            kept[start:start + len(part)] = rank_targets(
-                shifted, shifted[np.arange(len(part)), [item_index[t] for t in part.target]], kept_tie_break)
+            kept[start:start + len(part)] = rank_targets(shifted, shifted[targets], kept_tie_break)
         exclude(scores, part, item_index)
         out[start:start + len(part)] = rank_targets(scores, target_scores, tie_break)
         if bar is not None:
@@ -164,13 +164,19 @@ def take_own_scores(scores: np.ndarray, part: Examples, item_index: dict[str, in
                 scores[row, item_index[item]] -= own[item_index[item]]
 
 
+def history_mask(part: Examples, item_index: dict[str, int], num_items: int) -> np.ndarray:
+    """[cases, num_items] bool: which catalogue items are in each case's history."""
+    mask = np.zeros((len(part), num_items), bool)
+    for row, history in enumerate(part.history):
+        mask[row, [item_index[item] for item in history if item in item_index]] = True
+    return mask
+
+
 def add_repeat_offset(scores: np.ndarray, part: Examples, item_index: dict[str, int], offset: float) -> None:
     """Adds ``offset`` (towers/repeat.py) to the score of each item in the case's history, once however often it
     is there, in place."""
-    if offset == 0.0:
-        return
-    for row, history in enumerate(part.history):
-        scores[row, sorted({item_index[item] for item in history if item in item_index})] += offset
+    if offset != 0.0:
+        scores[history_mask(part, item_index, scores.shape[1])] += offset
 
 
 def format_table(split: str, block: dict, ks: Sequence[int]) -> str:
