@@ -43,6 +43,12 @@ class ServedCatalog(tf.Module):
         the pooled history vectors), so it is restored here."""
         return tf.ensure_shape(self.keys.lookup(ids), ids.shape)
 
+    def size(self) -> tf.Tensor:
+        """The number of items, from the variable's shape alone: ``tf.shape`` of the variable reads it first, and
+        a variable that gathers serve from is copied on every read (TF's copy-on-read mode once a sparse op has
+        touched it), which for the ids' strings cost a request 60-100 us (docs/benchmarks.md)."""
+        return tf.raw_ops.VariableShape(input=self.ids.handle, out_type=tf.int32)[0]
+
     def vectors_of(self, rows: tf.Tensor) -> tf.Tensor:
         """[..., D] vectors of ``rows``; zeros where a row is -1."""
         vectors = tf.ensure_shape(tf.gather(self.vectors, tf.maximum(rows, 0)), rows.shape.concatenate([self.dim]))
@@ -52,10 +58,10 @@ class ServedCatalog(tf.Module):
                                   tf.TensorSpec([None], STRING), tf.TensorSpec([None], STRING)))
     def append(self, ids: tf.Tensor, vectors: tf.Tensor, category: tf.Tensor, words: tf.Tensor) -> tf.Tensor:
         """Adds rows at the end (ids must be new: the caller checks); returns the new number of items."""
-        start = tf.shape(self.ids, out_type=tf.int64)[0]
+        start = tf.cast(self.size(), tf.int64)
         self.keys.insert(ids, start + tf.range(tf.size(ids, out_type=tf.int64)))
         self.ids.assign(tf.concat([self.ids, ids], axis=0))
         self.vectors.assign(tf.concat([self.vectors, vectors], axis=0))
         self.category.assign(tf.concat([self.category, category], axis=0))
         self.words.assign(tf.concat([self.words, words], axis=0))
-        return tf.shape(self.ids)[0]
+        return self.size()

@@ -35,6 +35,7 @@ import functools
 from collections.abc import Callable
 
 import tensorflow as tf
+from tensorflow.core.framework import attr_value_pb2
 
 from export.catalog import ServedCatalog
 from export.diversity import group_ids, rerank
@@ -52,6 +53,21 @@ from towers.user_tower import UserTower
 # waits while AutoGraph rewrites each Keras layer's and transformer's call it reaches (~15% of a demo export:
 # docs/benchmarks.md), and control flow it would have converted silently fails at trace time instead.
 graph_function = functools.partial(tf.function, autograph=False)
+
+
+def unlowered_cond(predicate: tf.Tensor, true_fn, false_fn):
+    """``tf.cond`` kept as one ``If`` op that calls the branch taken as a function, instead of being lowered to
+    Switch and Merge nodes. For a branch that captures many tensors (BERT's ~200 weights) a lowered cond puts a
+    Switch node in front of each, and every request pays for all of them, whichever branch it takes
+    (docs/benchmarks.md)."""
+    graph = tf.compat.v1.get_default_graph()
+    before = len(graph.get_operations())
+    outputs = tf.cond(predicate, true_fn, false_fn)
+    for op in graph.get_operations()[before:]:
+        if op.type in ("If", "StatelessIf"):
+            op._set_attr("_lower_using_switch_merge", attr_value_pb2.AttrValue(b=False))
+    return outputs
+
 
 STRING = tf.string
 QUERY_SPECS = (tf.TensorSpec([None], STRING, name="user_id"), tf.TensorSpec([None, None], STRING, name="history"),
@@ -187,7 +203,7 @@ class Recommender(tf.Module):
         def nothing():
             vectors = tf.zeros([0, dim], tf.float32)
             return vectors if words is None else (vectors, tf.zeros([tf.size(words), lexical.dim], tf.float32))
-        branch = tf.cond(tf.size(rows) > 0, encoded, nothing)
+        branch = unlowered_cond(tf.size(rows) > 0, encoded, nothing)
         found, words_vectors = branch if words is not None else (branch, None)
         vectors = tf.scatter_nd(rows[:, None], found, tf.stack([tf.size(text, tf.int64), dim]))
         return vectors, has_text, words_vectors
@@ -236,7 +252,7 @@ class Recommender(tf.Module):
         blocked_ids = tf.concat([tf.where(exclude_history, history, ""), exclude], axis=1)
         capped = tf.reduce_any(max_per_category > 0)
         rerank_rows = tf.reduce_any(diversity > 0.0) | capped
-        size = tf.shape(self.catalog.ids)[0]
+        size = self.catalog.size()
         # history items may drop out of the top: excluded, or lowered by their own item-to-item score or the offset
         lowered = exclude_history | (self.user_tower.item_item is not None or self.repeat_offset < 0.0)
         pool = tf.where(capped, max(CAP_POOL * self.k, CAP_POOL_MIN),

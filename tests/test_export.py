@@ -242,3 +242,53 @@ def test_export_prints_no_native_log_lines(exported, trained):
         noise = [line for line in stderr.splitlines() if NATIVE_LINE.match(line) or "cuInit" in line
                  or "oneDNN" in line or "deprecated" in line]
         assert not noise, noise[:5]
+
+
+def test_a_request_without_text_forwards_none_of_the_encoders_weights(brute_force_export, in_memory):
+    """An id+history request, run as the server runs it (a Session over the MetaGraph, step stats on), takes the
+    encoder's branch as one If op: no Switch node forwards an encoder weight (a lowered cond put one in front of
+    each of BERT's ~200 weights, and every request paid for all of them; docs/benchmarks.md), no encoder op runs
+    and no string variable is read whole. The request's answer is the same as the in-process one."""
+    import tensorflow as tf
+
+    from export.loaded import LoadedVersion, signature_defaults
+    from serving.session import GraphSession
+
+    version = brute_force_export / "1"
+    ids = in_memory.artifacts.catalog["item_id"].tolist()
+    request = {"user_id": np.array([b"U00001"]), "history": np.array([[i.encode() for i in ids[3:8]]]),
+               "user_text": np.array([b""])}
+    graph = GraphSession(version, ["serve"])
+    try:
+        signature = loader_signature(version)
+        inputs = {**signature_defaults(signature), **request}
+        feeds = {graph.graph.get_tensor_by_name(signature.inputs[name].name): value
+                 for name, value in inputs.items() if name in signature.inputs}
+        fetch = graph.graph.get_tensor_by_name(signature.outputs["item_ids"].name)
+        options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE,
+                                          output_partition_graphs=True)
+        metadata = tf.compat.v1.RunMetadata()
+        served = graph.session.run(fetch, feeds, options=options, run_metadata=metadata)
+    finally:
+        graph.close()
+    nodes = {node.name: node for partition in metadata.partition_graphs for node in partition.node}
+    ran = {stats.node_name for device in metadata.step_stats.dev_stats for stats in device.node_stats}
+    types = {nodes[name].op for name in ran if name in nodes}
+    weights = {name for name, node in nodes.items() if node.op == "VarHandleOp" and "bert" in name}
+    assert weights and "If" in types   # the encoder is in the graph, behind the If op
+    forwarding = [name for name in ran if name in nodes and nodes[name].op == "Switch"
+                  and {source.split(":")[0].lstrip("^") for source in nodes[name].input} & weights]
+    assert not forwarding, forwarding[:5]
+    assert not {name for name in ran if name in nodes and "bert" in name and nodes[name].op != "VarHandleOp"}
+    # nor does it read a string variable whole (the catalogue's ids: a copy of every id per request, 60-100 us)
+    assert not [name for name in ran if name in nodes and nodes[name].op == "ReadVariableOp"
+                and nodes[name].attr["dtype"].type == tf.string.as_datatype_enum]
+    expected = LoadedVersion(version)("serving_default", **request)["item_ids"]
+    assert served.tolist() == expected.tolist()
+
+
+def loader_signature(version: Path):
+    """The serving_default SignatureDef of a version's MetaGraph."""
+    from export.ops import saved_model_proto
+
+    return saved_model_proto(version).meta_graphs[0].signature_def["serving_default"]
