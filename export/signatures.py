@@ -233,8 +233,10 @@ class Recommender(tf.Module):
                 features["search_words"] = words
             features["search_text_vec"] = vectors[batch:]
             vectors, has_text = vectors[:batch], has_text[:batch]
-        else:   # no search part to give it to: the search query is request text like user_text
+        elif self.user_tower.text_projection is not None:   # no search part: the search is request text too
             vectors, has_text, _ = self._text_vectors(request_text(user_text, search_query))
+        else:   # a tower that reads no text (a history or id model without the channel): no BERT in the query path
+            return self.user_tower(features, training=False)
         features["user_text_vec"] = self._user_text_vectors(user_id, vectors, has_text)
         return self.user_tower(features, training=False)
 
@@ -311,8 +313,9 @@ class Recommender(tf.Module):
     def embed_items(self, item_id, title, description, category, brand, price):
         given = {"title": title, "description": description, "category": category, "brand": brand}
         text = join_text_fields([given[f] for f in self.item_text_fields])
-        features = {"item_id": item_id, "text_vec": self._encode(text), "text": text, "category": category,
-                    "brand": brand, "price": price}
+        features = {"item_id": item_id, "text": text, "category": category, "brand": brand, "price": price}
+        if self.item_tower.text_projection is not None:   # an item tower without text runs no BERT
+            features["text_vec"] = self._encode(text)
         config = self.item_tower.config
         rank = config.item_item_rank
         if not rank:

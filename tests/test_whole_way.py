@@ -249,6 +249,48 @@ def test_every_tower_configuration_trains_exports_and_serves_as_evaluated(case, 
     check_whole_way(whole_way[case])
 
 
+@pytest.mark.parametrize("case", [grouped(case, case) for case in sorted(MATRIX)])
+def test_the_query_path_holds_the_encoder_only_where_the_query_reads_text(case, whole_way):
+    """A user tower that reads no text (no `text` user feature, no semantic channel) gets no BERT in the served
+    query path: a `user_text` request to it costs no encoding, and every request is spared the encoder's branch
+    (docs/benchmarks.md); `embed_items` (new items' text) keeps it. A tower that reads text has it."""
+    import yaml
+
+    run, version, _ = check_whole_way(whole_way[case])
+    model = yaml.safe_load((run / "config.yaml").read_text())["model"]
+    reads_text = "text" in model["user_features"] or model["semantic_channel"]
+    assert encoder_reached(version, "serving_default") == reads_text
+    assert encoder_reached(version, "embed_items") == ("text" in model["item_features"])
+
+
+def encoder_reached(version: Path, signature: str) -> bool:
+    """Whether a signature's graph reaches the text encoder (a node of a BERT model or tokenizer), through every
+    function it calls, the branches of its conds included."""
+    from export.ops import saved_model_proto
+
+    meta = saved_model_proto(version).meta_graphs[0]
+    functions = {function.signature.name: function for function in meta.graph_def.library.function}
+    graph = {node.name: node for node in meta.graph_def.node}
+    # (node, whether it is the main graph's: only those have their inputs looked up there)
+    nodes = [(graph[info.name.split(":")[0]], True) for info in meta.signature_def[signature].outputs.values()]
+    seen: set[str] = {node.name for node, _ in nodes}
+    while nodes:
+        node, main = nodes.pop()
+        if "bert" in node.name.lower():
+            return True
+        for source in (source.split(":")[0].lstrip("^") for source in node.input) if main else ():
+            if source in graph and source not in seen:
+                seen.add(source)
+                nodes.append((graph[source], True))
+        for value in node.attr.values():
+            called = [value.func.name] if value.HasField("func") else [f.name for f in value.list.func]
+            for name in called:
+                if name and f"function {name}" not in seen and name in functions:
+                    seen.add(f"function {name}")
+                    nodes.extend((inner, False) for inner in functions[name].node_def)
+    return False
+
+
 @pytest.mark.parametrize("case", [grouped(case, case) for case in sorted(MATRIX) if case.startswith("semantic")])
 def test_semantic_weights_fitted_on_the_validation_split_are_the_served_ones(case, whole_way):
     """`train` fits the channel's weights per request kind after training (training/calibrate.py) and writes them
