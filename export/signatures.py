@@ -31,6 +31,7 @@ the graph broadcasts it to the batch, as it does any of these inputs sent with o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 
@@ -40,6 +41,7 @@ from tensorflow.core.framework import attr_value_pb2
 from export.catalog import ServedCatalog
 from export.diversity import group_ids, rerank
 from export.explain import matching_words, strongest_history_item
+from export.packed_encoder import PackedWeights
 from ingest.privacy import HashKey, hash_ids
 from towers.feature_table import FeatureTable
 from towers.item_item import borrowed_blocks
@@ -158,7 +160,11 @@ class Recommender(tf.Module):
         self.user_tower = user_tower
         self.item_tower = item_tower
         self.user_table = user_table
-        self.encoder = encoder
+        # A Transformers BERT serves from one packed variable (export/packed_encoder.py): its own variables are
+        # then not saved, its tokenizer (whose resources the graph uses) is
+        self.packed = PackedWeights(encoder.bert, name="packed_encoder") if encoder.hub is None else None
+        self.encoder = encoder if self.packed is None else self._no_dependency(encoder)
+        self.tokenizer = None if self.packed is None else encoder.tokenizer
         self.catalog = catalog
         self.index = index
         self.k = int(k)
@@ -172,7 +178,8 @@ class Recommender(tf.Module):
     # traced inline, BERT and the user tower were built five times per export (half of its time).
     @graph_function(input_signature=(tf.TensorSpec([None], STRING, name="text"),))
     def _encode(self, text):
-        return self.encoder(text)
+        with self.packed.substituted() if self.packed is not None else contextlib.nullcontext():
+            return self.encoder(text)
 
     @graph_function(input_signature=(*QUERY_SPECS, SEARCH_SPEC))
     def _query_and_history(self, user_id, history, user_text, search_query):

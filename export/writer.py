@@ -215,6 +215,8 @@ def _export(run_dir: str, base_path: str, index: str, k: int, target_recall: flo
     log.info("index %s over %d items: recall@%d vs brute force %.4f", report.type, len(ids), k, report.recall_at_k)
     model = trained.model
     model.user_tower.drop_catalog()   # history items are looked up in the served catalogue instead
+    for tower in (model.user_tower, model.item_tower):   # the export encodes text itself and passes vectors
+        tower.drop_encoder()
     if model.user_tower.semantic is not None:
         model.user_tower.semantic.freeze()   # its weights are constants of the served graph
     module = Recommender(model.user_tower, model.item_tower, model.user_table, trained.encoder, catalog, layer, k,

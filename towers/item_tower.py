@@ -19,6 +19,7 @@ from towers.lexical import LexicalVectors
 from towers.mlp import ProjectionHead
 from towers.seeded_mask import SeededMask
 from towers.text_encoder import TextEncoder
+from towers.tracking import forget
 
 
 class ItemTower(tf_keras.Model):
@@ -55,6 +56,12 @@ class ItemTower(tf_keras.Model):
         # without prices) is not out of distribution.
         self.price_dropout = SeededMask(config.id_dropout, config.seed + 2, name="price_dropout")
         self.head = ProjectionHead(config.hidden_units, config.embedding_dim, name="head")
+
+    def drop_encoder(self) -> None:
+        """Forgets the text encoder, for a caller that always passes text vectors (the exported model encodes text
+        itself, from its own copy of the weights: export/packed_encoder.py), so that the tower does not carry the
+        encoder's weights into a SavedModel. A call with raw text then fails with a clear error."""
+        forget(self, "encoder")
 
     def text_vector(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
         if "text_vec" in features:

@@ -29,6 +29,7 @@ from towers.repeat import RepeatOffset
 from towers.seeded_mask import SeededMask
 from towers.semantic_channel import SemanticQuery
 from towers.text_encoder import TextEncoder
+from towers.tracking import forget
 
 
 class UserTower(tf_keras.Model):
@@ -80,8 +81,13 @@ class UserTower(tf_keras.Model):
         """Forgets the catalogue table, for a caller that always passes ``history_vec`` (the exported model), so
         that a SavedModel does not carry every item's text features a second time. A call without ``history_vec``
         then counts every history item as unknown."""
-        del self.catalog   # untracks the table, so it is not saved
-        self.catalog = None
+        forget(self, "catalog")   # not saved either
+
+    def drop_encoder(self) -> None:
+        """Forgets the text encoder, for a caller that always passes text vectors (the exported model encodes text
+        itself, from its own copy of the weights: export/packed_encoder.py), so that the tower does not carry the
+        encoder's weights into a SavedModel. A call with raw text then fails with a clear error."""
+        forget(self, "encoder")
 
     def history_vectors(self, history: tf.Tensor, training: bool | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """[B, H] ids → ([B, H, D] item-tower vectors, [B, H] mask of catalogue items). Each distinct id in
