@@ -284,9 +284,8 @@ def test_a_request_without_text_forwards_none_of_the_encoders_weights(brute_forc
                 and node.attr["dtype"].type == tf.string.as_datatype_enum]
     # nor is a variable both gathered from and read whole: the gather puts it in copy-on-read mode and every whole
     # read then copies it (the brute-force index's matmul over the catalogue's vectors: ~0.9 ms of Scientific's 2)
-    gathered, read = (
-        {variable_of(node.input[0], nodes) for node in ran if node.op == kind} for kind in ("ResourceGather",
-                                                                                           "ReadVariableOp"))
+    gathered = {variable_of(node.input[0], nodes) for node in ran if node.op == "ResourceGather"}
+    read = {variable_of(node.input[0], nodes) for node in ran if node.op == "ReadVariableOp"}
     assert read and not gathered & read, sorted(gathered & read)
     expected = LoadedVersion(version)("serving_default", **request)["item_ids"]
     assert served.tolist() == expected.tolist()
