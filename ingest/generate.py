@@ -60,7 +60,7 @@ from twotower.layout import write_atomic
 
 from .formats.generated import FILES, SEARCH_QUERIES, WORLD
 
-__all__ = ["generate_world", "CATEGORIES"]
+__all__ = ["generate_world", "hidden_world", "view_probabilities", "purchase_weights", "HiddenWorld", "CATEGORIES"]
 
 START = np.datetime64("2024-01-01T00:00:00", "s")
 DAY = 86_400
@@ -78,6 +78,8 @@ RECENCY_BONUS = 2.0     # logit bonus for a just-released item, decaying with RE
 RECENCY_TAU = 14 * DAY
 REPEAT_P = 0.12         # share of views that re-view an earlier item of the same user
 NEW_USER_SHARE = 0.08
+PURCHASE_DELAY_S = 60   # a purchase follows its view after this many seconds, plus an exponential wait ...
+PURCHASE_DELAY_MEAN_S = 1500.0   # ... of this mean
 EMPTY_PROFILE_SHARE = 0.20
 COLD_ITEM_SHARE = 0.10
 SPREAD_ITEM_SHARE = 0.20
@@ -524,18 +526,46 @@ def _queries(u, cats, w1, main_style, second_style, sens, zh: bool, d: _Draws) -
 # Behaviour
 # --------------------------------------------------------------------------------------------------------------
 
+def _category_pools(it: dict) -> list[dict]:
+    """Per category: its items' indices, release times and what the view logits read of them."""
+    return [dict(idx=idx, rel=it["release"][idx], logpop=POP_EXP * it["logpop"][idx], style=it["style"][idx],
+                 logp=np.log(it["price"][idx]), zh=it["zh"][idx], new=(it["release"][idx] > 0).astype(float))
+            for idx in (np.flatnonzero(it["cat"] == c) for c in range(len(CATEGORIES)))]
+
+
+def _taste(us: dict, u: int, t: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """User ``u``'s interest slots and, per time in ``t``, the weight of each (the taste drifts from w0 to w1)."""
+    slots = np.flatnonzero(us["cats"][u] >= 0)
+    frac = (np.asarray(t) / horizon)[:, None]
+    return slots, us["w0"][u, slots][None, :] * (1 - frac) + us["w1"][u, slots][None, :] * frac
+
+
+def _view_logits(pool: dict, us: dict, u: int, j: int, t: np.ndarray) -> np.ndarray:
+    """[len(t), items of the category] the logits of a fresh view by user ``u`` serving interest slot ``j`` at each
+    time in ``t``: popularity, style match, price fit, language match, a just-released item's bonus; -inf for
+    items not yet released."""
+    aff = np.where(pool["style"] == us["main_style"][u, j], STYLE_MAIN, 0.0)
+    if us["second_style"][u, j] >= 0:
+        aff = aff + np.where(pool["style"] == us["second_style"][u, j], STYLE_SECOND, 0.0)
+    static = (pool["logpop"] + aff - us["sens"][u] * (pool["logp"] - us["pref_logp"][u, j]) ** 2
+              + np.where(pool["zh"] == bool(us["zh"][u]), LANG_BONUS, 0.0))
+    age = np.asarray(t)[:, None] - pool["rel"][None, :]
+    logits = static[None, :] + RECENCY_BONUS * pool["new"][None, :] * np.exp(-np.maximum(age, 0) / RECENCY_TAU)
+    return np.where(age >= 0, logits, -np.inf)
+
+
+def _purchase_chance(style_match: np.ndarray, re_view: np.ndarray) -> np.ndarray:
+    """The chance that a view turns into a purchase: higher when the item has the user's main style for its
+    category, much higher on a re-view."""
+    return 0.09 + 0.12 * style_match + 0.25 * re_view
+
+
 def _simulate(rng: np.random.Generator, it: dict, us: dict, horizon: int, progress: bool) -> dict:
-    n_cat = len(CATEGORIES)
-    by_cat = []
-    for c in range(n_cat):
-        idx = np.flatnonzero(it["cat"] == c)
-        by_cat.append(dict(idx=idx, rel=it["release"][idx], logpop=POP_EXP * it["logpop"][idx],
-                           style=it["style"][idx], logp=np.log(it["price"][idx]), zh=it["zh"][idx],
-                           new=(it["release"][idx] > 0).astype(float)))
+    by_cat = _category_pools(it)
     item_cat, item_style = it["cat"], it["style"]
     out_u, out_i, out_t, out_e = [], [], [], []
     n_users = len(us["activity"])
-    ms_by_cat = np.full(n_cat, -1, dtype=np.int64)
+    ms_by_cat = np.full(len(CATEGORIES), -1, dtype=np.int64)
     for u in tqdm(range(n_users), disable=not progress, desc="simulating users", unit="user"):
         n = int(us["activity"][u])
         a0, a1 = int(us["a_start"][u]), int(us["a_end"][u])
@@ -551,9 +581,7 @@ def _simulate(rng: np.random.Generator, it: dict, us: dict, horizon: int, progre
         t = np.sort(np.minimum(starts[assign] + offset, horizon - 1))
 
         # Which interest each view serves, from the drifting taste.
-        slots = np.flatnonzero(us["cats"][u] >= 0)
-        frac = (t / horizon)[:, None]
-        w = us["w0"][u, slots][None, :] * (1 - frac) + us["w1"][u, slots][None, :] * frac
+        slots, w = _taste(us, u, t, horizon)
         cum = np.cumsum(w, axis=1)
         slot = np.minimum((rng.random(n)[:, None] * cum[:, -1:] >= cum).sum(axis=1), len(slots) - 1)
         rep = rng.random(n) < REPEAT_P
@@ -561,7 +589,6 @@ def _simulate(rng: np.random.Generator, it: dict, us: dict, horizon: int, progre
         pick_u = rng.random(n)
         back = rng.geometric(0.45, size=n)
         items = np.empty(n, dtype=np.int64)
-        user_zh = bool(us["zh"][u])
         ms_by_cat[:] = -1
         for j_pos, j in enumerate(slots):
             c = int(us["cats"][u, j])
@@ -569,23 +596,13 @@ def _simulate(rng: np.random.Generator, it: dict, us: dict, horizon: int, progre
             ev = np.flatnonzero((slot == j_pos) & ~rep)
             if not len(ev):
                 continue
-            P = by_cat[c]
-            aff = np.where(P["style"] == us["main_style"][u, j], STYLE_MAIN, 0.0)
-            if us["second_style"][u, j] >= 0:
-                aff = aff + np.where(P["style"] == us["second_style"][u, j], STYLE_SECOND, 0.0)
-            static = (P["logpop"] + aff - us["sens"][u] * (P["logp"] - us["pref_logp"][u, j]) ** 2
-                      + np.where(P["zh"] == user_zh, LANG_BONUS, 0.0))
-            age = t[ev][:, None] - P["rel"][None, :]
-            logits = static[None, :] + RECENCY_BONUS * P["new"][None, :] * np.exp(-np.maximum(age, 0) / RECENCY_TAU)
-            logits = np.where(age >= 0, logits, -np.inf)
-            items[ev] = P["idx"][_sample_rows(logits, pick_u[ev])]
+            items[ev] = by_cat[c]["idx"][_sample_rows(_view_logits(by_cat[c], us, u, j, t[ev]), pick_u[ev])]
         for j in np.flatnonzero(rep):        # re-view an earlier item (its release is already in the past)
             items[j] = items[j - min(int(back[j]), j)]
 
-        match = ms_by_cat[item_cat[items]] == item_style[items]
-        q = 0.09 + 0.12 * match + 0.25 * rep
-        buy = rng.random(n) < q
-        bt = np.minimum(t[buy] + 60 + rng.exponential(1500.0, size=int(buy.sum())).astype(np.int64), horizon - 1)
+        buy = rng.random(n) < _purchase_chance(ms_by_cat[item_cat[items]] == item_style[items], rep)
+        bt = np.minimum(t[buy] + PURCHASE_DELAY_S + rng.exponential(PURCHASE_DELAY_MEAN_S, size=int(buy.sum()))
+                        .astype(np.int64), horizon - 1)
 
         m = n + len(bt)
         out_u.append(np.full(m, u, dtype=np.int64))
@@ -619,6 +636,72 @@ def _search_queries(it: dict, us: dict, user_ids: np.ndarray, item_ids: np.ndarr
 # Public entry point
 # --------------------------------------------------------------------------------------------------------------
 
+@dataclasses.dataclass(frozen=True)
+class HiddenWorld:
+    """What the generator draws before it simulates behaviour and never writes: each item's category, style,
+    price and language, each user's drifting taste (interest slots, styles, price level and sensitivity,
+    language), and the time cut-offs in seconds from START. bench/world_ceiling.py ranks with it."""
+
+    items: dict
+    users: dict
+    horizon: int
+    valid_s: int
+    test_s: int
+
+
+def _draw(rng: np.random.Generator, users: int, items: int, days: int, chinese_share: float) -> HiddenWorld:
+    horizon = int(days) * DAY
+    valid_s = int(round(0.8 * days)) * DAY
+    it = _make_items(rng, items, horizon, valid_s, chinese_share)
+    us = _make_users(rng, users, np.bincount(it["cat"], minlength=len(CATEGORIES)), horizon, valid_s,
+                     chinese_share)
+    return HiddenWorld(it, us, horizon, valid_s, int(round(0.9 * days)) * DAY)
+
+
+def hidden_world(world: dict) -> HiddenWorld:
+    """The hidden state of the world a ``world.json`` describes, drawn again from its seed and sizes (the same
+    draws :func:`generate_world` made, so it matches that world's files)."""
+    return _draw(np.random.default_rng(int(world["seed"])), int(world["users"]), int(world["items"]),
+                 int(world["days"]), float(world["chinese_share"]))
+
+
+def view_probabilities(hidden: HiddenWorld, user: int, seconds: float) -> np.ndarray:
+    """[items] the probability that a fresh view (not a re-view) by user number ``user``, ``seconds`` after START,
+    picks each item: the interest slot from the user's taste at that time, then the item from the slot's
+    category by :func:`_view_logits`. Exactly what the simulation samples from."""
+    t = np.array([seconds], dtype=np.float64)
+    slots, weights = _taste(hidden.users, user, t, hidden.horizon)
+    pools = _category_pools(hidden.items)
+    out = np.zeros(len(hidden.items["cat"]))
+    for weight, j in zip(weights[0] / weights[0].sum(), slots):
+        pool = pools[int(hidden.users["cats"][user, j])]
+        logits = _view_logits(pool, hidden.users, user, j, t)[0]
+        if np.isfinite(logits).any():
+            p = np.exp(logits - logits.max())
+            out[pool["idx"]] += weight * p / p.sum()
+    return out
+
+
+def purchase_weights(hidden: HiddenWorld, user: int, items: np.ndarray, seconds: np.ndarray,
+                     at: float) -> np.ndarray:
+    """[items] how likely each item is the one user number ``user`` buys at ``at``, given that they buy one then
+    and viewed ``items`` at ``seconds`` (in time order) before: per view, the chance it turns into a purchase times
+    the density of that purchase's delay; unnormalised. A view counts as a re-view when its item was viewed
+    before (the simulation's own flag is not kept)."""
+    out = np.zeros(len(hidden.items["cat"]))
+    if not len(items):
+        return out
+    slots = hidden.users["cats"][user] >= 0
+    main = dict(zip(hidden.users["cats"][user][slots].tolist(), hidden.users["main_style"][user][slots].tolist()))
+    match = np.array([main.get(int(hidden.items["cat"][i]), -1) == hidden.items["style"][i] for i in items])
+    re_view = np.zeros(len(items), bool)
+    re_view[1:] = [items[k] in items[:k] for k in range(1, len(items))]
+    wait = at - PURCHASE_DELAY_S - np.asarray(seconds, np.float64)
+    density = np.where(wait >= 0, np.exp(-np.maximum(wait, 0) / PURCHASE_DELAY_MEAN_S), 0.0)
+    np.add.at(out, items, _purchase_chance(match, re_view) * density)
+    return out
+
+
 def generate_world(out_dir: str | os.PathLike, users: int = 2000, items: int = 1500, seed: int = 0,
                    days: int = 180, chinese_share: float = 0.15, progress: bool = True) -> dict:
     """Generate the world into ``out_dir`` (created) and return the contents of its ``world.json``.
@@ -634,13 +717,8 @@ def generate_world(out_dir: str | os.PathLike, users: int = 2000, items: int = 1
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    horizon = int(days) * DAY
-    valid_s = int(round(0.8 * days)) * DAY
-    test_s = int(round(0.9 * days)) * DAY
-
-    it = _make_items(rng, items, horizon, valid_s, chinese_share)
-    cat_sizes = np.bincount(it["cat"], minlength=len(CATEGORIES))
-    us = _make_users(rng, users, cat_sizes, horizon, valid_s, chinese_share)
+    hidden = _draw(rng, users, items, days, chinese_share)
+    it, us, horizon, valid_s, test_s = hidden.items, hidden.users, hidden.horizon, hidden.valid_s, hidden.test_s
     sim = _simulate(rng, it, us, horizon, progress)
 
     iw = max(5, len(str(items - 1)))

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ingest.generate import generate_world
+from ingest.generate import CATEGORIES, START, generate_world, hidden_world, purchase_weights, view_probabilities
 
 FILES = ("items.csv", "users.csv", "interactions.csv", "world.json", "search_queries.csv")
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -240,6 +240,59 @@ def test_profiles_and_queries_reflect_what_users_interact_with(world):
         own.append(len(words & seen[uid]) / len(words))
         other.append(len(words & seen[user_ids[(k + 97) % len(user_ids)]]) / len(words))
     assert np.mean(own) > np.mean(other) + 0.15
+
+
+def _seconds(stamps: pd.Series) -> np.ndarray:
+    return ((stamps - pd.Timestamp(str(START), tz="UTC")).dt.total_seconds()).to_numpy()
+
+
+def test_the_hidden_world_is_the_one_behind_the_files(world):
+    items, users, inter, meta, _ = world
+    hidden = hidden_world(meta)
+    assert [CATEGORIES[c].name for c in hidden.items["cat"]] == items["category"].tolist()
+    assert hidden.items["zh"].tolist() == items["title"].map(lambda t: bool(CJK.search(t))).tolist()
+    assert np.array_equal(hidden.items["release"], _seconds(items["rel"]))
+    zh_queries = users["search_queries"].map(lambda q: bool(CJK.search(q))).to_numpy()
+    assert not zh_queries[~hidden.users["zh"]].any() and zh_queries[hidden.users["zh"]].mean() > 0.8
+
+
+def test_every_fresh_view_had_a_chance_and_the_chances_beat_popularity(world):
+    """view_probabilities is what the simulation drew from: no item a user viewed had probability 0 (not yet
+    released, or of a category outside the user's interests), and it gives the viewed items far more probability
+    than the items' overall popularity does."""
+    items, _, inter, meta, _ = world
+    hidden = hidden_world(meta)
+    inter = inter.assign(seconds=_seconds(inter["ts"]), item=inter["item_id"].str[1:].astype(int),
+                         user=inter["user_id"].str[1:].astype(int))
+    views = inter[(inter["event"] == "view") & ~inter.duplicated(["user_id", "item_id"])]
+    popularity = np.bincount(inter["item"], minlength=len(items)) / len(inter)
+    ours, popular = [], []
+    for user, item, seconds in zip(views["user"], views["item"], views["seconds"]):
+        p = view_probabilities(hidden, user, seconds)
+        assert p.sum() == pytest.approx(1.0) and p[hidden.items["release"] > seconds].sum() == 0
+        assert p[item] > 0, (user, item, seconds)
+        ours.append(np.log(p[item]))
+        popular.append(np.log(popularity[item]))
+    assert np.mean(ours) > np.mean(popular) + 1.0     # e-times more likely on average
+
+
+def test_a_purchase_is_of_a_viewed_item_and_better_told_than_by_the_latest_view(world):
+    _, _, inter, meta, _ = world
+    hidden = hidden_world(meta)
+    inter = inter.assign(seconds=_seconds(inter["ts"]), item=inter["item_id"].str[1:].astype(int),
+                         user=inter["user_id"].str[1:].astype(int))
+    top, latest = [], []
+    for user, rows in inter.groupby("user", sort=False):
+        views = rows[rows["event"] == "view"]
+        for item, seconds in rows.loc[rows["event"] == "purchase", ["item", "seconds"]].itertuples(index=False):
+            before = views[views["seconds"] < seconds]
+            weights = purchase_weights(hidden, user, before["item"].to_numpy(), before["seconds"].to_numpy(),
+                                       seconds)
+            assert weights[item] > 0, (user, item, seconds)
+            top.append(weights.argmax() == item)
+            latest.append(before["item"].iloc[-1] == item)
+    # a session's views come minutes apart, so which of them was bought is often a close call
+    assert np.mean(top) > 0.5 and np.mean(top) > np.mean(latest) + 0.05, (np.mean(top), np.mean(latest))
 
 
 @pytest.mark.parametrize("kwargs", [dict(users=0), dict(items=0), dict(days=5), dict(chinese_share=1.5)])

@@ -1,0 +1,300 @@
+"""The best any model can score on a generated world: the generator's own ranking, from the taste it hid.
+
+Usage: python bench/world_ceiling.py [--config configs/default.yaml] [--encoders docs/encoders.json]
+                                     [--out docs/ceiling.md] [--perfect-encoder RUNS [--seeds 0,1,2]]
+
+Why it exists: a generated world's behaviour is drawn from known probabilities (ingest/generate.py): a user's
+fresh view at time t picks an interest from their drifting taste, then an item of that category by popularity,
+style, price, language and recency. Ranking every item by that probability, with the user's earlier items left
+out as ``twotower evaluate`` leaves them out, is the Bayes-optimal ranking: no model, whatever it reads, can
+expect a higher recall. It says how much of what can be got a model gets, per block (cold items, new users,
+the Chinese block), and so whether a target asked of a block can be met at all.
+
+Two figures per block: the ceiling's recall@10 and ndcg@10 on the real targets (what the table of a trained
+model reads), and its expected recall@10 (the mean over cases of the probability mass in its top ten), which
+has no sampling noise beyond the choice of cases. The trained models' figures come from ``--encoders``
+(bench/encoders.py's JSON: the same world, the same test cases). ``--perfect-encoder`` adds two trained rows: the
+demo's model with the text vectors a perfect multilingual encoder could give (:func:`meaning_vectors`), the bound
+on what any encoder can do for a block in this model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+K = 10
+log = logging.getLogger("twotower.bench")
+BLOCKS = (("all", None), ("cold items", "cold_item"), ("new users", "new_user"), ("Chinese", "chinese"),
+          ("cross-lingual", "cross_lingual"))
+METRIC_BLOCK = {"all": None, "cold items": "cold_items", "new users": "new_users", "Chinese": "chinese",
+                "cross-lingual": "cross_lingual"}
+
+
+def ceiling_ranks(config: dict) -> tuple[dict, dict]:
+    """Per test case of ``config``'s world: the target's rank under the generator's probabilities, the expected
+    recall@K of that ranking, and each block's mask."""
+    from ingest.formats.generated import WORLD
+    from ingest.generate import REPEAT_P, START, hidden_world, purchase_weights, view_probabilities
+    from training import artifacts as artifacts_io
+    from training.examples import evaluation_cases
+    from training.prepare import Prepared, load_split
+    from training.trainer import script_groups
+
+    dataset, labels = load_split(config)
+    novel_only = config["data"]["split"]["type"] == "temporal"   # as training.trainer decides it
+    cases, _ = evaluation_cases(dataset.interactions, labels, "test", config["model"]["history_len"], novel_only)
+    derived = artifacts_io.derive(dataset, labels, config["data"]["item_text_columns"],
+                                  config["data"]["user_text_columns"])
+    cases.chinese, cases.cross_lingual = script_groups(Prepared(dataset, labels, derived, None), cases)
+    world = json.loads((Path(config["data"]["path"]) / WORLD).read_text(encoding="utf-8"))
+    hidden = hidden_world(world)
+    epoch = int((START - np.datetime64("1970-01-01T00:00:00", "s")).astype(np.int64))
+
+    inter = dataset.interactions.assign(split=labels.to_numpy(), seconds=dataset.interactions["timestamp"] - epoch)
+    by_user = {user: group for user, group in inter.groupby("user_id", sort=False)}
+
+    def number(generated_id: str) -> int:
+        return int(generated_id[1:])
+
+    rank = np.empty(len(cases), np.int64)
+    expected = np.empty(len(cases))
+    for c, (user, target, excluded) in enumerate(zip(cases.user_id, cases.target, cases.exclude)):
+        rows = by_user[user]
+        test_rows = np.flatnonzero((rows["split"] == "test").to_numpy())
+        if novel_only:      # the first test row of an item new to the user: the target's first sighting
+            test_rows = test_rows[rows["item_id"].to_numpy()[test_rows] == target]
+        at = int(test_rows[0])
+        event = rows.iloc[at]
+        if event["item_id"] != target:
+            raise AssertionError(f"{user}: the case's target {target} is not its first test row")
+        before = rows.iloc[:at]
+        views = before[before["event"] == "view"]
+        items = np.array([number(i) for i in views["item_id"]], np.int64)
+        if event["event"] == "purchase":        # the ceiling knows the target is a purchase: of a viewed item
+            p = purchase_weights(hidden, number(user), items, views["seconds"].to_numpy(np.float64),
+                                 float(event["seconds"]))
+        else:                                    # a fresh view or a re-view of one of the earlier views
+            p = (1 - REPEAT_P) * view_probabilities(hidden, number(user), float(event["seconds"]))
+            if len(items):
+                back = np.arange(len(items), 0, -1)   # views[-1] is one step back
+                chance = 0.45 * 0.55 ** (back - 1.0)
+                chance[0] += 0.55 ** len(items)         # a step back past the first view lands on it
+                np.add.at(p, items, REPEAT_P * chance)
+        p /= p.sum()
+        history = np.zeros(len(p), bool)
+        history[[number(i) for i in excluded]] = True
+        rank[c] = int((p[~history] > p[number(target)]).sum())
+        # Each item may be the target; the candidates are then the items off the history, and that item.
+        fresh = np.sort(p[~history])
+        above = len(fresh) - np.searchsorted(fresh, p, side="right")
+        expected[c] = p[above < K].sum()
+    masks = {name: (np.ones(len(cases), bool) if flag is None else np.asarray(getattr(cases, flag), bool))
+             for name, flag in BLOCKS}
+    return {"rank": rank, "expected": expected}, masks
+
+
+def meaning_vectors(hidden, item_ids, user_ids, profiles: dict[str, str], dim: int,
+                    language: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Text vectors a perfect multilingual encoder could give: what each text says, whatever its language. An
+    item: its category, category and style, category and product noun (and, weaker, its brand). A user: the mean
+    of what their profile names (each interest's category and style; nothing for an empty profile) and what each
+    search query names (its category, style and noun). With ``language``, the text's language as well (a
+    Chinese user leans to Chinese items). Unit vectors, zero-padded to ``dim``; a user without text gets zeros."""
+    from ingest.generate import CATEGORIES, SLOTS
+
+    offsets, at = {}, len(CATEGORIES)
+    for field in ("styles", "nouns", "brands"):
+        for c, spec in enumerate(CATEGORIES):
+            offsets[field, c] = at
+            at += len(getattr(spec, field))
+    if at + 2 > dim:
+        raise ValueError(f"{at + 2} meaning dimensions do not fit the encoder's {dim}")
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        norm = np.linalg.norm(v)
+        return v / norm if norm else v
+
+    def named(category: int, style: int, noun: int | None = None, brand: int | None = None) -> np.ndarray:
+        v = np.zeros(dim)
+        v[category] = v[offsets["styles", category] + style] = 1.0
+        if noun is not None:
+            v[offsets["nouns", category] + noun] = 1.0
+        if brand is not None:
+            v[offsets["brands", category] + brand] = 0.5
+        return unit(v)
+
+    def with_language(v: np.ndarray, chinese: bool, weight: float) -> np.ndarray:
+        if language and v.any():
+            v = v.copy()
+            v[at + int(chinese)] = weight
+        return unit(v)
+
+    it, us = hidden.items, hidden.users
+    items = np.stack([with_language(named(int(it["cat"][i]), int(it["style"][i]), int(it["noun"][i]),
+                                          int(it["brand"][i])), bool(it["zh"][i]), 1.0)
+                      for i in (int(x[1:]) for x in item_ids)])
+    users = np.zeros((len(user_ids), dim))
+    for row, user_id in enumerate(user_ids):
+        u = int(user_id[1:])
+        parts = [named(q.category, q.style, q.noun) for q in us["query_truth"][u]]
+        if profiles.get(user_id, "").strip():
+            parts += [named(int(us["cats"][u, j]), int(us["main_style"][u, j])) for j in range(SLOTS)
+                      if us["cats"][u, j] >= 0 and us["w0"][u, j] >= 0.2]   # the slots _profile writes about
+        if parts:
+            users[row] = with_language(unit(np.mean(parts, axis=0)), bool(us["zh"][u]), 0.5)
+    return items.astype(np.float32), users.astype(np.float32)
+
+
+def perfect_encoder_runs(config: dict, runs: Path, seeds: list[int]) -> dict[str, dict]:
+    """configs/default.yaml trained as the demo is, per training seed: with MiniLM, and with its cached text
+    vectors replaced by :func:`meaning_vectors` (without and with the language): how far any text encoder could
+    move each block in this model, beside the seeds' own spread. The perfect rows are a bound, not a model: no
+    encoder gives these vectors from the text, so such a run cannot be exported. Returns "name, seed S" -> block
+    -> recall@10."""
+    import shutil
+
+    import pandas as pd
+
+    from ingest.formats.generated import FILES, WORLD
+    from ingest.generate import hidden_world
+    from training import artifacts as artifacts_io
+    from training.prepare import prepare
+    from training.run import RunDir, setup_logging
+    from training.trainer import train
+
+    world = Path(config["data"]["path"])
+    hidden = hidden_world(json.loads((world / WORLD).read_text(encoding="utf-8")))
+    table = pd.read_csv(world / FILES["users"], dtype=str, keep_default_na=False)
+    profiles = dict(zip(table["user_id"], table["profile_text"]))
+    out = {}
+    for seed in seeds:
+        seeded = {**config, "training": {**config["training"], "seed": seed}}
+        for name, language in (("MiniLM", None), ("perfect encoder (meaning)", False),
+                               ("perfect encoder (meaning + language)", True)):
+            run = RunDir(runs / f"seed{seed}-{name.replace(' ', '-').replace('(', '').replace(')', '')}")
+            if run.path.exists():
+                shutil.rmtree(run.path)
+            setup_logging(run.log)
+            artifacts = prepare(seeded, run, progress=False).artifacts
+            if language is not None:
+                artifacts.item_text_vectors, artifacts.user_text_vectors = meaning_vectors(
+                    hidden, artifacts.catalog["item_id"].tolist(), artifacts.users["user_id"].tolist(), profiles,
+                    artifacts.item_text_vectors.shape[1], language)
+                artifacts_io.save(artifacts, run.artifacts)
+            test = train(seeded, run, progress=False, created=True)["test"]
+            out[f"{name}, seed {seed}"] = {block: (test if key is None else test.get(key, {})).get(f"recall@{K}")
+                                           for block, key in METRIC_BLOCK.items()}
+            log.info("%s, seed %d: %s", name, seed, out[f"{name}, seed {seed}"])
+    return out
+
+
+def summarize(ranks: dict, masks: dict) -> dict:
+    out = {}
+    for name, mask in masks.items():
+        r = ranks["rank"][mask]
+        hit = r < K
+        out[name] = {"cases": int(mask.sum()), f"recall@{K}": float(hit.mean()),
+                     f"ndcg@{K}": float((hit / np.log2(r + 2.0)).mean()),
+                     f"expected_recall@{K}": float(ranks["expected"][mask].mean())}
+    return out
+
+
+def trained(encoders_json: Path) -> dict[str, dict]:
+    """encoder -> block name -> recall@10, from bench/encoders.py's JSON (empty where it is missing)."""
+    if not encoders_json.is_file():
+        return {}
+    rows = json.loads(encoders_json.read_text(encoding="utf-8"))
+    out = {}
+    for row in rows:
+        test = row["blocks"]["all"]
+        out[row["encoder"]] = {name: (test if key is None else test.get(key, {})).get(f"recall@{K}")
+                               for name, key in METRIC_BLOCK.items()}
+    return out
+
+
+def with_seed_means(models: dict[str, dict]) -> dict[str, dict]:
+    """``models`` and, for each name trained on several seeds ("NAME, seed S"), the mean of its seeds."""
+    out = dict(models)
+    names = sorted({key.split(", seed ")[0] for key in models if ", seed " in key})
+    for name in names:
+        rows = [row for key, row in models.items() if key.split(", seed ")[0] == name and ", seed " in key]
+        if len(rows) > 1:
+            out[f"{name}, mean of {len(rows)} seeds"] = {
+                block: float(np.mean([r[block] for r in rows])) if all(r.get(block) is not None for r in rows)
+                else None for block in rows[0]}
+    return out
+
+
+def write(path: Path, ceiling: dict, models: dict[str, dict], command: str, seconds: float) -> None:
+    from bench.report import write_section
+
+    blocks = list(ceiling)
+    lines = [f"`{command}` on {os.cpu_count()} cores ({platform.machine()}), {time.strftime('%Y-%m-%d')}: "
+             f"{seconds / 60:.1f} minutes. The test split of configs/default.yaml's world (the demo's), each case "
+             "ranked by the probability the generator itself drew the target from, the user's earlier items left "
+             "out as `twotower evaluate` leaves them out.", "",
+             "| block | cases | ceiling R@10 | ceiling N@10 | ceiling expected R@10 |", "|---|---|---|---|---|"]
+    lines += [f"| {block} | {row['cases']} | {row['recall@10']:.4f} | {row['ndcg@10']:.4f} | "
+              f"{row['expected_recall@10']:.4f} |" for block, row in ceiling.items()]
+    lines += ["", "Trained models' test recall@10 on the same cases, and (in brackets) as a share of the ceiling's "
+              "expected recall@10. The three encoders' rows are bench/encoders.py's (docs/encoders.json); the "
+              "seeded rows are this run's.", "",
+              "| model | " + " | ".join(blocks) + " |", "|---|" + "---|" * len(blocks)]
+    for name, row in with_seed_means(models).items():
+        cells = ["–" if row.get(block) is None else
+                 f"{row[block]:.4f} ({row[block] / ceiling[block]['expected_recall@10']:.2f})" for block in blocks]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    write_section(path, "Results (bench/world_ceiling.py)", "\n".join(lines),
+                  heading="# The generated world's ceiling: what the best possible ranker scores")
+    path.with_suffix(".json").write_text(json.dumps({"ceiling": ceiling, "models": models}, indent=1) + "\n",
+                                         encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
+    parser.add_argument("--encoders", default=str(ROOT / "docs" / "encoders.json"),
+                        help="bench/encoders.py's JSON: the trained models to set beside the ceiling")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "ceiling.md"))
+    parser.add_argument("--perfect-encoder", metavar="RUNS",
+                        help="also train the demo with MiniLM and with a perfect encoder's vectors, in RUNS")
+    parser.add_argument("--seeds", default="0,1,2",
+                        help="the training seeds of --perfect-encoder's runs (three runs each, ~1.5 minutes a run)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    from training.config import load_config
+
+    started = time.time()
+    config = load_config(args.config, [])
+    if config["data"]["format"] != "generated":
+        parser.error(f"{args.config}: data.format is {config['data']['format']!r}; the ceiling needs a generated "
+                     "world (only there is the taste behind the behaviour known)")
+    if not Path(config["data"]["path"]).is_absolute():
+        config["data"]["path"] = str(ROOT / config["data"]["path"])
+    ranks, masks = ceiling_ranks(config)
+    ceiling = summarize(ranks, masks)
+    models = trained(Path(args.encoders))
+    if args.perfect_encoder:
+        models.update(perfect_encoder_runs(config, Path(args.perfect_encoder),
+                                           [int(seed) for seed in args.seeds.split(",")]))
+    command = "python bench/world_ceiling.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
+    write(Path(args.out), ceiling, models, command, time.time() - started)
+    print(Path(args.out).read_text(encoding="utf-8"))
+
+
+if __name__ == "__main__":
+    main()
