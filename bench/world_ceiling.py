@@ -27,6 +27,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +45,31 @@ METRIC_BLOCK = {"all": None, "cold items": "cold_items", "new users": "new_users
                 "cross-lingual": "cross_lingual"}
 
 
-def ceiling_ranks(config: dict) -> tuple[dict, dict]:
-    """Per test case of ``config``'s world: the target's rank under the generator's probabilities, the expected
-    recall@K of that ranking, and each block's mask."""
+def target_probabilities(hidden, user: int, purchase: bool, seconds: float, view_items: np.ndarray,
+                         view_seconds: np.ndarray, ignore: frozenset[str] = frozenset()) -> np.ndarray:
+    """[items] the probability that each item is the item of user number ``user``'s event at ``seconds``, given
+    their earlier views (``view_items`` at ``view_seconds``, in time order) and whether the event is a purchase
+    (the ceiling is told: of a viewed item) or a view (a fresh one, or a re-view of an earlier view)."""
+    from ingest.generate import REPEAT_P, REVIEW_STEP_P, purchase_weights, view_probabilities
+
+    if purchase:
+        p = purchase_weights(hidden, user, view_items, view_seconds, seconds)
+    else:
+        p = (1 - REPEAT_P) * view_probabilities(hidden, user, seconds, ignore)
+        if len(view_items):
+            back = np.arange(len(view_items), 0, -1)   # the last view is one step back
+            chance = REVIEW_STEP_P * (1 - REVIEW_STEP_P) ** (back - 1.0)
+            chance[0] += (1 - REVIEW_STEP_P) ** len(view_items)   # a step back past the first view lands on it
+            np.add.at(p, view_items, REPEAT_P * chance)
+    return p / p.sum()
+
+
+def ceiling_ranks(config: dict, ignores: Sequence[frozenset[str]] = (frozenset(),)) -> tuple[list[dict], dict]:
+    """Per test case of ``config``'s world: the target's rank under the generator's probabilities, and the
+    expected recall@K of that ranking, once per entry of ``ignores`` (what the ranking leaves out of a view's
+    probabilities: ``view_probabilities``'s ``ignore``); and each block's mask."""
     from ingest.formats.generated import WORLD
-    from ingest.generate import REPEAT_P, START, hidden_world, purchase_weights, view_probabilities
+    from ingest.generate import START, hidden_world
     from training import artifacts as artifacts_io
     from training.examples import evaluation_cases
     from training.prepare import Prepared, load_split
@@ -70,8 +91,8 @@ def ceiling_ranks(config: dict) -> tuple[dict, dict]:
     def number(generated_id: str) -> int:
         return int(generated_id[1:])
 
-    rank = np.empty(len(cases), np.int64)
-    expected = np.empty(len(cases))
+    rank = np.empty((len(ignores), len(cases)), np.int64)
+    expected = np.empty((len(ignores), len(cases)))
     for c, (user, target, excluded) in enumerate(zip(cases.user_id, cases.target, cases.exclude)):
         rows = by_user[user]
         test_rows = np.flatnonzero((rows["split"] == "test").to_numpy())
@@ -84,27 +105,21 @@ def ceiling_ranks(config: dict) -> tuple[dict, dict]:
         before = rows.iloc[:at]
         views = before[before["event"] == "view"]
         items = np.array([number(i) for i in views["item_id"]], np.int64)
-        if event["event"] == "purchase":        # the ceiling knows the target is a purchase: of a viewed item
-            p = purchase_weights(hidden, number(user), items, views["seconds"].to_numpy(np.float64),
-                                 float(event["seconds"]))
-        else:                                    # a fresh view or a re-view of one of the earlier views
-            p = (1 - REPEAT_P) * view_probabilities(hidden, number(user), float(event["seconds"]))
-            if len(items):
-                back = np.arange(len(items), 0, -1)   # views[-1] is one step back
-                chance = 0.45 * 0.55 ** (back - 1.0)
-                chance[0] += 0.55 ** len(items)         # a step back past the first view lands on it
-                np.add.at(p, items, REPEAT_P * chance)
-        p /= p.sum()
-        history = np.zeros(len(p), bool)
+        history = np.zeros(len(hidden.items["cat"]), bool)
         history[[number(i) for i in excluded]] = True
-        rank[c] = int((p[~history] > p[number(target)]).sum())
-        # Each item may be the target; the candidates are then the items off the history, and that item.
-        fresh = np.sort(p[~history])
-        above = len(fresh) - np.searchsorted(fresh, p, side="right")
-        expected[c] = p[above < K].sum()
+        at_time = (hidden, number(user), event["event"] == "purchase", float(event["seconds"]), items,
+                   views["seconds"].to_numpy(np.float64))
+        truth = target_probabilities(*at_time)
+        for n, ignore in enumerate(ignores):
+            p = target_probabilities(*at_time, ignore) if ignore else truth
+            rank[n, c] = int((p[~history] > p[number(target)]).sum())
+            # Each item may be the target; the candidates are then the items off the history, and that item.
+            fresh = np.sort(p[~history])
+            above = len(fresh) - np.searchsorted(fresh, p, side="right")
+            expected[n, c] = truth[above < K].sum()
     masks = {name: (np.ones(len(cases), bool) if flag is None else np.asarray(getattr(cases, flag), bool))
              for name, flag in BLOCKS}
-    return {"rank": rank, "expected": expected}, masks
+    return [{"rank": rank[n], "expected": expected[n]} for n in range(len(ignores))], masks
 
 
 def meaning_vectors(hidden, item_ids, user_ids, profiles: dict[str, str], dim: int,
@@ -239,7 +254,8 @@ def with_seed_means(models: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
-def write(path: Path, ceiling: dict, models: dict[str, dict], command: str, seconds: float) -> None:
+def write(path: Path, ceiling: dict, without: dict[str, dict], models: dict[str, dict], command: str,
+          seconds: float) -> None:
     from bench.report import write_section
 
     blocks = list(ceiling)
@@ -250,6 +266,13 @@ def write(path: Path, ceiling: dict, models: dict[str, dict], command: str, seco
              "| block | cases | ceiling R@10 | ceiling N@10 | ceiling expected R@10 |", "|---|---|---|---|---|"]
     lines += [f"| {block} | {row['cases']} | {row['recall@10']:.4f} | {row['ndcg@10']:.4f} | "
               f"{row['expected_recall@10']:.4f} |" for block, row in ceiling.items()]
+    lines += ["", "What each thing the generator knows is worth: the ceiling's expected recall@10 when its ranking "
+              "leaves one out (a term of a view's logits, or `drift`: the user's interests as at sign-up instead of "
+              "at the time), and the share of the full ceiling's it keeps.", "",
+              "| left out | " + " | ".join(blocks) + " |", "|---|" + "---|" * len(blocks)]
+    for term, row in without.items():
+        kept = [(row[block]["expected_recall@10"], ceiling[block]["expected_recall@10"]) for block in blocks]
+        lines.append(f"| {term} | " + " | ".join(f"{got:.4f} ({got / full:.2f})" for got, full in kept) + " |")
     lines += ["", "Trained models' test recall@10 on the same cases, and (in brackets) as a share of the ceiling's "
               "expected recall@10. The three encoders' rows are bench/encoders.py's (docs/encoders.json); the "
               "seeded rows are this run's.", "",
@@ -260,8 +283,8 @@ def write(path: Path, ceiling: dict, models: dict[str, dict], command: str, seco
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     write_section(path, "Results (bench/world_ceiling.py)", "\n".join(lines),
                   heading="# The generated world's ceiling: what the best possible ranker scores")
-    path.with_suffix(".json").write_text(json.dumps({"ceiling": ceiling, "models": models}, indent=1) + "\n",
-                                         encoding="utf-8")
+    figures = {"ceiling": ceiling, "without": without, "models": models}
+    path.with_suffix(".json").write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -276,6 +299,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="the training seeds of --perfect-encoder's runs (three runs each, ~1.5 minutes a run)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    from ingest.generate import VIEW_TERMS
     from training.config import load_config
 
     started = time.time()
@@ -285,14 +309,16 @@ def main(argv: list[str] | None = None) -> None:
                      "world (only there is the taste behind the behaviour known)")
     if not Path(config["data"]["path"]).is_absolute():
         config["data"]["path"] = str(ROOT / config["data"]["path"])
-    ranks, masks = ceiling_ranks(config)
-    ceiling = summarize(ranks, masks)
+    ignores = [frozenset(), *(frozenset({term}) for term in (*VIEW_TERMS, "drift"))]
+    ranks, masks = ceiling_ranks(config, ignores)
+    ceiling = summarize(ranks[0], masks)
+    without = {next(iter(ignore)): summarize(r, masks) for ignore, r in zip(ignores[1:], ranks[1:])}
     models = trained(Path(args.encoders))
     if args.perfect_encoder:
         models.update(perfect_encoder_runs(config, Path(args.perfect_encoder),
                                            [int(seed) for seed in args.seeds.split(",")]))
     command = "python bench/world_ceiling.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
-    write(Path(args.out), ceiling, models, command, time.time() - started)
+    write(Path(args.out), ceiling, without, models, command, time.time() - started)
     print(Path(args.out).read_text(encoding="utf-8"))
 
 

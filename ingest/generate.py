@@ -77,6 +77,7 @@ LANG_BONUS = 0.5        # users lean a little towards items in their own languag
 RECENCY_BONUS = 2.0     # logit bonus for a just-released item, decaying with RECENCY_TAU
 RECENCY_TAU = 14 * DAY
 REPEAT_P = 0.12         # share of views that re-view an earlier item of the same user
+REVIEW_STEP_P = 0.45    # a re-view goes back a geometric number of views with this success chance
 NEW_USER_SHARE = 0.08
 PURCHASE_DELAY_S = 60   # a purchase follows its view after this many seconds, plus an exponential wait ...
 PURCHASE_DELAY_MEAN_S = 1500.0   # ... of this mean
@@ -540,17 +541,28 @@ def _taste(us: dict, u: int, t: np.ndarray, horizon: int) -> tuple[np.ndarray, n
     return slots, us["w0"][u, slots][None, :] * (1 - frac) + us["w1"][u, slots][None, :] * frac
 
 
-def _view_logits(pool: dict, us: dict, u: int, j: int, t: np.ndarray) -> np.ndarray:
+VIEW_TERMS = ("popularity", "style", "price", "language", "recency")   # what a view's logits add up
+
+
+def _view_logits(pool: dict, us: dict, u: int, j: int, t: np.ndarray, ignore: frozenset[str] = frozenset()
+                 ) -> np.ndarray:
     """[len(t), items of the category] the logits of a fresh view by user ``u`` serving interest slot ``j`` at each
-    time in ``t``: popularity, style match, price fit, language match, a just-released item's bonus; -inf for
-    items not yet released."""
-    aff = np.where(pool["style"] == us["main_style"][u, j], STYLE_MAIN, 0.0)
-    if us["second_style"][u, j] >= 0:
-        aff = aff + np.where(pool["style"] == us["second_style"][u, j], STYLE_SECOND, 0.0)
-    static = (pool["logpop"] + aff - us["sens"][u] * (pool["logp"] - us["pref_logp"][u, j]) ** 2
-              + np.where(pool["zh"] == bool(us["zh"][u]), LANG_BONUS, 0.0))
+    time in ``t``: popularity, style match, price fit, language match, a just-released item's bonus (less the
+    :data:`VIEW_TERMS` in ``ignore``); -inf for items not yet released."""
+    static = pool["logpop"] if "popularity" not in ignore else np.zeros(len(pool["idx"]))
+    if "style" not in ignore:
+        aff = np.where(pool["style"] == us["main_style"][u, j], STYLE_MAIN, 0.0)
+        if us["second_style"][u, j] >= 0:
+            aff = aff + np.where(pool["style"] == us["second_style"][u, j], STYLE_SECOND, 0.0)
+        static = static + aff
+    if "price" not in ignore:
+        static = static - us["sens"][u] * (pool["logp"] - us["pref_logp"][u, j]) ** 2
+    if "language" not in ignore:
+        static = static + np.where(pool["zh"] == bool(us["zh"][u]), LANG_BONUS, 0.0)
     age = np.asarray(t)[:, None] - pool["rel"][None, :]
-    logits = static[None, :] + RECENCY_BONUS * pool["new"][None, :] * np.exp(-np.maximum(age, 0) / RECENCY_TAU)
+    logits = np.broadcast_to(static[None, :], age.shape)
+    if "recency" not in ignore:
+        logits = logits + RECENCY_BONUS * pool["new"][None, :] * np.exp(-np.maximum(age, 0) / RECENCY_TAU)
     return np.where(age >= 0, logits, -np.inf)
 
 
@@ -587,7 +599,7 @@ def _simulate(rng: np.random.Generator, it: dict, us: dict, horizon: int, progre
         rep = rng.random(n) < REPEAT_P
         rep[0] = False
         pick_u = rng.random(n)
-        back = rng.geometric(0.45, size=n)
+        back = rng.geometric(REVIEW_STEP_P, size=n)
         items = np.empty(n, dtype=np.int64)
         ms_by_cat[:] = -1
         for j_pos, j in enumerate(slots):
@@ -665,17 +677,19 @@ def hidden_world(world: dict) -> HiddenWorld:
                  int(world["days"]), float(world["chinese_share"]))
 
 
-def view_probabilities(hidden: HiddenWorld, user: int, seconds: float) -> np.ndarray:
+def view_probabilities(hidden: HiddenWorld, user: int, seconds: float, ignore: frozenset[str] = frozenset()
+                       ) -> np.ndarray:
     """[items] the probability that a fresh view (not a re-view) by user number ``user``, ``seconds`` after START,
     picks each item: the interest slot from the user's taste at that time, then the item from the slot's
-    category by :func:`_view_logits`. Exactly what the simulation samples from."""
+    category by :func:`_view_logits`. Exactly what the simulation samples from, unless ``ignore`` names some of
+    :data:`VIEW_TERMS` (left out of the logits) or ``drift`` (the taste of sign-up instead of that time's)."""
     t = np.array([seconds], dtype=np.float64)
-    slots, weights = _taste(hidden.users, user, t, hidden.horizon)
+    slots, weights = _taste(hidden.users, user, t * ("drift" not in ignore), hidden.horizon)
     pools = _category_pools(hidden.items)
     out = np.zeros(len(hidden.items["cat"]))
     for weight, j in zip(weights[0] / weights[0].sum(), slots):
         pool = pools[int(hidden.users["cats"][user, j])]
-        logits = _view_logits(pool, hidden.users, user, j, t)[0]
+        logits = _view_logits(pool, hidden.users, user, j, t, ignore)[0]
         if np.isfinite(logits).any():
             p = np.exp(logits - logits.max())
             out[pool["idx"]] += weight * p / p.sum()

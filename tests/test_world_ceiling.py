@@ -21,7 +21,7 @@ def config(tmp_path_factory):
 
 
 def test_the_ceiling_is_far_above_popularity_and_reads_what_it_expects(config):
-    rank, masks = ceiling_ranks(config)
+    (rank, blind), masks = ceiling_ranks(config, [frozenset(), frozenset({"style"})])
     ceiling = summarize(rank, masks)
     assert set(ceiling) == {"all", "cold items", "new users", "Chinese", "cross-lingual"}
     assert ceiling["all"]["cases"] == len(rank["rank"]) > 200
@@ -37,3 +37,5 @@ def test_the_ceiling_is_far_above_popularity_and_reads_what_it_expects(config):
     assert ceiling["all"]["recall@10"] > 1.5 * float((popular < 10).mean())
     # the expected recall is a mean of probabilities; the realised one a mean of hits on the same cases
     assert abs(ceiling["all"]["expected_recall@10"] - ceiling["all"]["recall@10"]) < 0.08
+    # a ranking blind to the users' styles expects less of the same truth
+    assert summarize(blind, masks)["all"]["expected_recall@10"] < ceiling["all"]["expected_recall@10"] - 0.02
