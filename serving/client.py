@@ -18,7 +18,8 @@ from typing import Any, NamedTuple
 import grpc
 import numpy as np
 
-from serving import DEFAULT_SIGNATURE
+from serving import DEFAULT_SIGNATURE, protos
+from serving.tf_protos import load
 from twotower import layout
 
 
@@ -74,8 +75,8 @@ class RecommenderClient:
 
     def __init__(self, target: str, token: str | None = None, root_certificates: bytes | None = None,
                  timeout: float = 5.0, private_key: bytes | None = None, certificate_chain: bytes | None = None):
-        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
-
+        model_service_pb2_grpc = load("tensorflow_serving.apis.model_service_pb2_grpc")
+        prediction_service_pb2_grpc = load("tensorflow_serving.apis.prediction_service_pb2_grpc")
         self.target = target
         self.timeout = float(timeout)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
@@ -108,8 +109,7 @@ class RecommenderClient:
         box's query, the ``search_query`` input) are sent only when given, so a model exported before they existed
         is asked exactly as before.
         """
-        from tensorflow_serving.apis import predict_pb2
-
+        predict_pb2 = load("tensorflow_serving.apis.predict_pb2")
         if k < 1:
             raise ClientError(None, f"k must be at least 1, got {k}")
         if diversity is not None and not 0.0 <= diversity <= 1.0:
@@ -152,7 +152,7 @@ class RecommenderClient:
     def metadata(self, model: str, version: int | None = None) -> dict[str, Any]:
         """``{"model", "version", "signatures": {name: {"method_name", "inputs", "outputs"}}}``; each tensor
         is ``{"dtype": "string", "shape": [-1, -1]}``."""
-        from tensorflow_serving.apis import get_model_metadata_pb2
+        get_model_metadata_pb2 = load("tensorflow_serving.apis.get_model_metadata_pb2")
 
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         self._spec(request.model_spec, model, version, "")
@@ -168,7 +168,7 @@ class RecommenderClient:
 
     def status(self, model: str, version: int | None = None) -> list[VersionState]:
         """Every version the server knows for ``model`` (or just ``version``) and its state."""
-        from tensorflow_serving.apis import get_model_status_pb2
+        get_model_status_pb2 = load("tensorflow_serving.apis.get_model_status_pb2")
 
         request = get_model_status_pb2.GetModelStatusRequest()
         self._spec(request.model_spec, model, version, "")
@@ -212,27 +212,22 @@ class RecommenderClient:
 
 def string_tensor(values: Sequence[str], shape: Sequence[int]) -> Any:
     """A DT_STRING TensorProto (UTF-8)."""
-    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-
-    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING,
-                                   tensor_shape=tensor_shape_pb2.TensorShapeProto(
-                                       dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in shape]))
+    proto = protos.tensor_pb2.TensorProto(dtype=protos.types_pb2.DT_STRING)
+    protos.set_shape(proto, tuple(int(d) for d in shape))
     proto.string_val.extend(value.encode("utf-8") for value in values)
     return proto
 
 
 def number_tensor(values: Sequence[float], dtype: str) -> Any:
     """A [len(values)] float32 or int32 TensorProto."""
-    import tensorflow as tf
-
-    return tf.make_tensor_proto(np.asarray(values, dtype=dtype))
+    proto = protos.tensor_pb2.TensorProto()
+    protos.fill_tensor_proto(proto, np.asarray(values, dtype=dtype))
+    return proto
 
 
 def to_array(proto: Any) -> np.ndarray:
     """A TensorProto as numpy (strings as bytes), whichever field the server packed its values into."""
-    import tensorflow as tf
-
-    return tf.make_ndarray(proto)
+    return protos.to_array(proto)
 
 
 def read_titles(path: str | Path, version: int | None = None) -> dict[str, str]:
@@ -260,7 +255,5 @@ def _code_name(value: int) -> str:
 
 
 def _describe(info: Any) -> dict[str, Any]:
-    from tensorflow.core.framework import types_pb2
-
     shape = None if info.tensor_shape.unknown_rank else [d.size for d in info.tensor_shape.dim]
-    return {"dtype": types_pb2.DataType.Name(info.dtype).removeprefix("DT_").lower(), "shape": shape}
+    return {"dtype": protos.types_pb2.DataType.Name(info.dtype).removeprefix("DT_").lower(), "shape": shape}

@@ -8,7 +8,8 @@ either as ``tensor_content`` or as one typed value per element) are converted di
 ``tf.make_tensor_proto`` walk every element in Python and cost more than the graph on a one-row request
 (docs/benchmarks.md). Anything else (a typed field with fewer values than elements, which TF fills with the last
 value; complex, resource or variant tensors; malformed protos) goes through TensorFlow's own converters, so the
-results and errors are theirs.
+results and errors are theirs. TensorFlow itself is imported only for those, so a client that sends and reads
+the common cases (``twotower query``) never imports it (serving/tf_protos.py).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
-import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from serving.errors import invalid
+from serving.tf_protos import load
+
+tensor_pb2 = load("tensorflow.core.framework.tensor_pb2")
+types_pb2 = load("tensorflow.core.framework.types_pb2")
 
 # dtype → the typed repeated field AsProtoField fills (the 16-bit floats go in half_val as their bit patterns).
 TYPED_FIELDS = {
@@ -63,7 +66,10 @@ def to_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
             values = getattr(proto, TYPED_FIELDS[proto.dtype])
             if len(values) == count:
                 return np.array(values, dtype=dtype).reshape(shape)
-    return tf.make_ndarray(proto)   # the general case, TensorFlow's own reading (and its errors)
+    # the general case, TensorFlow's own reading (and its errors)
+    import tensorflow as tf
+
+    return tf.make_ndarray(proto)
 
 
 def to_arrays(tensors: Mapping[str, tensor_pb2.TensorProto]) -> dict[str, np.ndarray]:
@@ -108,6 +114,8 @@ def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray, as_conte
 def to_tensor_proto(array: np.ndarray, as_content: bool = False) -> tensor_pb2.TensorProto:
     """An array as a TensorProto through ``tf.make_tensor_proto``, with the typed value field as AsProtoField
     writes it (``fill_tensor_proto`` is the direct path for the common dtypes)."""
+    import tensorflow as tf
+
     array = np.asarray(array)
     proto = tf.make_tensor_proto(array)
     field = TYPED_FIELDS.get(proto.dtype)

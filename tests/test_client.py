@@ -128,6 +128,38 @@ def test_query_json(server, exported, titles):
     assert "title" not in bare[0]                                                 # no --base-path: no titles
 
 
+CLIENT_WITHOUT_TENSORFLOW = """
+import json, sys
+from serving.client import RecommenderClient
+with RecommenderClient(sys.argv[1], token=sys.argv[2], timeout=30) as client:
+    ranking = client.recommend(sys.argv[3], user_id="U00001", history=sys.argv[4].split(","), k=4, diversity=0.5)
+    status = client.status(sys.argv[3])
+imported = sorted(name for name in sys.modules if name == "tensorflow" or name.startswith("tensorflow.python"))
+import tensorflow as tf   # still imports whole afterwards, and reads the same messages
+from serving.client import number_tensor
+same = tf.make_ndarray(number_tensor([0.5], "float32")).tolist()
+print(json.dumps({"items": [item for item, _ in ranking], "state": status[0].state, "imported": imported,
+                  "same": same}))
+"""
+
+
+def test_the_client_never_imports_tensorflow(server, client, titles):
+    """A fresh interpreter asks the server through serving.client without importing TensorFlow (3-4 s a
+    `twotower query` no longer pays: serving/tf_protos.py), gets what the in-process client gets, and can still
+    import TensorFlow afterwards."""
+    import subprocess
+    import sys
+
+    history = list(titles)[:2]
+    result = subprocess.run([sys.executable, "-c", CLIENT_WITHOUT_TENSORFLOW, server.target, TOKEN, MODEL,
+                             ",".join(history)], capture_output=True, text=True, timeout=300, check=True)
+    answer = json.loads(result.stdout.splitlines()[-1])
+    assert answer["imported"] == []
+    expected = client.recommend(MODEL, user_id="U00001", history=history, k=4, diversity=0.5)
+    assert answer["items"] == [item for item, _ in expected] and answer["state"] == "AVAILABLE"
+    assert answer["same"] == [0.5]
+
+
 def test_query_errors_are_one_line(server, tmp_path):
     port = free_port()   # nothing listens there
     unreachable = cli("query", "--server", f"127.0.0.1:{port}", "--model", MODEL, "--text", "tent",
