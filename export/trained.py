@@ -57,7 +57,8 @@ def load_trained(run_dir: str) -> TrainedRun:
     config = run.read_config()
     artifacts = artifacts_io.load(run.artifacts)
     fine_tuned = config["model"]["encoder_mode"] != "frozen"
-    encoder = TextEncoder(encoder_source(config, run, None), max_length=config["model"]["max_seq_len"])
+    encoder = TextEncoder(encoder_source(config, run, None), max_length=config["model"]["max_seq_len"],
+                          centering=artifacts.text_centering)
     served = copy.deepcopy(config)
     served["model"]["encoder_mode"] = "frozen"  # tables of text vectors, whatever the training mode was
     if fine_tuned:  # placeholders, filled below with the fine-tuned encoder's vectors

@@ -102,6 +102,10 @@ class ModelConfig(Section):
                                    "its text vector, the query's scaled by a weight learned per request kind "
                                    "(towers/semantic_channel.py); needs `text` in item_features and `text` or "
                                    "`history` in user_features")
+    text_centering: bool = Field(False, description="each text vector less its script's mean (Chinese or not, "
+                                 "the catalogue's means) before the towers read it: a multilingual encoder's "
+                                 "Chinese search then finds English items of the same thing "
+                                 "(towers/script_centering.py); needs encoder_mode `frozen`")
     lexical_dim: NonNegativeInt = Field(0, description="with semantic_channel: the item vector gets a block of "
                                         "this many dimensions holding its words (idf-weighted Latin words and "
                                         "CJK characters and pairs, sketched; towers/lexical.py) that a request's "
@@ -142,6 +146,9 @@ class ModelConfig(Section):
                                       not {"text", "history"} & set(self.user_features)):
             raise ValueError("model.semantic_channel needs 'text' in model.item_features and 'text' or 'history' "
                              "in model.user_features (it compares the query's text with the item's)")
+        if self.text_centering and self.encoder_mode != "frozen":
+            raise ValueError("model.text_centering needs model.encoder_mode: frozen (the means are the frozen "
+                             "encoder's; a fine-tuned encoder moves them)")
         if self.lexical_dim and not self.semantic_channel:
             raise ValueError("model.lexical_dim needs model.semantic_channel: true (the words' block is part of the "
                              "semantic channel's search)")

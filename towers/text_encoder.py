@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from towers import script_centering
 from towers.config import ENCODER_MODES, ConfigError
 from towers.hub_encoder import HUB_PREFIX, HubBert, HubSource, is_hub_pair, resolve_hub
 from towers.named_encoders import NAMED, materialise
@@ -244,11 +245,13 @@ class TextEncoder(tf_keras.layers.Layer):
     """
 
     def __init__(self, source: EncoderSource, max_length: int = 64, mode: str = "frozen", top_n: int = 2,
-                 **kwargs):
+                 centering: np.ndarray | None = None, **kwargs):
         super().__init__(**kwargs)
         if mode not in ENCODER_MODES:
             raise EncoderError(f"model.encoder_mode must be one of {', '.join(ENCODER_MODES)}, got {mode!r}")
         self.source = source
+        # model.text_centering: [2, H] script means subtracted from every vector (towers/script_centering.py)
+        self.centering = None if centering is None else np.asarray(centering, np.float32)
         self.max_length = int(max_length)
         self.mode = mode
         if isinstance(source, HubSource):
@@ -310,7 +313,10 @@ class TextEncoder(tf_keras.layers.Layer):
                                token_type_ids=tokens["token_type_ids"], training=dropout).last_hidden_state
         summed = tf.reduce_sum(hidden * mask[:, :, None], axis=1)
         pooled = summed / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
-        return tf.math.l2_normalize(pooled, axis=-1)
+        vectors = tf.math.l2_normalize(pooled, axis=-1)
+        if self.centering is None:
+            return vectors
+        return script_centering.center(vectors, script_centering.chinese(texts), tf.constant(self.centering))
 
     def token_stats(self, texts: Sequence[str]) -> tuple[int, int]:
         """(number of [UNK] tokens, number of tokens) over ``texts``, as the in-graph tokenizer cuts them."""

@@ -30,7 +30,8 @@ ITEM_COUNTS = "item_counts.npy"
 VOCAB = "vocab.json"             # vocabularies, price statistics, encoder, user-id hash; written last
 TEXT_VECTORS = ("item_text_vectors", "user_text_vectors")   # frozen mode: NAME.npy
 ITEM_ITEM_VECTORS = "item_item_vectors"   # model.item_item_rank: NAME.npy
-VECTORS = (*TEXT_VECTORS, ITEM_ITEM_VECTORS)
+TEXT_CENTERING = "text_centering"   # model.text_centering: NAME.npy
+VECTORS = (*TEXT_VECTORS, ITEM_ITEM_VECTORS, TEXT_CENTERING)
 DATA_FILES = (CATALOG, USERS, VOCAB, ITEM_COUNTS)   # what the run derived from its data (its fingerprint)
 SAMPLE_QUERIES = "sample_queries.json"   # test users and histories: export tunes and measures its index on them
 SAMPLE_QUERIES_LIMIT = 5000
@@ -49,6 +50,7 @@ class Artifacts:
     user_text_vectors: np.ndarray | None = None  # frozen mode: [len(users), dim]
     user_id_hash: str | None = None  # fingerprint of the key user ids were hashed with (data.hash_user_ids)
     item_item_vectors: np.ndarray | None = None  # model.item_item_rank: [len(catalog), rank] (towers/item_item.py)
+    text_centering: np.ndarray | None = None     # model.text_centering: [2, dim] script means (script_centering.py)
 
     @property
     def categories(self) -> list[str]:

@@ -13,10 +13,12 @@ import time
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from ingest.load import load_dataset
 from ingest.schema import Dataset
 from ingest.split import assign_split
+from towers import script_centering
 from towers.item_item import item_item_factors
 from towers.text_cache import TextVectorCache
 from towers.text_encoder import (
@@ -103,13 +105,22 @@ def prepare(config: dict, run: RunDir, progress: bool = True) -> Prepared:
                      cache.directory)
             return encoder.encode(texts, batch_size=batch, progress=progress)
 
-        derived.item_text_vectors, _ = cache.get(derived.catalog["text"].tolist(), encode)
+        item_texts = derived.catalog["text"].tolist()
+        derived.item_text_vectors, _ = cache.get(item_texts, encode)
         user_texts = derived.users["text"].tolist()
         vectors, _ = cache.get(user_texts, encode) if user_texts else (np.zeros((0, encoder.dim)), 0)
         empty = np.array([not t.strip() for t in user_texts], bool)
         vectors = np.asarray(vectors, np.float32).reshape(len(user_texts), encoder.dim)
         vectors[empty] = 0.0  # no text is "no text", not the encoding of an empty string
         derived.user_text_vectors = vectors
+        if model["text_centering"]:   # the cache keeps the encoder's own vectors; the towers read them centred
+            chinese = script_centering.chinese(tf.constant(item_texts, tf.string)).numpy()
+            derived.text_centering = script_centering.script_means(derived.item_text_vectors, chinese)
+            derived.item_text_vectors = script_centering.center_texts(derived.item_text_vectors, item_texts,
+                                                                      derived.text_centering)
+            derived.user_text_vectors = script_centering.center_texts(vectors, user_texts, derived.text_centering)
+            log.info("text vectors centred per script (model.text_centering): %d of %d catalogue texts Chinese",
+                     int(chinese.sum()), len(item_texts))
     artifacts_io.save(derived, run.artifacts)
     return Prepared(dataset, labels, derived, source, stream)
 

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from ingest.formats.generated import SEARCH_QUERIES, read_search_queries
 from ingest.privacy import hash_column, key_from_config
+from towers import script_centering
 from towers.text_cache import TextVectorCache
 from towers.text_encoder import TextEncoder
 from training import evaluate as ev
@@ -197,7 +198,8 @@ def popularity_scorer(item_counts: np.ndarray) -> QueryScorer:
 
 
 def text_vectors(texts: list[str], config: dict, prepared) -> np.ndarray:
-    """[len(texts), T] vectors of the run's text encoder (its frozen weights), through the run's text cache."""
+    """[len(texts), T] vectors of the run's text encoder (its frozen weights), through the run's text cache, centred
+    per script where the run's model.text_centering is on (as the served encoder centres them)."""
     model = config["model"]
     cache = TextVectorCache(config["training"]["text_cache_dir"], prepared.artifacts.encoder["fingerprint"])
     encoder: list[TextEncoder] = []
@@ -209,7 +211,9 @@ def text_vectors(texts: list[str], config: dict, prepared) -> np.ndarray:
         return encoder[0].encode(new, batch_size=config["training"]["encode_batch_size"], progress=False)
 
     vectors, _ = cache.get(texts, encode)
-    return np.asarray(vectors, np.float32).reshape(len(texts), -1)
+    vectors = np.asarray(vectors, np.float32).reshape(len(texts), -1)
+    centering = prepared.artifacts.text_centering
+    return vectors if centering is None else script_centering.center_texts(vectors, texts, centering)
 
 
 def split_queries(prepared, cases: Examples, config: dict) -> QueryCases | None:
