@@ -56,10 +56,10 @@ MATRIX = {
 # shipped config → the shared dataset folder it reads (None: the generated world)
 SHIPPED = {"default": None, "smoke": None, "amazon_scientific": "amazon-scientific",
            "amazon_beauty": "amazon-beauty", "movielens_100k": "movielens-100k"}
-# case → the named encoder from the registry it trains with, that encoder's width, and its other overrides (e5, the
-# multilingual one, centres its vectors per script: model.text_centering)
-REGISTRY_ENCODERS = {"m3e": ("m3e-small", 512, []),
-                     "e5": ("multilingual-e5-small", 384, ["model.text_centering=true"])}
+# case → the named encoder from the registry it trains with, that encoder's width, and its other overrides (m3e
+# centres its vectors per script, model.text_centering; e5 is as configs/amazon_scientific.yaml ships it)
+REGISTRY_ENCODERS = {"m3e": ("m3e-small", 512, ["model.text_centering=true"]),
+                     "e5": ("multilingual-e5-small", 384, [])}
 # case → its group: the models of a group are built on one pytest-xdist worker and asked in one fresh process
 # (one TensorFlow import per group); four groups let both workers share the module's training
 GROUPS = {**{case: "matrix-a" if n < 6 else "matrix-b" for n, case in enumerate(sorted(MATRIX))}, "scann": "matrix-b",
@@ -411,14 +411,14 @@ def test_tf_hub_encoder_trains_exports_and_serves_as_evaluated(mode, whole_way, 
 def test_registry_encoders_train_export_and_serve_chinese(case, whole_way):
     """model.encoder: m3e-small (WordPiece, converted from PyTorch weights without PyTorch) and
     multilingual-e5-small (SentencePiece, decoded from its 4-bit package): no [UNK] warning on the world's Chinese
-    fields, the licence said as it is, and the export answers Chinese user text in a fresh process. e5 trains with
+    fields, the licence said as it is, and the export answers Chinese user text in a fresh process. m3e trains with
     model.text_centering: check_whole_way's search requests hold the served graph's centring to the training's."""
     encoder, dim, overrides = REGISTRY_ENCODERS[case]
     run, version, _ = check_whole_way(whole_way[case])
     log = (run / "train.log").read_text(encoding="utf-8")
     assert "are [UNK]" not in log and "[UNK] share in 'title': 0.00%" in log
     assert ("non-commercial research use only" in log) == (encoder == "m3e-small")
-    # e5's vectors centred per script in training and in the served graph alike (the search parity above)
+    # vectors centred per script in training and in the served graph alike (the search parity above)
     assert ("text vectors centred per script" in log) == ("model.text_centering=true" in overrides)
     card = json.loads((version / "assets" / "model_card.json").read_text(encoding="utf-8"))
     assert card["encoder"]["name"] == encoder and card["encoder"]["dim"] == dim
