@@ -43,6 +43,7 @@ from export.diversity import group_ids, rerank
 from export.explain import matching_words, strongest_history_item
 from export.packed_encoder import PackedWeights
 from ingest.privacy import HashKey, hash_ids
+from towers import script_centering
 from towers.feature_table import FeatureTable
 from towers.item_item import borrowed_blocks
 from towers.item_tower import ItemTower
@@ -238,6 +239,7 @@ class Recommender(tf.Module):
             vectors, has_text, words = self._text_vectors(tf.concat([user_text, search_query], axis=0), words)
             if words is not None:
                 features["search_words"] = words
+                features["search_chinese"] = script_centering.chinese(search_query)   # its words' weight
             features["search_text_vec"] = vectors[batch:]
             vectors, has_text = vectors[:batch], has_text[:batch]
         elif self.user_tower.text_projection is not None:   # no search part: the search is request text too

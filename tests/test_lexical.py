@@ -57,3 +57,21 @@ def test_lexical_dim_needs_the_semantic_channel():
     with pytest.raises(ValueError, match="lexical_dim needs model.semantic_channel"):
         TowerConfig.model_validate({"lexical_dim": 64})
     assert TowerConfig.model_validate({"lexical_dim": 64, "semantic_channel": True}).lexical_dim == 64
+
+
+def test_a_chinese_search_has_its_own_words_weight():
+    """Calibration may give Chinese searches' words another weight (training/calibrate.py); frozen for the export
+    it is the same, and a layer whose checkpoint predates it weighs every search's words alike."""
+    import tensorflow as tf
+
+    from towers.semantic_channel import SemanticQuery
+
+    layer = SemanticQuery(words=True)
+    words, chinese = tf.ones([3, 2]), tf.constant([False, True, False])
+    np.testing.assert_allclose(layer.words(words, chinese).numpy(), layer.words(words).numpy())   # factor 1
+    layer.set_words_weight(10.0)
+    layer.set_chinese_words_weight(2.5)
+    np.testing.assert_allclose(layer.words(words, chinese).numpy()[:, 0], [10.0, 2.5, 10.0], rtol=1e-5)
+    layer.freeze()
+    np.testing.assert_allclose(layer.words(words, chinese).numpy()[:, 0], [10.0, 2.5, 10.0], rtol=1e-5)
+    assert layer.describe()["weight_search_words_chinese"] == pytest.approx(2.5, rel=1e-5)

@@ -49,7 +49,7 @@ MATRIX = {
     "semantic-text-only-users-finetune": ["model.semantic_channel=true", "model.user_features=[text]",
                                           "model.item_features=[text,id]", "model.encoder_mode=finetune_top_n",
                                           "model.finetune_top_n=1"],
-    "item-item-semantic": ["model.semantic_channel=true", "model.item_item_rank=16"],
+    "item-item-semantic": ["model.semantic_channel=true", "model.item_item_rank=16", "model.lexical_dim=16"],
     "item-item-causal-history-only": ["model.user_features=[history]", "model.item_features=[text,category]",
                                       "model.history_encoder=causal", "model.item_item_rank=16"],
 }

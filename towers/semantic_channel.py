@@ -74,6 +74,12 @@ class SemanticQuery(tf_keras.layers.Layer):
         self.words_logit = (self.add_weight(name="words_weight", shape=[], trainable=False,
                                             initializer=tf_keras.initializers.Constant(
                                                 _inverse_softplus(DEFAULT_WORDS_WEIGHT))) if words else None)
+        # a Chinese search's words weight as a multiple of the words weight (towers/script_centering.py's rule): a
+        # Chinese query's characters match Chinese titles only, so where the catalogue is mostly in another
+        # language its meaning should lead. 1 until calibration fits it, and in a checkpoint written before it was
+        # (the same weight as before for every search)
+        self.chinese_words_factor = (self.add_weight(name="chinese_words_factor", shape=[], trainable=False,
+                                                     initializer="ones") if words else None)
         self._frozen: tuple[float, ...] | None = None
 
     def freeze(self) -> None:
@@ -81,9 +87,10 @@ class SemanticQuery(tf_keras.layers.Layer):
         it, so that a served request computes no softplus or sigmoid and reads no variable for them; the graph
         folds them into the arithmetic (docs/benchmarks.md). Setting a weight thaws them again."""
         self._frozen = None
+        words = self.words_logit is not None
         self._frozen = (*self.kind_weights().numpy().tolist(), float(self.text_share().numpy()),
-                        float(self.search_weight().numpy()),
-                        float(self.words_weight().numpy()) if self.words_logit is not None else 0.0)
+                        float(self.search_weight().numpy()), float(self.words_weight().numpy()) if words else 0.0,
+                        float(self.chinese_words_factor.numpy()) if words else 1.0)
 
     def _weights(self, variable_form, *position: int):
         """The frozen constant(s) at ``position``, or ``variable_form()`` when not frozen."""
@@ -120,9 +127,21 @@ class SemanticQuery(tf_keras.layers.Layer):
         self._frozen = None
         self.words_logit.assign(_inverse_softplus(max(float(weight), SMALLEST_WEIGHT)))
 
-    def words(self, search_words: tf.Tensor) -> tf.Tensor:
-        """The search query's words block [B, W] from its unit lexical vectors (zeros: no search)."""
-        return search_words * self.words_weight()
+    def chinese_words_weight(self) -> tf.Tensor:
+        return self.words_weight() * self._weights(lambda: tf.convert_to_tensor(self.chinese_words_factor), 6)
+
+    def set_chinese_words_weight(self, weight: float) -> None:
+        """Sets a Chinese search's words weight (kept as a multiple of the words weight: set that one first)."""
+        self._frozen = None
+        self.chinese_words_factor.assign(max(float(weight), 0.0) / float(tf.math.softplus(self.words_logit)))
+
+    def words(self, search_words: tf.Tensor, chinese: tf.Tensor | None = None) -> tf.Tensor:
+        """The search query's words block [B, W] from its unit lexical vectors (zeros: no search), weighted by
+        the Chinese searches' own weight where ``chinese`` [B] is true."""
+        if chinese is None:
+            return search_words * self.words_weight()
+        weight = tf.where(tf.reshape(chinese, [-1, 1]), self.chinese_words_weight(), self.words_weight())
+        return search_words * weight
 
     def text_share(self) -> tf.Tensor:
         return self._weights(lambda: tf.math.sigmoid(self.text_share_logit), 3)
@@ -133,7 +152,8 @@ class SemanticQuery(tf_keras.layers.Layer):
         return {**{f"weight_{k}": round(float(w), 6) for k, w in zip(KINDS, weights)},
                 "user_text_share_when_both": round(float(self.text_share().numpy()), 6),
                 "weight_search": round(float(self.search_weight().numpy()), 6),
-                **({"weight_search_words": round(float(self.words_weight().numpy()), 6)}
+                **({"weight_search_words": round(float(self.words_weight().numpy()), 6),
+                    "weight_search_words_chinese": round(float(self.chinese_words_weight().numpy()), 6)}
                    if self.words_logit is not None else {})}
 
     def call(self, user_text: tf.Tensor | None, has_text: tf.Tensor, history_text: tf.Tensor | None,

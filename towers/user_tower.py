@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import tensorflow as tf
 import tf_keras
 
+from towers import script_centering
 from towers.config import TowerConfig
 from towers.feature_table import FeatureTable
 from towers.history_attention import HistoryAttention
@@ -195,8 +196,12 @@ class UserTower(tf_keras.Model):
                 if not searched:
                     words = tf.zeros([tf.shape(out)[0], self.config.lexical_dim])
                 else:   # search_words: the lexical vectors, computed by the caller (the export, with the text's)
+                    chinese = features.get("search_chinese")   # the search's script, given by the export
+                    if chinese is None and "search_text" in features:
+                        chinese = script_centering.chinese(features["search_text"])
                     words = self.semantic.words(steps(features["search_words"] if "search_words" in features else
-                                                      self.lexical(features["search_text"])))
+                                                      self.lexical(features["search_text"])),
+                                                None if chinese is None else steps(chinese))
                 tail.append(words)
         else:
             tail = []

@@ -158,6 +158,31 @@ def calibrate(model, cases: Examples, catalog_ids: Sequence[str], metric: str, b
     return {"metric": metric, "kinds": report}
 
 
+def _fit_chinese_words(semantic, asked, meaning: np.ndarray, words: np.ndarray, ratio: float, k: int,
+                       search_weight: float) -> dict:
+    """The words' weight of Chinese searches: the best of WORDS_RATIOS times the search weight on the Chinese
+    validation queries alone (ties: nearest the one all searches got); that one where there are fewer than
+    MIN_CASES. A Chinese query's characters match Chinese titles only, so in a catalogue mostly in another
+    language its meaning may do better without them (docs/encoders.md)."""
+    chinese = np.asarray(asked.chinese, bool)
+    report: dict = {"queries": int(chinese.sum())}
+    if chinese.sum() < MIN_CASES:
+        semantic.set_chinese_words_weight(search_weight * ratio)
+        report.update(kept=f"fewer than {MIN_CASES} Chinese validation queries", fitted=round(search_weight * ratio, 6))
+        return report
+    rows = np.flatnonzero(chinese)
+    values = [sq.summarize(sq.top_rows(meaning[rows] + r * words[rows], k, np.random.default_rng(0)),
+                           asked.relevant[rows])[SEARCH_METRIC] for r in WORDS_RATIOS]
+    best = max(values)
+    chosen = min((r for r, v in zip(WORDS_RATIOS, values) if v == best), key=lambda r: abs(r - ratio))
+    semantic.set_chinese_words_weight(search_weight * chosen)
+    log.info("semantic channel, Chinese searches' words weight fitted on %d validation queries (%s): %.2f of the "
+             "search weight (%.4f; %.4f at the %.2f all searches got)", len(rows), SEARCH_METRIC, chosen, best,
+             values[WORDS_RATIOS.index(ratio)], ratio)
+    return {**report, "fitted": round(search_weight * chosen, 6), "ratio": chosen,
+            SEARCH_METRIC: {f"words {r}x": round(v, 6) for r, v in zip(WORDS_RATIOS, values)}}
+
+
 def fit_search_weight(model, prepared, valid: Examples, config: dict) -> dict | None:
     """Sets the search weight to the one of SEARCH_GRID that ranks the validation users' search queries best
     (SEARCH_METRIC), and with ``model.lexical_dim`` the words' weight to the best of WORDS_RATIOS times it (ties:
@@ -182,15 +207,18 @@ def fit_search_weight(model, prepared, valid: Examples, config: dict) -> dict | 
                                    search=True)
     default = float(semantic.search_weight().numpy())
     default_words = float(semantic.words_weight().numpy()) if has_words else 0.0
+    default_chinese = float(semantic.chinese_words_factor.numpy()) if has_words else 1.0
     semantic.set_search_weight(1.0)   # the query's search part is then its unit text vector (and its words')
     if has_words:
         semantic.set_words_weight(1.0)
+        semantic.chinese_words_factor.assign(1.0)
     try:
         queries = sq.request_vectors(model, features).astype(np.float64)
     finally:
         semantic.set_search_weight(default)
         if has_words:
             semantic.set_words_weight(default_words)
+            semantic.chinese_words_factor.assign(default_chinese)
     meaning = slice(dim, dim + text_dim)
     collaborative = queries[:, :dim] @ items[:, :dim].T
     text = queries[:, meaning] @ items[:, meaning].T
@@ -212,6 +240,8 @@ def fit_search_weight(model, prepared, valid: Examples, config: dict) -> dict | 
         log.info("semantic channel, the search's words weight fitted: %.3f → %.3f (%.2f of the search weight)",
                  default_words, fitted * ratio, ratio)
         report.update({"default_words": round(default_words, 6), "fitted_words": round(fitted * ratio, 6)})
+        report["chinese"] = _fit_chinese_words(semantic, asked, collaborative + fitted * text, fitted * words, ratio,
+                                               k, fitted)
     grid = {(f"{w}, words {r}x" if has_words else str(w)): round(v, 6) for (w, r), v in zip(pairs, values)}
     return {**report, SEARCH_METRIC: grid}
 
