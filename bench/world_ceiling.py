@@ -39,8 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 K = 10
 log = logging.getLogger("twotower.bench")
-BLOCKS = (("all", None), ("cold items", "cold_item"), ("new users", "new_user"), ("Chinese", "chinese"),
-          ("cross-lingual", "cross_lingual"))
+# block name in the tables → its key in metrics.json (training/evaluate.py's GROUPS; None: every case)
 METRIC_BLOCK = {"all": None, "cold items": "cold_items", "new users": "new_users", "Chinese": "chinese",
                 "cross-lingual": "cross_lingual"}
 
@@ -71,16 +70,14 @@ def ceiling_ranks(config: dict, ignores: Sequence[frozenset[str]] = (frozenset()
     from ingest.formats.generated import WORLD
     from ingest.generate import START, hidden_world
     from training import artifacts as artifacts_io
-    from training.examples import evaluation_cases
+    from training import evaluate as ev
     from training.prepare import Prepared, load_split
-    from training.trainer import script_groups
+    from training.trainer import evaluation_split
 
     dataset, labels = load_split(config)
-    novel_only = config["data"]["split"]["type"] == "temporal"   # as training.trainer decides it
-    cases, _ = evaluation_cases(dataset.interactions, labels, "test", config["model"]["history_len"], novel_only)
     derived = artifacts_io.derive(dataset, labels, config["data"]["item_text_columns"],
                                   config["data"]["user_text_columns"])
-    cases.chinese, cases.cross_lingual = script_groups(Prepared(dataset, labels, derived, None), cases)
+    cases = evaluation_split(config, Prepared(dataset, labels, derived, None), "test")   # evaluate's own cases
     world = json.loads((Path(config["data"]["path"]) / WORLD).read_text(encoding="utf-8"))
     hidden = hidden_world(world)
     epoch = int((START - np.datetime64("1970-01-01T00:00:00", "s")).astype(np.int64))
@@ -95,13 +92,10 @@ def ceiling_ranks(config: dict, ignores: Sequence[frozenset[str]] = (frozenset()
     expected = np.empty((len(ignores), len(cases)))
     for c, (user, target, excluded) in enumerate(zip(cases.user_id, cases.target, cases.exclude)):
         rows = by_user[user]
-        test_rows = np.flatnonzero((rows["split"] == "test").to_numpy())
-        if novel_only:      # the first test row of an item new to the user: the target's first sighting
-            test_rows = test_rows[rows["item_id"].to_numpy()[test_rows] == target]
-        at = int(test_rows[0])
+        # the target's row: the user's first test row, or (novel targets) the first test row of its item; either
+        # way the first test row that holds it
+        at = int(np.flatnonzero((rows["split"] == "test").to_numpy() & (rows["item_id"] == target).to_numpy())[0])
         event = rows.iloc[at]
-        if event["item_id"] != target:
-            raise AssertionError(f"{user}: the case's target {target} is not its first test row")
         before = rows.iloc[:at]
         views = before[before["event"] == "view"]
         items = np.array([number(i) for i in views["item_id"]], np.int64)
@@ -117,8 +111,8 @@ def ceiling_ranks(config: dict, ignores: Sequence[frozenset[str]] = (frozenset()
             fresh = np.sort(p[~history])
             above = len(fresh) - np.searchsorted(fresh, p, side="right")
             expected[n, c] = truth[above < K].sum()
-    masks = {name: (np.ones(len(cases), bool) if flag is None else np.asarray(getattr(cases, flag), bool))
-             for name, flag in BLOCKS}
+    masks = {name: (np.ones(len(cases), bool) if key is None else np.asarray(getattr(cases, ev.GROUPS[key]), bool))
+             for name, key in METRIC_BLOCK.items()}
     return [{"rank": rank[n], "expected": expected[n]} for n in range(len(ignores))], masks
 
 

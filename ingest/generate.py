@@ -47,6 +47,7 @@ type it was generated from; ``training/search_queries.py`` evaluates text-only r
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -660,6 +661,11 @@ class HiddenWorld:
     valid_s: int
     test_s: int
 
+    @functools.cached_property
+    def pools(self) -> list[dict]:
+        """:func:`_category_pools` of the items, made once for every :func:`view_probabilities` call."""
+        return _category_pools(self.items)
+
 
 def _draw(rng: np.random.Generator, users: int, items: int, days: int, chinese_share: float) -> HiddenWorld:
     horizon = int(days) * DAY
@@ -685,10 +691,9 @@ def view_probabilities(hidden: HiddenWorld, user: int, seconds: float, ignore: f
     :data:`VIEW_TERMS` (left out of the logits) or ``drift`` (the taste of sign-up instead of that time's)."""
     t = np.array([seconds], dtype=np.float64)
     slots, weights = _taste(hidden.users, user, t * ("drift" not in ignore), hidden.horizon)
-    pools = _category_pools(hidden.items)
     out = np.zeros(len(hidden.items["cat"]))
     for weight, j in zip(weights[0] / weights[0].sum(), slots):
-        pool = pools[int(hidden.users["cats"][user, j])]
+        pool = hidden.pools[int(hidden.users["cats"][user, j])]
         logits = _view_logits(pool, hidden.users, user, j, t, ignore)[0]
         if np.isfinite(logits).any():
             p = np.exp(logits - logits.max())

@@ -116,8 +116,8 @@ def prepare(config: dict, run: RunDir, progress: bool = True) -> Prepared:
         if model["text_centering"]:   # the cache keeps the encoder's own vectors; the towers read them centred
             chinese = script_centering.chinese(tf.constant(item_texts, tf.string)).numpy()
             derived.text_centering = script_centering.script_means(derived.item_text_vectors, chinese)
-            derived.item_text_vectors = script_centering.center_texts(derived.item_text_vectors, item_texts,
-                                                                      derived.text_centering)
+            derived.item_text_vectors = script_centering.center(derived.item_text_vectors, chinese,
+                                                                derived.text_centering).numpy()
             derived.user_text_vectors = script_centering.center_texts(vectors, user_texts, derived.text_centering)
             log.info("text vectors centred per script (model.text_centering): %d of %d catalogue texts Chinese",
                      int(chinese.sum()), len(item_texts))

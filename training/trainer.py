@@ -56,11 +56,11 @@ def _cases(config: dict, prepared: Prepared, split: str) -> Examples:
     novel_only = config["data"]["split"]["type"] == "temporal"
     cases, _ = evaluation_cases(prepared.dataset.interactions, prepared.labels, split,
                                 config["model"]["history_len"], novel_only)
-    cases.chinese, cases.cross_lingual = script_groups(prepared, cases)
+    cases.chinese, cases.cross_lingual = _script_groups(prepared, cases)
     return cases
 
 
-def script_groups(prepared: Prepared, cases: Examples) -> tuple[np.ndarray, np.ndarray]:
+def _script_groups(prepared: Prepared, cases: Examples) -> tuple[np.ndarray, np.ndarray]:
     """Cases whose user's own text or whose target item's text is mostly Chinese (the ``chinese`` block), and
     cases of a user with non-Chinese text whose target item is Chinese (``cross_lingual``)."""
     catalog, users = prepared.artifacts.catalog, prepared.artifacts.users
